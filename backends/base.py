@@ -1,0 +1,94 @@
+"""The contract every backend implements. Framework-free: numpy in, numpy out.
+
+A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
+stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what
+`bench.voc.preprocess` returns, with a batch axis), and scores are NCHW float32.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.spec import FcnSpec
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a backend runs. Accuracy runs use the defaults: fp32 with TF32 off, no compilation."""
+
+    device: str = "auto"  # "auto" picks cuda when present, else cpu
+    precision: str = "fp32"  # fp32 (TF32 off) | tf32 | fp16 | bf16 (autocast / mixed precision)
+    compile: bool = False  # torch.compile / tf.function(jit_compile=True)
+    channels_last: bool = False  # torch memory format (TF is always NHWC)
+    threads: int | None = None  # intra-op CPU threads; None leaves the framework default
+    seed: int = 0  # dropout RNG in training mode
+
+
+class Backend(abc.ABC):
+    """One FCN in one framework. Subclasses live in backends/<framework>/ and mirror each other."""
+
+    name: str = "?"
+
+    def __init__(self, spec: FcnSpec, options: RunOptions | None = None):
+        self.spec = spec
+        self.options = options or RunOptions()
+
+    # -- weights ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Load canonical (Caffe-layout) tensors keyed by spec parameter names; strict."""
+
+    @abc.abstractmethod
+    def state_params(self) -> dict[str, np.ndarray]:
+        """The current tensors back in canonical layout (for snapshots and round-trip tests)."""
+
+    # -- inference -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, num_classes, H, W) float32 class scores (host numpy)."""
+
+    @abc.abstractmethod
+    def predict_labels(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, H, W) uint8 labels; argmax runs on the device."""
+
+    @abc.abstractmethod
+    def forward_blobs(self, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Named intermediate blobs (spec layer names), NCHW float32, for layer-by-layer parity."""
+
+    # -- timing hooks (latency) ----------------------------------------------------------------
+    @abc.abstractmethod
+    def to_device(self, images: np.ndarray) -> Any:
+        """Copy a host batch to the device in the backend's own layout (outside timed regions)."""
+
+    @abc.abstractmethod
+    def forward_device(self, batch: Any) -> Any:
+        """'model' mode: device input -> device scores, nothing copied back."""
+
+    @abc.abstractmethod
+    def synchronize(self, value: Any = None) -> None:
+        """Block until queued device work (and `value`, if given) has finished."""
+
+    # -- environment -----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """The resolved device: "cpu" or "cuda" (never "auto")."""
+
+    @abc.abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Framework version, device name, driver, precision, TF32 flag, threads, compile mode."""
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory window (no-op where the framework cannot)."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory since the last reset, or None where unknown."""
+        return None

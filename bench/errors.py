@@ -1,0 +1,41 @@
+"""User-facing errors. Library code raises these; only cli.py turns them into one line and an exit code.
+
+Every message names the offending value or file and, where one exists, the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FcnBenchError(Exception):
+    """A problem with the user's input or environment (not a bug): printed as one line, exit 1."""
+
+    exit_code = 1
+
+
+class UsageError(FcnBenchError):
+    """Bad option values that click itself cannot catch (exit 2, like click's own usage errors)."""
+
+    exit_code = 2
+
+
+class DataError(FcnBenchError):
+    """A data file is missing, unreadable or inconsistent. The message starts with the path."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class WeightsError(DataError):
+    """A weights file is truncated, corrupt, unsafe or does not match the variant."""
+
+
+class BackendUnavailable(FcnBenchError):
+    """A backend's framework is not installed, or the requested device is not present."""
+
+
+class DownloadError(FcnBenchError):
+    """A download failed, was refused, or its checksum did not match."""
