@@ -25,6 +25,9 @@ COMMAND_MODULES = ("download", "convert", "predict", "parity", "evaluate", "repr
 class FcnBenchGroup(click.Group):
     """A click group whose commands report FcnBenchError as one line and a non-zero exit."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # registration order, not alphabetical
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -86,7 +86,7 @@ class Backend(abc.ABC):
     def environment(self) -> dict[str, Any]:
         """Framework version, device name, driver, precision, TF32 flag, threads, compile mode."""
 
-    def reset_peak_memory(self) -> None:
+    def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Start a new peak-memory window (no-op where the framework cannot)."""
 
     def peak_memory_bytes(self) -> int | None:

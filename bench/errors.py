@@ -1,4 +1,4 @@
-"""User-facing errors. Library code raises these; only cli.py turns them into one line and an exit code.
+"""User-facing errors: library code raises them; only cli.py turns them into a line and exit code.
 
 Every message names the offending value or file and, where one exists, the fix.
 """

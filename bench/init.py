@@ -1,4 +1,4 @@
-"""Parameter initialisation from the spec: bilinear upsampling kernels, fixed scales, random weights.
+"""Parameter initialisation from the spec: bilinear upsampling, fixed scales, random weights.
 
 Framework-free (numpy). Used by `convert --random`, the latency default, tests and the training
 surgery (VGG16 -> FCN), so every backend starts from the same numbers.
@@ -20,7 +20,7 @@ def bilinear_filter(kernel: int) -> np.ndarray:
 
 
 def bilinear_upsample_weight(channels: int, kernel: int) -> np.ndarray:
-    """Deconv weight [C_in, C_out, k, k]: bilinear on the channel diagonal only (no class mixing)."""
+    """Deconv weight [C_in, C_out, k, k]: bilinear on the channel diagonal (no class mixing)."""
     weight = np.zeros((channels, channels, kernel, kernel), dtype=np.float32)
     weight[np.arange(channels), np.arange(channels)] = bilinear_filter(kernel)
     return weight

@@ -1,0 +1,38 @@
+"""Records: provenance fields, strict JSON, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench import records
+
+
+def test_make_record_has_envelope_and_provenance():
+    record = records.make_record("evaluate", split="val")
+    assert record["schema_version"] == records.SCHEMA_VERSION
+    assert record["kind"] == "evaluate" and record["split"] == "val"
+    prov = record["provenance"]
+    assert prov["utc_time"].endswith("Z")
+    assert set(prov["git"]) == {"commit", "dirty"}
+    assert "numpy" in prov["packages"]
+
+
+def test_json_is_strict_and_converts_numpy(tmp_path):
+    path = tmp_path / "out" / "r.json"
+    records.write_json(path, {"a": np.float32(0.5), "b": np.int64(3), "c": math.nan,
+                              "d": np.arange(3), "e": [np.float64("nan")]})
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": 3, "c": None, "d": [0, 1, 2],
+                                            "e": [None]}
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("old")
+    with pytest.raises(TypeError):
+        records.write_json(path, {"x": object()})
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
