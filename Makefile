@@ -29,7 +29,6 @@ latency: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 ## pytest-benchmark suite (not part of `make test`).
 bench: $(STAMP)

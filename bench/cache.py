@@ -1,0 +1,88 @@
+"""Where fcn-bench keeps downloaded files, converted weights and recorded checksums (stdlib only).
+
+The cache is `$FCN_BENCH_CACHE` when set, else `~/.cache/fcn-bench`:
+
+    downloads/             archives and caffemodels exactly as downloaded (`*.part` while partial)
+    weights/<variant>.safetensors
+                           the converted official weights `reproduce` uses by default
+    recorded_sha256.json   SHA-256 of files without a published checksum, recorded on first
+                           download and enforced afterwards (trust on first use)
+
+Never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DataError
+from bench.records import atomic_write_text, to_json, utc_now
+from bench.spec import VARIANTS, UnknownVariantError
+
+CACHE_ENV = "FCN_BENCH_CACHE"
+DATA_ENV = "FCN_BENCH_DATA"
+RECORDED_HASHES = "recorded_sha256.json"
+
+
+def cache_dir() -> Path:
+    """The cache root (not created here: readers must not create directories as a side effect)."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "fcn-bench"
+
+
+def downloads_dir() -> Path:
+    return cache_dir() / "downloads"
+
+
+def weights_dir() -> Path:
+    return cache_dir() / "weights"
+
+
+def default_data_root() -> Path:
+    """`$FCN_BENCH_DATA`, else ./data (the folder holding VOCdevkit/ and benchmark_RELEASE/)."""
+    configured = os.environ.get(DATA_ENV)
+    return Path(configured).expanduser() if configured else Path("data")
+
+
+def default_weights_path(variant: str) -> Path:
+    """The converted official weights of `variant` that `reproduce` loads when --weights is not
+    given (written by `python cli.py download weights <variant>`)."""
+    if variant not in VARIANTS:
+        raise UnknownVariantError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return weights_dir() / f"{variant}.safetensors"
+
+
+def _recorded_path() -> Path:
+    return cache_dir() / RECORDED_HASHES
+
+
+def recorded_hashes() -> dict[str, dict[str, Any]]:
+    """{file name: {"sha256", "size", "url", "recorded_utc"}} for files without a published hash."""
+    path = _recorded_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(path, f"unreadable recorded-checksum file ({error}); delete it to "
+                              "record the checksums again on the next download") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "recorded-checksum file is not a JSON object; delete it")
+    return data
+
+
+def recorded_sha256(name: str) -> str | None:
+    entry = recorded_hashes().get(name)
+    return entry.get("sha256") if isinstance(entry, dict) else None
+
+
+def record_sha256(name: str, sha256: str, size: int, url: str) -> Path:
+    """Remember the SHA-256 of a file that has no published checksum (atomic rewrite)."""
+    entries = recorded_hashes()
+    entries[name] = {"sha256": sha256, "size": size, "url": url, "recorded_utc": utc_now()}
+    path = _recorded_path()
+    atomic_write_text(path, to_json(dict(sorted(entries.items()))))
+    return path

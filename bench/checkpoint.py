@@ -1,0 +1,115 @@
+"""Resumable evaluation: the partial confusion matrix and the ids done, saved atomically as JSON.
+
+A checkpoint is keyed by a fingerprint of everything that can change the result (weights SHA-256,
+data fingerprint, variant, backend, split, device, precision...). Resuming adds the remaining
+images to the saved integer counts, so a resumed run gives exactly the matrix of an uninterrupted
+one; a checkpoint whose fingerprint differs is refused, naming what differs. Strict JSON only (no
+pickle). Never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import DataError, UsageError
+from bench.records import to_json, utc_now, write_json
+
+FORMAT = "fcn-bench-checkpoint"
+FORMAT_VERSION = 1
+_CORE_KEYS = frozenset({"format", "format_version", "saved_utc", "fingerprint",
+                        "fingerprint_sha256", "ids_done", "confusion_matrix"})
+
+
+class CheckpointMismatch(UsageError):
+    """A checkpoint made by a run with other weights, data or options (exit 2: fix the call)."""
+
+
+def fingerprint_digest(fingerprint: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a fingerprint (key order does not matter)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CheckpointState:
+    """What a checkpoint holds: `matrix` (n, n) int64 counts over `ids_done` (a prefix of the
+    run's ids, in order)."""
+
+    fingerprint: dict[str, Any]
+    ids_done: list[str]
+    matrix: np.ndarray
+    extra: dict[str, Any]  # what the saver added (e.g. the SHA-256 of each scored image)
+
+
+class Checkpoint:
+    """The checkpoint file of one run (one variant, backend and split).
+
+    `load` returns the saved state if it belongs to this run, None if there is none, and raises
+    CheckpointMismatch naming the differing fields otherwise; `save` rewrites the file atomically.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: Mapping[str, Any], every: int = 25):
+        if every < 1:
+            raise UsageError(f"--checkpoint-every must be at least 1, got {every}")
+        self.path = Path(path)
+        self.fingerprint = json.loads(to_json(dict(fingerprint)))  # plain JSON types only
+        self.every = every
+
+    def load(self, ids: Sequence[str]) -> CheckpointState | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
+            stored = data["fingerprint"]
+            ids_done = [str(i) for i in data["ids_done"]]
+            matrix = np.asarray(data["confusion_matrix"], dtype=np.int64)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+                ValueError) as error:
+            raise DataError(self.path, f"unreadable checkpoint ({error}); delete it to start "
+                                       "over") from None
+        differences = _differences(stored, self.fingerprint)
+        if differences:
+            raise CheckpointMismatch(
+                f"checkpoint {self.path} is from another run: {'; '.join(differences)}; "
+                "delete it (or run without --resume) to start over")
+        if list(ids[:len(ids_done)]) != ids_done:
+            raise CheckpointMismatch(f"checkpoint {self.path}: its {len(ids_done)} finished ids "
+                                     "are not the start of this split; delete it")
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or (matrix < 0).any():
+            raise DataError(self.path, f"checkpoint confusion matrix has shape {matrix.shape} "
+                                       "or negative counts; delete it")
+        extra = {k: v for k, v in data.items() if k not in _CORE_KEYS}
+        return CheckpointState(stored, ids_done, matrix, extra)
+
+    def save(self, ids_done: Sequence[str], matrix: np.ndarray,
+             extra: Mapping[str, Any] | None = None) -> None:
+        write_json(self.path, {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "saved_utc": utc_now(),
+            "fingerprint": self.fingerprint,
+            "fingerprint_sha256": fingerprint_digest(self.fingerprint),
+            "ids_done": list(ids_done), "confusion_matrix": np.asarray(matrix).tolist(),
+            **(extra or {}),
+        })
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else f"{text[:12]}...{text[-6:]}"
+
+
+def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """'weights_sha256 was 1a2b..., now 3c4d...' for every field that changed."""
+    keys = sorted(set(stored) | set(current))
+    return [f"{key} was {_short(stored.get(key))}, now {_short(current.get(key))}"
+            for key in keys if stored.get(key) != current.get(key)]

@@ -1,0 +1,82 @@
+"""Figures of a reproduction: per-class IU bars (against the paper where it has per-class numbers)
+and the confusion matrix as a row-normalised heat map. PNG files, matplotlib's Agg backend (no
+display needed). Never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.records import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Render to PNG bytes, then write atomically (no half-written figure on disk)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def per_class_iou_bars(path: str | Path, runs: Mapping[str, Mapping[str, float]],
+                       class_names: Sequence[str], *, paper: Mapping[str, float] | None = None,
+                       paper_label: str = "paper", title: str = "") -> Path:
+    """Grouped bars of per-class IU in percent: one bar per run (backend) and, where given, the
+    paper's per-class value (classes the paper does not report get no paper bar)."""
+    plt = _pyplot()
+    series: list[tuple[str, list[float]]] = [
+        (name, [100.0 * float(values.get(c, np.nan)) for c in class_names])
+        for name, values in runs.items()]
+    if paper:
+        series.append((paper_label, [100.0 * paper[c] if c in paper else np.nan
+                                     for c in class_names]))
+    positions = np.arange(len(class_names))
+    width = 0.8 / max(1, len(series))
+    figure, axes = plt.subplots(figsize=(max(8.0, 0.55 * len(class_names)), 4.5))
+    for index, (label, values) in enumerate(series):
+        offsets = positions - 0.4 + width * (index + 0.5)
+        axes.bar(offsets, np.nan_to_num(values, nan=0.0), width, label=label,
+                 hatch="//" if label == paper_label and paper else None)
+    axes.set_xticks(positions, class_names, rotation=60, ha="right")
+    axes.set_ylabel("IU (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    return _save(figure, path)
+
+
+def confusion_heatmap(path: str | Path, matrix: np.ndarray, class_names: Sequence[str], *,
+                      title: str = "") -> Path:
+    """Row-normalised confusion matrix (each ground-truth row sums to 1; rows without pixels
+    stay empty), ground truth on the y axis, prediction on the x axis."""
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalised = np.where(rows > 0, counts / rows, np.nan)
+    size = max(6.0, 0.42 * len(class_names))
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(normalised, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ticks = np.arange(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=90)
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("prediction")
+    axes.set_ylabel("ground truth")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the row")
+    return _save(figure, path)

@@ -1,0 +1,241 @@
+"""The evaluation loop: a dataset and a backend -> one confusion matrix, timed, resumable.
+
+Batch 1 at each image's own size (REF reshapes the net per image; no resizing, no padding), argmax
+on the device (`Backend.predict_labels`), one dataset-level confusion matrix (score.py), optional
+VOC-palette PNG predictions, checkpoints every N images. Framework-free: the backend is any
+backends.base.Backend; never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.checkpoint import Checkpoint, CheckpointMismatch
+from bench.errors import DataError, FcnBenchError
+from bench.labels import write_label_png
+from bench.metrics import ConfusionMatrix
+from bench.voc import id_list_sha256, prefetch
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class LoopTiming:
+    """Where the wall time of the loop went (seconds, this session only; resumed images excluded).
+
+    `data_wait_s` is time blocked on the prefetcher (decoding + preprocessing not hidden behind
+    the forward passes); `forward_s` is `predict_labels`: host-to-device copy, forward, argmax on
+    the device and the (H, W) uint8 labels back; `accumulate_s` the confusion-matrix update;
+    `save_s` writing prediction PNGs; `checkpoint_s` writing checkpoints.
+    """
+
+    images: int = 0
+    pixels: int = 0
+    wall_s: float = 0.0
+    data_wait_s: float = 0.0
+    forward_s: float = 0.0
+    first_forward_s: float | None = None  # includes one-time costs (tracing, autotuning)
+    accumulate_s: float = 0.0
+    save_s: float = 0.0
+    checkpoint_s: float = 0.0
+    forward_samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.wall_s if self.images and self.wall_s > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Record form: totals, shares of the wall time, and forward-time quantiles in ms."""
+        data = {k: v for k, v in asdict(self).items() if k != "forward_samples_ms"}
+        data["images_per_s"] = self.images_per_s
+        parts = ("data_wait_s", "forward_s", "accumulate_s", "save_s", "checkpoint_s")
+        data["share_of_wall"] = ({part: getattr(self, part) / self.wall_s for part in parts}
+                                 if self.wall_s > 0 else {})
+        samples = np.asarray(self.forward_samples_ms)
+        if samples.size:
+            data["forward_ms"] = {"median": float(np.median(samples)),
+                                  "p90": float(np.percentile(samples, 90)),
+                                  "min": float(samples.min()), "max": float(samples.max())}
+        return data
+
+
+@dataclass
+class RunResult:
+    """A finished evaluation: the confusion matrix over all ids, and how this session went."""
+
+    confusion: ConfusionMatrix
+    num_images: int
+    timing: LoopTiming
+    resumed_from: int = 0  # images taken from a checkpoint instead of being run again
+    predictions_dir: Path | None = None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as error:
+        raise DataError(path, f"cannot read: {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """Identity of the evaluated data: the ids in order and the SHA-256 of every label and image
+    file. `summary()` goes into records; `checkpoint_key()` (ids + labels) keys checkpoints,
+    while images are checked one by one on resume, so an image that stopped a run can be fixed
+    and the run resumed, but an image that was already scored may not change."""
+
+    ids: tuple[str, ...]
+    label_sha256: dict[str, str]
+    image_sha256: dict[str, str]
+
+    def _combined(self, hashes: dict[str, str]) -> str:
+        return hashlib.sha256("".join(hashes[i] for i in self.ids).encode()).hexdigest()
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        return {"num_images": len(self.ids),
+                "ids_sha256": hashlib.sha256("\n".join(self.ids).encode()).hexdigest(),
+                "ids_set_sha256": id_list_sha256(self.ids),
+                "labels_sha256": self._combined(self.label_sha256)}
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.checkpoint_key(), "images_sha256": self._combined(self.image_sha256)}
+
+
+def data_fingerprint(dataset: Any) -> DataFingerprint:
+    """Hash every label and image file of `dataset` (id order); ~0.1 s per 100 MB."""
+    ids = tuple(dataset.ids)
+    return DataFingerprint(ids, {i: _file_sha256(dataset.label_path(i)) for i in ids},
+                           {i: _file_sha256(dataset.image_path(i)) for i in ids})
+
+
+def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
+                   checkpoint: Checkpoint | None = None, resume: bool = False,
+                   save_predictions: str | Path | None = None, progress: bool = True,
+                   workers: int = 2, depth: int = 8, desc: str | None = None,
+                   data: DataFingerprint | None = None,
+                   on_image: Callable[[int, str], None] | None = None) -> RunResult:
+    """Evaluate `backend` on every id of `dataset` in order; returns the confusion matrix.
+
+    With `checkpoint`, the state is saved every `checkpoint.every` images and when the loop stops
+    early (KeyboardInterrupt, a corrupt image); `resume` continues from it. A corrupt image raises
+    DataError naming the file and the kept checkpoint. `on_image(done, id)` is called after each
+    image (progress hooks, tests that interrupt a run). With `data`, a checkpoint records the
+    SHA-256 of every image it scored and resuming refuses if one of them has changed since.
+    """
+    ids: Sequence[str] = list(dataset.ids)
+    confusion = ConfusionMatrix(num_classes)
+    done: list[str] = []
+    if checkpoint is not None and resume:
+        state = checkpoint.load(ids)
+        if state is not None:
+            if state.matrix.shape != confusion.matrix.shape:
+                raise DataError(checkpoint.path, f"checkpoint matrix is {state.matrix.shape}, "
+                                                 f"expected {confusion.matrix.shape}; delete it")
+            if data is not None:
+                _check_scored_images(checkpoint, state, data, dataset)
+            confusion.matrix = state.matrix.copy()
+            done = list(state.ids_done)
+    resumed_from = len(done)
+    out_dir = Path(save_predictions) if save_predictions is not None else None
+    timing = LoopTiming()
+    remaining = SimpleNamespace(ids=ids[resumed_from:], load=dataset.load)
+    samples = prefetch(remaining, workers=workers, depth=depth)
+    bar = tqdm(total=len(ids), initial=resumed_from, unit="img", desc=desc, file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+
+    def save_checkpoint() -> None:
+        if checkpoint is not None and len(done) > resumed_from:
+            t0 = time.perf_counter()
+            extra = ({"image_sha256": [data.image_sha256[i] for i in done]}
+                     if data is not None else None)
+            checkpoint.save(done, confusion.matrix, extra)
+            timing.checkpoint_s += time.perf_counter() - t0
+
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                sample = next(samples)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            pred = backend.predict_labels(sample.image[np.newaxis])[0]  # (H, W) uint8
+            t2 = time.perf_counter()
+            _check_prediction(backend, sample, pred)
+            confusion.update(sample.label, pred)
+            t3 = time.perf_counter()
+            if out_dir is not None:
+                write_label_png(out_dir / f"{sample.id}.png", pred)
+            t4 = time.perf_counter()
+            done.append(sample.id)
+            timing.images += 1
+            timing.pixels += int(pred.size)
+            timing.data_wait_s += t1 - t0
+            timing.forward_s += t2 - t1
+            timing.forward_samples_ms.append(1000.0 * (t2 - t1))
+            if timing.first_forward_s is None:
+                timing.first_forward_s = t2 - t1
+            timing.accumulate_s += t3 - t2
+            timing.save_s += t4 - t3
+            if checkpoint is not None and (len(done) - resumed_from) % checkpoint.every == 0:
+                save_checkpoint()
+            bar.update(1)
+            if on_image is not None:
+                on_image(len(done), sample.id)
+    except DataError as error:
+        save_checkpoint()
+        raise DataError(error.path, f"{error.problem}; {_kept(checkpoint, done, ids)}") from error
+    except BaseException:
+        save_checkpoint()  # KeyboardInterrupt or a backend failure: keep the finished work
+        raise
+    finally:
+        timing.wall_s = time.perf_counter() - started
+        bar.close()
+        samples.close()
+    # Keep the completed state: `--resume` after an interrupted `--backend all` then reuses the
+    # backends that finished instead of running them again.
+    save_checkpoint()
+    return RunResult(confusion, len(ids), timing, resumed_from, out_dir)
+
+
+def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerprint,
+                         dataset: Any) -> None:
+    stored = state.extra.get("image_sha256")
+    if stored is None or len(stored) != len(state.ids_done):
+        raise CheckpointMismatch(f"checkpoint {checkpoint.path} does not record the images it "
+                                 "scored; delete it to start over")
+    for image_id, sha in zip(state.ids_done, stored, strict=True):
+        if data.image_sha256[image_id] != sha:
+            raise CheckpointMismatch(f"checkpoint {checkpoint.path}: image "
+                                     f"{dataset.image_path(image_id)} changed after it was "
+                                     "scored; delete the checkpoint to start over")
+
+
+def _check_prediction(backend: Any, sample: Any, pred: np.ndarray) -> None:
+    """A backend that returns the wrong size or dtype is a bug: say which image and backend."""
+    if pred.shape != sample.label.shape or pred.dtype != np.uint8:
+        raise FcnBenchError(f"backend {getattr(backend, 'name', '?')} returned labels of shape "
+                            f"{pred.shape} ({pred.dtype}) for image {sample.id} of shape "
+                            f"{sample.label.shape}; expected uint8 of the image's size")
+
+
+def _kept(checkpoint: Checkpoint | None, done: Sequence[str], ids: Sequence[str]) -> str:
+    if checkpoint is None or not done:
+        return "stopped (no checkpoint written)"
+    return (f"checkpoint kept at {checkpoint.path} ({len(done)} of {len(ids)} images done): fix "
+            "the file and rerun with --resume")

@@ -1,0 +1,176 @@
+"""The evaluation loop and its checkpoints, against a tiny numpy backend (no framework needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from bench.checkpoint import Checkpoint, CheckpointMismatch
+from bench.errors import DataError, FcnBenchError
+from bench.labels import read_label_png
+from bench.metrics import ConfusionMatrix
+from bench.runner import data_fingerprint, run_evaluation
+from bench.synthetic import make_voc
+from bench.voc import resolve_split
+
+
+class NumpyBackend:
+    """Per-pixel linear classifier over the BGR values: varied, deterministic labels."""
+
+    name = "numpy"
+
+    def __init__(self, seed: int = 0, num_classes: int = 21):
+        self.weight = np.random.default_rng(seed).standard_normal((num_classes, 3))
+        self.calls = 0
+
+    def predict_labels(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        scores = np.einsum("kc,nchw->nkhw", self.weight, images)
+        return scores.argmax(axis=1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runner_voc")
+    make_voc(root, num_images=16, seed=3)
+    return root
+
+
+@pytest.fixture
+def dataset(_template, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(_template, root)
+    return resolve_split(root, "trainval")  # 16 images
+
+
+def _expected(dataset, backend) -> ConfusionMatrix:
+    confusion = ConfusionMatrix()
+    for image_id in dataset.ids:
+        sample = dataset.load(image_id)
+        confusion.update(sample.label, backend.predict_labels(sample.image[None])[0])
+    return confusion
+
+
+def _checkpoint(tmp_path, dataset, every=4, **changes):
+    key = {"weights_sha256": "a" * 64, "data": data_fingerprint(dataset).checkpoint_key(),
+           "variant": "fcn8s",
+           "backend": "numpy", "split": dataset.name, **changes}
+    return Checkpoint(tmp_path / "ckpt.json", key, every=every)
+
+
+def test_loop_matches_a_direct_computation_and_times_itself(dataset):
+    result = run_evaluation(dataset, NumpyBackend(), progress=False)
+    assert result.confusion == _expected(dataset, NumpyBackend())
+    assert result.num_images == 16 and result.timing.images == 16
+    assert result.confusion.summary()["pixel_accuracy"] > 0  # labels are varied, not constant
+    timing = result.timing.as_dict()
+    assert timing["images_per_s"] > 0 and timing["forward_ms"]["median"] >= 0
+    assert set(timing["share_of_wall"]) >= {"data_wait_s", "forward_s", "accumulate_s"}
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):
+    uninterrupted = run_evaluation(dataset, NumpyBackend(), progress=False).confusion
+
+    def stop_after_6(done, image_id):
+        if done == 6:
+            raise KeyboardInterrupt
+
+    checkpoint = _checkpoint(tmp_path, dataset)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(dataset, NumpyBackend(), checkpoint=checkpoint, progress=False,
+                       on_image=stop_after_6)
+    saved = json.loads(checkpoint.path.read_text())
+    assert saved["ids_done"] == dataset.ids[:6], "the interrupt saves beyond the last multiple"
+
+    backend = NumpyBackend()
+    resumed = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=True,
+                             progress=False)
+    assert backend.calls == 10 and resumed.resumed_from == 6
+    assert resumed.confusion == uninterrupted
+    # The finished state is kept: resuming again runs nothing and gives the same matrix.
+    again = NumpyBackend()
+    final = run_evaluation(dataset, again, checkpoint=checkpoint, resume=True, progress=False)
+    assert again.calls == 0 and final.resumed_from == 16 and final.confusion == uninterrupted
+
+
+def test_corrupt_image_stops_naming_the_file_and_keeps_the_checkpoint(dataset, tmp_path):
+    uninterrupted = run_evaluation(dataset, NumpyBackend(), progress=False).confusion
+    bad = dataset.image_path(dataset.ids[9])
+    original = bad.read_bytes()
+    bad.write_bytes(original[: len(original) // 3])
+    checkpoint = _checkpoint(tmp_path, dataset)
+    expected = rf"{re.escape(bad.name)}: cannot decode.*checkpoint kept at .*\(9 of 16 images"
+    with pytest.raises(DataError, match=expected):
+        run_evaluation(dataset, NumpyBackend(), checkpoint=checkpoint, progress=False)
+    assert json.loads(checkpoint.path.read_text())["ids_done"] == dataset.ids[:9]
+
+    bad.write_bytes(original)  # the user fixes the file
+    resumed = run_evaluation(dataset, NumpyBackend(), checkpoint=checkpoint, resume=True,
+                             progress=False)
+    assert resumed.resumed_from == 9 and resumed.confusion == uninterrupted
+
+
+@pytest.mark.parametrize(("field", "value"), [("weights_sha256", "b" * 64), ("backend", "tf"),
+                                              ("variant", "fcn32s")])
+def test_checkpoint_from_another_run_is_refused_with_the_reason(dataset, tmp_path, field, value):
+    checkpoint = _checkpoint(tmp_path, dataset)
+    checkpoint.save(dataset.ids[:4], np.zeros((21, 21), np.int64))
+    other = _checkpoint(tmp_path, dataset, **{field: value})
+    with pytest.raises(CheckpointMismatch, match=f"{field} was"):
+        run_evaluation(dataset, NumpyBackend(), checkpoint=other, resume=True, progress=False)
+
+
+def test_checkpoint_from_other_data_is_refused(dataset, tmp_path):
+    checkpoint = _checkpoint(tmp_path, dataset)
+    checkpoint.save(dataset.ids[:4], np.zeros((21, 21), np.int64))
+    label = dataset.label_path(dataset.ids[0])
+    label.write_bytes(label.read_bytes() + b"\0")  # same pixels, different file
+    with pytest.raises(CheckpointMismatch, match="data was"):
+        _checkpoint(tmp_path, dataset).load(dataset.ids)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(dataset, tmp_path):
+    checkpoint = _checkpoint(tmp_path, dataset)
+    checkpoint.path.write_text("{not json")
+    with pytest.raises(DataError, match="unreadable checkpoint"):
+        checkpoint.load(dataset.ids)
+
+
+def test_without_resume_an_old_checkpoint_is_ignored_and_replaced(dataset, tmp_path):
+    checkpoint = _checkpoint(tmp_path, dataset, every=5)
+    checkpoint.save(dataset.ids[:4], np.ones((21, 21), np.int64))  # would corrupt the counts
+    result = run_evaluation(dataset, NumpyBackend(), checkpoint=checkpoint, progress=False)
+    assert result.resumed_from == 0 and result.confusion == _expected(dataset, NumpyBackend())
+
+
+def test_saved_predictions_are_palette_pngs_of_the_predictions(dataset, tmp_path):
+    result = run_evaluation(dataset, NumpyBackend(), save_predictions=tmp_path / "preds",
+                            progress=False)
+    rescored = ConfusionMatrix()
+    for image_id in dataset.ids:
+        pred = read_label_png(tmp_path / "preds" / f"{image_id}.png", what="prediction")
+        rescored.update(dataset.load_label(image_id), pred)
+    assert rescored == result.confusion
+
+
+def test_backend_returning_the_wrong_size_is_reported(dataset):
+    class Cropping(NumpyBackend):
+        def predict_labels(self, images):
+            return super().predict_labels(images)[:, 1:, :]
+
+    with pytest.raises(FcnBenchError, match="returned labels of shape"):
+        run_evaluation(dataset, Cropping(), progress=False)
+
+
+def test_data_fingerprint_tracks_ids_and_files(dataset):
+    first = data_fingerprint(dataset).summary()
+    assert first == data_fingerprint(dataset).summary()
+    image = dataset.image_path(dataset.ids[0])
+    image.write_bytes(image.read_bytes() + b"\0")
+    changed = data_fingerprint(dataset).summary()
+    assert changed["images_sha256"] != first["images_sha256"]
+    assert changed["labels_sha256"] == first["labels_sha256"]
