@@ -1,11 +1,103 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`convert`: weights from Caffe / PyTorch / Keras / safetensors (or random) -> the neutral archive.
+
+Thin: parses options, shows progress, prints one summary line. The work is bench/convert.py;
+torch is imported (by backends/torch/pth.py) only when the input is a .pth file.
+"""
+
+from __future__ import annotations
 
 import click
 
-from bench.errors import FcnBenchError
+from bench.errors import UsageError
+from bench.spec import VARIANTS
+
+
+class _ProgressBars:
+    """One tqdm bar (bytes) per phase of a conversion; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="B", unit_scale=True,
+                                          unit_divisor=1024, leave=False, disable=None)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 @click.command(name="convert")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("convert: not implemented yet")
+@click.argument("paths", nargs=-1, metavar="INPUT OUTPUT.safetensors",
+                type=click.Path(dir_okay=False))
+@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+              help="FCN variant of INPUT, only where its content cannot tell (e.g. "
+                   "pytorch-fcn's at-once .pth); must agree with the file. With --random: the "
+                   "variant to generate.")
+@click.option("--init-for", type=click.Choice(VARIANTS), default=None,
+              help="VGG16 ImageNet INPUT: build the training init of this variant (reference "
+                   "surgery) [default: fcn32s].")
+@click.option("--pth-convention", type=click.Choice(["torchvision", "caffe"]),
+              default="torchvision", show_default=True,
+              help="Input convention of a VGG16 .pth: torchvision (RGB 0-1 mean/std; folded "
+                   "into conv1_1) or caffe (BGR 0-255, e.g. pytorch-fcn's vgg16_from_caffe).")
+@click.option("--random", "random_weights", is_flag=True,
+              help="Write deterministic random weights (bench.init.random_params); no INPUT.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=21, show_default=True,
+              help="Classes of a --random or --init-for archive.")
+@click.option("--width-divisor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--random only: narrow test-only network (channels // N).")
+@click.option("--force", is_flag=True,
+              help="Replace OUTPUT if it exists (atomically: it is never half-written).")
+def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
+            pth_convention: str, random_weights: bool, seed: int, num_classes: int,
+            width_divisor: int, force: bool) -> None:
+    """Convert weights into an fcn-bench archive (safetensors, Caffe names and layouts).
+
+    The source format is read from the file's content (safetensors, HDF5, PyTorch zip or
+    legacy, else a Caffe protobuf). OUTPUT must not exist unless --force is given.
+
+    \b
+    Examples:
+      python cli.py convert fcn8s-heavy-pascal.caffemodel fcn8s.safetensors
+      python cli.py convert VGG_ILSVRC_16_layers.caffemodel fcn32s-init.safetensors
+      python cli.py convert vgg16-397923af.pth tv-init.safetensors --init-for fcn8s-atonce
+      python cli.py convert vgg16_weights_tf_dim_ordering_tf_kernels.h5 keras-init.safetensors
+      python cli.py convert fcn8s_atonce_from_caffe.pth atonce.safetensors --variant fcn8s-atonce
+      python cli.py convert fcn8s.safetensors checked.safetensors      # re-validate an archive
+      python cli.py convert --random --variant fcn8s --seed 3 random-fcn8s.safetensors
+    """
+    from bench.convert import convert, convert_random
+
+    if random_weights:
+        if len(paths) != 1:
+            raise UsageError("convert --random takes only OUTPUT.safetensors (no INPUT)")
+        if variant is None:
+            raise UsageError("convert --random needs --variant (one of "
+                             f"{', '.join(VARIANTS)})")
+        result = convert_random(paths[0], variant, seed, num_classes=num_classes,
+                                width_divisor=width_divisor, force=force)
+        click.echo(result.summary())
+        return
+    if len(paths) != 2:
+        raise UsageError("convert needs INPUT and OUTPUT.safetensors (or --random OUTPUT); "
+                         "see `python cli.py convert --help`")
+    if width_divisor != 1:
+        raise UsageError("--width-divisor applies to --random only (a file has its own widths)")
+    bars = _ProgressBars()
+    try:
+        result = convert(paths[0], paths[1], variant=variant, init_for=init_for,
+                         pth_convention=pth_convention, num_classes=num_classes, force=force,
+                         progress=bars)
+    finally:
+        bars.close()
+    rate = result.source_bytes / 2**20 / max(result.seconds, 1e-9)
+    click.echo(f"{result.summary()} (from {result.source_format}, "
+               f"{result.source_bytes / 2**20:.1f} MiB in {result.seconds:.1f} s, "
+               f"{rate:.0f} MiB/s)")

@@ -1,0 +1,642 @@
+"""Weights in other formats -> the neutral archive (bench.weights). Never imports torch/tensorflow.
+
+Sources, recognised from their CONTENT (never the file name):
+  * an fcn-bench archive or a safetensors file with the canonical names (re-validated),
+  * an official FCN caffemodel (fcn32s/16s/8s-heavy-pascal, fcn8s-atonce-pascal),
+  * VGG16 ImageNet weights -> an FCN *init* archive exactly as the reference surgery builds it
+    (REF surgery.transplant + interp): the Caffe VGG_ILSVRC_16_layers.caffemodel, torchvision's
+    vgg16-397923af.pth (input convention folded into conv1_1) or the Keras
+    vgg16_weights_tf_dim_ordering_tf_kernels.h5,
+  * a .pth state dict with the canonical FCN names (e.g. wkentaro/pytorch-fcn's converted models),
+  * or nothing: `convert_random` writes `bench.init.random_params`.
+The .pth reader is backends/torch/pth.py, imported only when the content is a torch file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import __version__
+from bench.caffe import read_caffemodel
+from bench.errors import UsageError, WeightsError
+from bench.init import fixed_params, random_params
+from bench.spec import VARIANTS, VGG16_STAGES, Conv, FcnSpec, build_spec
+from bench.voc import MEAN_BGR
+from bench.weights import (
+    BACKBONE,
+    archive_metadata,
+    check_params,
+    infer_spec,
+    load_archive,
+    read_header,
+    save_archive,
+    sha256_file,
+    variant_from_keys,
+)
+
+CONVERTER_VERSION = __version__
+
+# `progress(phase, bytes_done, bytes_total)`, phases "sha256" and "read".
+Progress = Callable[[str, int, int], Any]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+# torch.save before 1.6 (torchvision's 2017 model zoo): a pickled magic number first.
+LEGACY_TORCH_SIGNATURE = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+# torchvision VGG16 input convention (pytorch/vision#223): RGB in [0, 1], then (x - mean) / std.
+TORCHVISION_MEAN_RGB = np.array((0.485, 0.456, 0.406))
+TORCHVISION_STD_RGB = np.array((0.229, 0.224, 0.225))
+PTH_CONVENTIONS = ("torchvision", "caffe")
+
+# The VGG16 layers an FCN inherits: every non-score convolution of the spec (conv1_1 .. fc7).
+TRUNK_LAYERS = tuple(layer.name for layer in build_spec("fcn32s").layers
+                     if isinstance(layer, Conv) and not layer.zero_init)
+
+
+def _torchvision_names() -> dict[str, str]:
+    """Caffe name -> torchvision module: features.N counts Conv, ReLU (2 modules per conv) and
+    one MaxPool per stage; classifier = Linear(fc6), ReLU, Dropout, Linear(fc7), ReLU, ..."""
+    names, index = {}, 0
+    for stage, num_convs, _ in VGG16_STAGES:
+        for conv in range(1, num_convs + 1):
+            names[f"conv{stage}_{conv}"] = f"features.{index}"
+            index += 2
+        index += 1
+    names.update(fc6="classifier.0", fc7="classifier.3")
+    return names
+
+
+def _keras_names() -> dict[str, str]:
+    """Caffe name -> Keras applications.VGG16 layer name (block1_conv1 .. fc1, fc2)."""
+    names = {f"conv{stage}_{conv}": f"block{stage}_conv{conv}"
+             for stage, num_convs, _ in VGG16_STAGES for conv in range(1, num_convs + 1)}
+    names.update(fc6="fc1", fc7="fc2")
+    return names
+
+
+TORCHVISION_NAMES = _torchvision_names()
+KERAS_NAMES = _keras_names()
+
+# A VGG16 trunk in Caffe conventions: name -> (weight, bias). Conv weights OIHW; fc6 may be
+# [4096, 25088] flattened C,H,W (Caffe InnerProduct, torch Linear) or already [4096, 512, 7, 7].
+Trunk = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What a conversion wrote (the command prints it as one line)."""
+
+    output: Path
+    variant: str
+    kind: str
+    origin: str
+    source_format: str
+    tensors: int
+    parameters: int
+    source_sha256: str
+    archive_sha256: str
+    source_bytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"{self.output}: {self.variant} ({self.kind}, {self.origin}), {self.tensors} "
+                f"tensors, {self.parameters:,} parameters, sha256 {self.archive_sha256}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Format detection
+
+
+def detect_format(path: str | Path) -> str:
+    """"safetensors", "hdf5", "torch" or "caffemodel" (the fallback: protobuf has no magic)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise WeightsError(path, "no such file") from None
+    except IsADirectoryError:
+        raise WeightsError(path, "is a directory, expected a weights file") from None
+    except OSError as error:
+        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    if head.startswith(ZIP_SIGNATURE) or head.startswith(LEGACY_TORCH_SIGNATURE):
+        return "torch"
+    # safetensors: a little-endian u64 header length, then a JSON object.
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return "caffemodel"
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def convert(source: str | Path, output: str | Path, *, variant: str | None = None,
+            init_for: str | None = None, pth_convention: str = "torchvision",
+            num_classes: int = 21, force: bool = False,
+            progress: Progress | None = None) -> Conversion:
+    """Convert `source` into an archive at `output` (written atomically, complete or absent).
+
+    `variant` is needed only where the content cannot tell (e.g. pytorch-fcn's at-once model,
+    whose scales are constants in code); if given it must agree with what the file holds.
+    `init_for` (VGG16 sources only) picks the FCN variant to initialise (default fcn32s).
+    `pth_convention` says which input convention a VGG16 .pth expects: "torchvision" (RGB,
+    0-1, std-normalised: folded into conv1_1) or "caffe" (e.g. pytorch-fcn's vgg16_from_caffe).
+    """
+    started = time.perf_counter()
+    source, output = Path(source), Path(output)
+    _check_output(output, force)
+    for name, value in (("--variant", variant), ("--init-for", init_for)):
+        if value is not None and value not in VARIANTS:
+            raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(VARIANTS)}")
+    if pth_convention not in PTH_CONVENTIONS:
+        raise UsageError(f"unknown .pth convention {pth_convention!r}; choose from "
+                         f"{', '.join(PTH_CONVENTIONS)}")
+    source_format = detect_format(source)
+    size = source.stat().st_size
+    source_sha = sha256_file(source, _absolute(progress, "sha256", size))
+
+    if source_format == "safetensors":
+        params, metadata = _from_archive(source, variant, init_for, source_sha)
+    elif source_format == "caffemodel":
+        layers = _read_caffe_layers(source, _absolute_offsets(progress, "read", size))
+        params, metadata = _from_named_layers(source, layers, "caffe", variant, init_for,
+                                              num_classes, source_sha)
+    elif source_format == "torch":
+        state = _read_pth(source)
+        params, metadata = _from_state_dict(source, state, variant, init_for, pth_convention,
+                                            num_classes, source_sha)
+    else:  # hdf5
+        trunk = read_keras_vgg16(source)
+        params, metadata = _vgg16_archive(source, trunk, "keras", variant, init_for,
+                                          num_classes, source_sha, fold=None)
+    if source_format != "safetensors":  # an archive keeps its metadata exactly
+        metadata.update(source_name=source.name, source_format=source_format)
+    save_archive(output, params, metadata)
+    return _result(output, params, metadata, source_format, size, started)
+
+
+def convert_random(output: str | Path, variant: str, seed: int = 0, *, num_classes: int = 21,
+                   width_divisor: int = 1, force: bool = False) -> Conversion:
+    """An archive of `bench.init.random_params` (deterministic for a seed; no source file)."""
+    started = time.perf_counter()
+    output = Path(output)
+    _check_output(output, force)
+    spec = build_spec(variant, num_classes, width_divisor)
+    params = random_params(spec, seed)
+    metadata = archive_metadata(spec, kind="random", origin=f"random:seed={seed}")
+    save_archive(output, params, metadata)
+    return _result(output, params, metadata, "random", 0, started)
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.suffix != ".safetensors":
+        raise UsageError(f"output {output} must end in .safetensors (the archive format)")
+    if output.exists() and not force:
+        raise UsageError(f"output {output} exists; pass --force to replace it (atomically)")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a directory")
+
+
+def _result(output: Path, params: Mapping[str, np.ndarray], metadata: Mapping[str, str],
+            source_format: str, size: int, started: float) -> Conversion:
+    return Conversion(output=output, variant=metadata["variant"], kind=metadata["kind"],
+                      origin=metadata["origin"], source_format=source_format,
+                      tensors=len(params), parameters=sum(v.size for v in params.values()),
+                      source_sha256=metadata["source_sha256"],
+                      archive_sha256=sha256_file(output), source_bytes=size,
+                      seconds=time.perf_counter() - started)
+
+
+def _absolute(progress: Progress | None, phase: str, total: int) -> Callable[[int], Any] | None:
+    """Adapt chunk-size callbacks (sha256_file) to progress(phase, done, total)."""
+    if progress is None:
+        return None
+    done = 0
+
+    def step(chunk: int) -> None:
+        nonlocal done
+        done += chunk
+        progress(phase, done, total)
+
+    return step
+
+
+def _absolute_offsets(progress: Progress | None, phase: str,
+                      total: int) -> Callable[[int], Any] | None:
+    if progress is None:
+        return None
+    return lambda offset: progress(phase, offset, total)
+
+
+def _resolve_variant(path: Path, found: str, requested: str | None) -> str:
+    if requested is not None and requested != found:
+        raise WeightsError(path, f"holds {found} weights (detected from the file's layers, not "
+                           f"guessed from its name) but --variant {requested} was given; drop "
+                           f"--variant or convert the {requested} weights")
+    return found
+
+
+def _origin(label: str, path: Path) -> str:
+    return f"{label}:{path.stem}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Existing archives / canonical-name tensors
+
+
+def _from_archive(path: Path, variant: str | None, init_for: str | None,
+                  source_sha: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Re-validate an archive strictly; its metadata is preserved (origin, source hash...)."""
+    header = read_header(path)
+    keys = {key for key in header if key != "__metadata__"}
+    if variant_from_keys(keys) == BACKBONE:
+        raise WeightsError(path, "holds a bare VGG16 trunk in safetensors; fcn-bench converts "
+                           "VGG16 from its Caffe, torchvision or Keras files")
+    params, metadata = load_archive(path)
+    found = metadata.get("variant") or variant_from_keys(keys) or "?"
+    if init_for is not None:
+        raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
+                         "ImageNet weights")
+    _resolve_variant(path, found, variant)
+    if "format" not in metadata:  # a foreign safetensors file with the canonical names
+        spec = _spec_of(path, params)
+        metadata = archive_metadata(spec, kind="trained", origin=_origin("safetensors", path),
+                                    source_sha256=source_sha, source_name=path.name,
+                                    source_format="safetensors")
+    return params, dict(metadata)
+
+
+def _spec_of(path: Path, params: Mapping[str, np.ndarray], variant: str | None = None
+             ) -> FcnSpec:
+    return infer_spec(params, {"variant": variant} if variant else {}, path)
+
+
+def _from_canonical(path: Path, arrays: Mapping[str, np.ndarray], label: str,
+                    variant: str | None, source_sha: str
+                    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors already named like the archive (pytorch-fcn's FCN state dicts).
+
+    pytorch-fcn's FCN8sAtOnce multiplies by 0.01 / 1e-4 in code, so its file looks like fcn8s:
+    with --variant fcn8s-atonce the fixed scale blobs are added from the spec.
+    """
+    params = {k: np.asarray(v) for k, v in arrays.items() if k.endswith((".weight", ".bias"))}
+    found = variant_from_keys(params)
+    if found == "fcn8s" and variant == "fcn8s-atonce":
+        found = variant
+        spec = _spec_of(path, params, "fcn8s")
+        spec = build_spec("fcn8s-atonce", spec.num_classes, spec.width_divisor)
+        params.update({k: v for k, v in fixed_params(spec).items() if k not in params})
+    if found is None or found == BACKBONE:
+        raise WeightsError(path, "cannot tell the FCN variant from its tensor names")
+    _resolve_variant(path, found, variant)
+    spec = _spec_of(path, params, found)
+    params = {p.name: params[p.name] for p in spec.parameters() if p.name in params} | {
+        k: v for k, v in params.items() if k not in spec.param_shapes()}
+    check_params(params, spec, path)
+    return params, archive_metadata(spec, kind="trained", origin=_origin(label, path),
+                                    source_sha256=source_sha)
+
+
+# ----------------------------------------------------------------------------------------------
+# Caffe
+
+
+def _read_caffe_layers(path: Path, progress: Callable[[int], Any] | None
+                       ) -> dict[str, tuple[str, list[np.ndarray]]]:
+    """name -> (type, blobs) of the layers that have blobs (data, ReLU, loss... are ignored)."""
+    layers: dict[str, tuple[str, list[np.ndarray]]] = {}
+    seen = 0
+    for layer in read_caffemodel(path, progress):
+        seen += 1
+        if not layer.blobs:
+            continue
+        if layer.name in layers:
+            raise WeightsError(path, f"two layers named {layer.name!r} carry blobs")
+        layers[layer.name] = (layer.type, layer.blobs)
+    if not layers:
+        raise WeightsError(path, f"not a Caffe model with weights ({seen} layers, none with "
+                           "blobs); is this a .caffemodel?")
+    return layers
+
+
+def _from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]],
+                       label: str, variant: str | None, init_for: str | None, num_classes: int,
+                       source_sha: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Caffe layers -> archive: an FCN caffemodel, or VGG16 -> init via the surgery."""
+    found = variant_from_keys({f"{name}.weight" for name in layers})
+    if found == BACKBONE:
+        trunk = _caffe_trunk(path, layers)
+        return _vgg16_archive(path, trunk, label, variant, init_for, num_classes, source_sha,
+                              fold=None)
+    if found is None:
+        raise WeightsError(path, "no FCN or VGG16 layers in this Caffe model (layers with "
+                           f"weights: {_names_preview(layers)}); expected conv1_1 ... fc7, "
+                           "score_fr, upscore*")
+    if init_for is not None:
+        raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
+                         "ImageNet weights")
+    variant = _resolve_variant(path, found, variant)
+    score = layers.get("score_fr", ("", []))[1]
+    classes = score[1].size if len(score) > 1 else num_classes
+    width = _width_divisor(path, layers.get("conv1_1", ("", []))[1])
+    spec = build_spec(variant, classes, width)
+    params, problems = {}, []
+    expected_blobs = {p.layer: [] for p in spec.parameters()}
+    for param in spec.parameters():
+        expected_blobs[param.layer].append(param)
+    for layer_name, param_specs in expected_blobs.items():
+        if layer_name not in layers:
+            problems.append(f"missing layer {layer_name}")
+            continue
+        blobs = layers[layer_name][1]
+        if len(blobs) != len(param_specs):
+            problems.append(f"layer {layer_name} has {len(blobs)} blobs, expected "
+                            f"{len(param_specs)} ({', '.join(p.name for p in param_specs)})")
+            continue
+        for param, blob in zip(param_specs, blobs, strict=True):
+            fitted = _fit_shape(blob, param.shape)
+            if fitted is None:
+                problems.append(f"{param.name} has shape {list(blob.shape)}, {variant} expects "
+                                f"{list(param.shape)}")
+            else:
+                params[param.name] = fitted
+    problems += [f"unexpected layer {name} with {len(blobs)} blobs"
+                 for name, (_, blobs) in layers.items() if name not in expected_blobs]
+    if problems:
+        raise WeightsError(path, f"not a valid {variant} Caffe model: " + "; ".join(problems))
+    return params, archive_metadata(spec, kind="trained", origin=_origin(label, path),
+                                    source_sha256=source_sha)
+
+
+def _caffe_trunk(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]]) -> Trunk:
+    """conv1_1 .. fc7 of a Caffe VGG16 (weights already BGR 0-255 mean-subtracted: as is)."""
+    trunk: Trunk = {}
+    problems = []
+    for name in TRUNK_LAYERS:
+        blobs = layers.get(name, ("", []))[1]
+        if len(blobs) != 2:
+            problems.append(f"layer {name} " + ("is missing" if name not in layers else
+                                                f"has {len(blobs)} blobs, expected 2"))
+            continue
+        weight, bias = blobs
+        # Legacy 4-D dims: fc weights come as 1x1x4096x25088, biases as 1x1x1xC.
+        if name.startswith("fc"):
+            weight = _strip_leading_ones(weight, 2)
+        trunk[name] = (weight, _strip_leading_ones(bias, 1))
+    if problems:
+        raise WeightsError(path, "not a complete VGG16 Caffe model: " + "; ".join(problems))
+    return trunk
+
+
+def _fit_shape(blob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`blob` as `shape` if it is that shape, possibly with legacy leading 1-dims; else None."""
+    if blob.shape == shape:
+        return blob
+    if blob.size == math.prod(shape) and _drop_ones(blob.shape) == _drop_ones(shape):
+        return blob.reshape(shape)
+    return None
+
+
+def _drop_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    index = 0
+    while index < len(shape) - 1 and shape[index] == 1:
+        index += 1
+    return shape[index:]
+
+
+def _strip_leading_ones(blob: np.ndarray, ndim: int) -> np.ndarray:
+    """Drop leading size-1 dims down to `ndim` dims ([1, 1, 1, 64] -> [64])."""
+    shape = blob.shape
+    while len(shape) > ndim and shape[0] == 1:
+        shape = shape[1:]
+    return blob.reshape(shape)
+
+
+def _width_divisor(path: Path, conv1_1_blobs: list[np.ndarray]) -> int:
+    """1 for the real VGG16 (conv1_1 has 64 filters); >1 for the narrow test-only nets."""
+    if not conv1_1_blobs:
+        return 1
+    channels = int(conv1_1_blobs[0].shape[0]) if conv1_1_blobs[0].ndim == 4 else 64
+    if channels < 1 or 64 % channels:
+        raise WeightsError(path, f"conv1_1 has {channels} filters; VGG16 has 64")
+    return 64 // channels
+
+
+def _names_preview(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return (shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")) or "none"
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch .pth (read in backends/torch/pth.py)
+
+
+def _read_pth(path: Path) -> dict[str, np.ndarray]:
+    try:
+        reader = importlib.import_module("backends.torch.pth")
+    except ImportError as error:
+        if getattr(error, "name", None) == "torch":
+            raise WeightsError(path, "is a PyTorch file; reading it needs torch: pip install "
+                               "'fcn-bench[torch]'") from None
+        raise
+    return reader.read_state_dict(path)
+
+
+def _from_state_dict(path: Path, state: Mapping[str, np.ndarray], variant: str | None,
+                     init_for: str | None, convention: str, num_classes: int,
+                     source_sha: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if "conv1_1.weight" in state:  # canonical names: an FCN (pytorch-fcn layout)
+        if init_for is not None and variant_from_keys(state) not in (None, BACKBONE):
+            raise UsageError(f"{path} already holds FCN weights; --init-for is for VGG16 "
+                             "ImageNet weights")
+        return _from_canonical(path, state, "pth", variant, source_sha)
+    if f"{TORCHVISION_NAMES['conv1_1']}.weight" not in state:
+        raise WeightsError(path, "not a VGG16 or FCN state dict (no features.0.weight or "
+                           f"conv1_1.weight; keys: {_names_preview(sorted(state))})")
+    trunk: Trunk = {}
+    problems = []
+    for name, module in TORCHVISION_NAMES.items():
+        try:
+            trunk[name] = (state[f"{module}.weight"], state[f"{module}.bias"])
+        except KeyError:
+            problems.append(f"missing {module}.weight/bias ({name})")
+    if problems:
+        raise WeightsError(path, "not a complete torchvision VGG16 state dict: "
+                           + "; ".join(problems))
+    label = "torchvision" if convention == "torchvision" else "pth"
+    fold = fold_torchvision_conv1_1 if convention == "torchvision" else None
+    return _vgg16_archive(path, trunk, label, variant, init_for, num_classes, source_sha, fold)
+
+
+# ----------------------------------------------------------------------------------------------
+# Keras h5
+
+
+def read_keras_vgg16(path: str | Path) -> Trunk:
+    """conv1_1 .. fc7 from a Keras VGG16 weights h5, in Caffe layouts.
+
+    Keras 2 `save_weights` layout: root attr `layer_names`; per layer group an attr
+    `weight_names` (kernel first, then bias) naming datasets relative to the group, either
+    `block1_conv1/kernel:0` (Keras >= 2.1) or `block1_conv1_W_1:0` (Keras 1 / early 2);
+    a whole-model save nests it all under `model_weights`. The attrs may be chunked
+    (`weight_names0`, `weight_names1`...) when they exceed the HDF5 header limit.
+    Kernels are [kH, kW, in, out] -> OIHW; `fc1` is [25088, 4096] flattened H,W,C (Keras
+    Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW. The weights are Caffe's (Keras' "caffe"
+    preprocessing feeds BGR 0-255 minus the VGG mean), so conv1_1 already expects BGR: no
+    channel reversal.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise WeightsError(path, f"not a readable HDF5 file: {error}") from None
+    with handle:
+        group = handle.get("model_weights", handle)
+        available = _h5_attr_list(group, "layer_names") or list(group.keys())
+        missing = [keras for keras in KERAS_NAMES.values() if keras not in group]
+        if missing:
+            raise WeightsError(path, f"not a Keras VGG16 weights file: no layer(s) "
+                               f"{_names_preview(missing)} (its layers: "
+                               f"{_names_preview(available)})")
+        trunk: Trunk = {}
+        for name, keras in KERAS_NAMES.items():
+            layer = group[keras]
+            weight_names = _h5_attr_list(layer, "weight_names")
+            try:
+                values = [np.asarray(layer[weight], dtype=np.float32) for weight in weight_names]
+            except (KeyError, OSError, ValueError) as error:
+                raise WeightsError(path, f"layer {keras}: cannot read its weights "
+                                   f"({error})") from None
+            kernels = [v for v in values if v.ndim >= 2]
+            biases = [v for v in values if v.ndim == 1]
+            if len(kernels) != 1 or len(biases) != 1:
+                raise WeightsError(path, f"layer {keras} has weights {weight_names} with "
+                                   f"shapes {[list(v.shape) for v in values]}; expected one "
+                                   "kernel and one bias")
+            trunk[name] = (_keras_kernel_to_caffe(path, name, kernels[0], trunk), biases[0])
+    return trunk
+
+
+def _h5_attr_list(group: Any, name: str) -> list[str]:
+    """A list-of-strings attr, joined across Keras' chunks (name0, name1, ...)."""
+    if name in group.attrs:
+        raw = list(group.attrs[name])
+    else:
+        raw, chunk = [], 0
+        while f"{name}{chunk}" in group.attrs:
+            raw += list(group.attrs[f"{name}{chunk}"])
+            chunk += 1
+    return [item.decode("utf8") if isinstance(item, bytes) else str(item) for item in raw]
+
+
+def _keras_kernel_to_caffe(path: Path, name: str, kernel: np.ndarray, trunk: Trunk
+                           ) -> np.ndarray:
+    if kernel.ndim == 4:  # [kH, kW, in, out] -> [out, in, kH, kW]
+        return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    if name == "fc6":
+        # [H*W*C, out], flattened H,W,C: un-flatten in that order, then to OIHW.
+        channels = trunk["conv5_3"][0].shape[0]
+        side = math.isqrt(kernel.shape[0] // max(1, channels))
+        if side * side * channels != kernel.shape[0]:
+            raise WeightsError(path, f"fc1 kernel {list(kernel.shape)} does not flatten a "
+                               f"square map of {channels} channels")
+        return np.ascontiguousarray(
+            kernel.reshape(side, side, channels, kernel.shape[1]).transpose(3, 2, 0, 1))
+    return np.ascontiguousarray(kernel.T)  # Dense [in, out] -> [out, in]
+
+
+# ----------------------------------------------------------------------------------------------
+# VGG16 -> FCN init (REF surgery), and the torchvision input fold
+
+
+def vgg16_init_params(trunk: Trunk, spec: FcnSpec, path: str | Path = "<vgg16>"
+                      ) -> dict[str, np.ndarray]:
+    """The FCN init the reference builds from VGG16 (REF surgery.transplant + interp).
+
+    conv1_1..conv5_3 copied; fc6/fc7 reshaped into 7x7 / 1x1 convolutions ([4096, 25088] ->
+    [4096, 512, 7, 7] in C,H,W order, as Caffe and torch flatten); fc8 dropped; score layers
+    zero (Caffe's default filler for the new layers); upsampling kernels bilinear and at-once
+    scales 0.01 / 1e-4 (bench.init.fixed_params). Every shape is checked against `spec`.
+    """
+    params: dict[str, np.ndarray] = {}
+    problems = []
+    shapes = spec.param_shapes()
+    for name in TRUNK_LAYERS:
+        weight, bias = (np.asarray(a, dtype=np.float32) for a in trunk[name])
+        shape = shapes[f"{name}.weight"]
+        if weight.ndim == 2 and weight.size == math.prod(shape):
+            weight = weight.reshape(shape)  # fully connected -> conv, C,H,W flatten order
+        for key, value in ((f"{name}.weight", weight), (f"{name}.bias", bias)):
+            if value.shape != shapes[key]:
+                problems.append(f"{key} has shape {list(value.shape)}, expected "
+                                f"{list(shapes[key])}")
+            params[key] = value
+    if problems:
+        raise WeightsError(path, "VGG16 weights do not fit the FCN trunk: " + "; ".join(problems))
+    for layer in spec.layers:
+        if isinstance(layer, Conv) and layer.zero_init:
+            params[f"{layer.name}.weight"] = np.zeros(shapes[f"{layer.name}.weight"], np.float32)
+            params[f"{layer.name}.bias"] = np.zeros(shapes[f"{layer.name}.bias"], np.float32)
+    params.update(fixed_params(spec))
+    return {p.name: params[p.name] for p in spec.parameters()}
+
+
+def fold_torchvision_conv1_1(weight: np.ndarray, bias: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """conv1_1 of torchvision VGG16 rewritten for the Caffe/FCN input convention.
+
+    torchvision feeds x_tv[c] = (rgb[c] / 255 - m[c]) / s[c] (RGB, c = R, G, B); the FCN
+    feeds x[c'] = bgr[c'] - MEAN_BGR[c'] (BGR 0-255). With rgb[c] = x[2 - c] + MEAN_RGB[c]:
+        x_tv[c] = x[2 - c] / (255 s[c]) + (MEAN_RGB[c] / 255 - m[c]) / s[c]
+    so   W'[o, 2 - c] = W[o, c] / (255 s[c])
+         b'[o]        = b[o] + sum_{c,kh,kw} W[o, c, kh, kw] (MEAN_RGB[c] / 255 - m[c]) / s[c].
+    Exact wherever the 3x3 window sees image pixels. Caveat: conv1_1 zero-pads by 100, and a
+    padded zero is the FCN mean colour (x = 0) here but torchvision's ImageNet mean (x_tv = 0)
+    in the original, so at border windows the folded layer equals torchvision's conv of an
+    image padded with the FCN mean, not with torchvision's zeros. Computed in float64.
+    """
+    weight64 = np.asarray(weight, np.float64)  # [out, 3 (R, G, B), kH, kW]
+    mean_rgb = np.asarray(MEAN_BGR, np.float64)[::-1]
+    scale = 1.0 / (255.0 * TORCHVISION_STD_RGB)  # per RGB input channel
+    shift = (mean_rgb / 255.0 - TORCHVISION_MEAN_RGB) / TORCHVISION_STD_RGB
+    folded = (weight64 * scale[None, :, None, None])[:, ::-1]  # RGB -> BGR input channels
+    new_bias = np.asarray(bias, np.float64) + np.einsum("ochw,c->o", weight64, shift)
+    return np.ascontiguousarray(folded, np.float32), new_bias.astype(np.float32)
+
+
+def _vgg16_archive(path: Path, trunk: Trunk, label: str, variant: str | None,
+                   init_for: str | None, num_classes: int, source_sha: str,
+                   fold: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if variant is not None:
+        raise UsageError(f"{path} holds VGG16 ImageNet weights, which have no FCN variant; use "
+                         f"--init-for {variant} to build an init for it")
+    target = init_for or "fcn32s"
+    if fold is not None:
+        trunk = {**trunk, "conv1_1": fold(*trunk["conv1_1"])}
+    width = _width_divisor(path, [trunk["conv1_1"][0]])
+    spec = build_spec(target, num_classes, width)
+    params = vgg16_init_params(trunk, spec, path)
+    extra = {"init_surgery": "VGG16 conv1_1..fc7 copied (fc6/fc7 as 7x7/1x1 convs), fc8 "
+                             "dropped, score layers zero, upsampling bilinear"}
+    if fold is not None:
+        extra["input_fold"] = ("torchvision RGB [0,1] mean/std input convention folded into "
+                               "conv1_1 for BGR 0-255 minus MEAN_BGR (exact off the pad border)")
+    return params, archive_metadata(spec, kind="init", origin=_origin(label, path),
+                                    source_sha256=source_sha, **extra)

@@ -1,0 +1,423 @@
+"""The neutral weight archive: one safetensors file per weight set, strict loading (numpy only).
+
+Never imports torch or tensorflow: backends convert the numpy arrays into their own layouts.
+
+Archive format ("fcn-bench-weights", format_version 1)
+------------------------------------------------------
+A standard safetensors file (https://github.com/huggingface/safetensors), written with
+`safetensors.numpy`, readable by any safetensors client.
+
+* Tensor keys are the Caffe layer names of the spec plus ".weight" / ".bias":
+  `conv1_1.weight` ... `conv5_3.bias`, `fc6.weight`, `fc7.bias`, `score_fr.weight`,
+  `score_pool4.weight`, `score_pool3.bias`, `upscore.weight`, `upscore2.weight`,
+  `upscore16.weight`, `upscore_pool4.weight`, `upscore8.weight`, `scale_pool4.weight`,
+  `scale_pool3.weight`. Exactly the keys of `FcnSpec.parameters()` of the variant.
+* Layouts are Caffe's, untouched:
+  convolution weight OIHW `[C_out, C_in, kH, kW]` (fc6 is `[4096, 512, 7, 7]`, fc7
+  `[4096, 4096, 1, 1]`); deconvolution (upsampling) weight `[C_in, C_out, kH, kW]` (Caffe's
+  Deconvolution blob = torch `ConvTranspose2d.weight`); bias and Scale blobs `[C]`.
+* Every tensor is float32, little-endian, C order, finite.
+* The weights expect the Caffe input convention: NCHW, BGR, 0-255, minus the per-channel mean
+  B 104.00698793, G 116.66876762, R 122.67891434 (whatever the source framework was).
+* `__metadata__` (string -> string):
+    format            "fcn-bench-weights"
+    format_version    "1"
+    variant           fcn32s | fcn16s | fcn8s | fcn8s-atonce
+    num_classes       "21"
+    width_divisor     "1" (> 1 only for the narrow test-only networks)
+    kind              "trained" (e.g. the official caffemodels) | "init" (VGG16 surgery for
+                      training) | "random" (bench.init.random_params)
+    origin            where the numbers come from, e.g. "caffe:fcn8s-heavy-pascal",
+                      "torchvision:vgg16", "keras:vgg16", "random:seed=3"
+    converter_version the fcn-bench version that wrote the file
+    source_sha256     SHA-256 of the converted source file ("none" for generated weights)
+    created_utc       ISO 8601 UTC time of writing
+    layouts           JSON object documenting the layouts above (`LAYOUTS`)
+  Writers may add further keys (e.g. `source_name`); readers ignore keys they do not know.
+
+Loading is strict: every missing, unexpected, mis-shaped, non-float32 or non-finite tensor is
+listed in ONE WeightsError naming the file; a truncated or foreign file is a WeightsError too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import __version__
+from bench.errors import WeightsError
+from bench.records import utc_now
+from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
+
+FORMAT = "fcn-bench-weights"
+FORMAT_VERSION = "1"
+# A VGG16 trunk without FCN heads (conv1_1 .. fc7): what `detect_variant` calls a backbone.
+BACKBONE = "vgg16"
+KINDS = ("trained", "init", "random")
+LAYOUTS = json.dumps({
+    "conv": "OIHW [C_out, C_in, kH, kW] (Caffe Convolution blob 0)",
+    "deconv": "[C_in, C_out, kH, kW] (Caffe Deconvolution blob 0 = torch ConvTranspose2d)",
+    "bias": "[C_out] (Caffe blob 1)",
+    "scale": "[C] (Caffe Scale blob 0)",
+    "dtype": "float32 little-endian, C order",
+    "input": "NCHW BGR 0-255 minus mean B 104.00698793 G 116.66876762 R 122.67891434",
+}, sort_keys=True)
+
+_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own bound on the JSON header
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (`progress(n_bytes)` after each chunk)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+    except OSError as error:
+        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Variant detection: from the key set (authoritative), cross-checked with the metadata.
+
+
+def variant_from_keys(keys: set[str] | Mapping[str, Any]) -> str | None:
+    """The variant whose distinctive layers appear in `keys`, "vgg16" for a bare trunk, or None."""
+    layers = {key.rsplit(".", 1)[0] for key in keys}
+    if {"scale_pool4", "scale_pool3"} & layers:
+        return "fcn8s-atonce"  # the only variant with Scale layers
+    if "upscore8" in layers:
+        return "fcn8s"
+    if "upscore16" in layers:
+        return "fcn16s"
+    if "upscore" in layers:
+        return "fcn32s"
+    if "fc7" in layers and not {"score_fr", "upscore2"} & layers:
+        return BACKBONE
+    return None
+
+
+def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
+    """The variant of an archive (path) or a params dict, detected from its content.
+
+    The key set decides (e.g. fcn8s has `upscore8`, at-once has `scale_pool*`, a VGG16 trunk has
+    no score layers); the `variant` metadata is used when the keys cannot tell, and a metadata
+    entry that contradicts the keys is an error. Never guessed from the file name.
+    """
+    if isinstance(source, Mapping):
+        variant = variant_from_keys(source)
+        if variant is None:
+            raise WeightsError("<params>", "cannot tell the FCN variant from the tensor names "
+                               f"({_preview(sorted(source))})")
+        return variant
+    path = Path(source)
+    header = read_header(path)
+    tensors = {key: value for key, value in header.items() if key != "__metadata__"}
+    metadata = header.get("__metadata__") or {}
+    return _variant_of(path, tensors, metadata)
+
+
+def _variant_of(path: Path, keys: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
+    from_keys = variant_from_keys(keys)
+    from_metadata = metadata.get("variant")
+    if from_keys and from_metadata and from_keys != from_metadata:
+        raise WeightsError(path, f"metadata says variant {from_metadata!r} but the tensors are "
+                           f"those of {from_keys}; the file is inconsistent, re-convert it")
+    variant = from_keys or from_metadata
+    if variant is None:
+        raise WeightsError(path, "cannot tell the FCN variant: no 'variant' metadata and no "
+                           f"distinctive layer among its tensors ({_preview(sorted(keys))})")
+    return variant
+
+
+def infer_spec(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
+               path: str | Path = "<params>") -> FcnSpec:
+    """The FcnSpec that a set of weights was made for (variant, classes, width), from content.
+
+    `params` values only need a `.shape` (arrays, or shapes read from a header).
+    """
+    metadata = metadata or {}
+    variant = _variant_of(Path(path), params, metadata)
+    if variant not in VARIANTS:
+        raise WeightsError(path, f"holds a bare {variant} trunk, not an FCN: convert it with "
+                           "`cli.py convert --init-for VARIANT` first")
+    num_classes = _int_meta(path, metadata, "num_classes")
+    if num_classes is None and "score_fr.bias" in params:
+        num_classes = int(_shape(params["score_fr.bias"])[0])
+    width_divisor = _int_meta(path, metadata, "width_divisor")
+    if width_divisor is None and "conv1_1.weight" in params:
+        width_divisor = max(1, 64 // max(1, int(_shape(params["conv1_1.weight"])[0])))
+    try:
+        return build_spec(variant, num_classes or 21, width_divisor or 1)
+    except UnknownVariantError as error:
+        raise WeightsError(path, str(error)) from None
+
+
+def spec_from_archive(path: str | Path) -> FcnSpec:
+    """The spec of an archive on disk, read from its header only (no tensor data)."""
+    header = read_header(path)
+    tensors = {key: value for key, value in header.items() if key != "__metadata__"}
+    return infer_spec(tensors, header.get("__metadata__") or {}, path)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, Mapping):  # a safetensors header entry
+        return tuple(value["shape"])
+    return tuple(np.shape(value))
+
+
+def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | None:
+    if key not in metadata:
+        return None
+    try:
+        return int(metadata[key])
+    except ValueError:
+        raise WeightsError(path, f"metadata {key}={metadata[key]!r} is not an integer") from None
+
+
+def _preview(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") or "none"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The parsed safetensors JSON header, after checking the file is complete.
+
+    Parsed by hand so that a foreign or truncated file gets a precise one-line error (the
+    safetensors library reports both as an opaque "Error while deserializing header").
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise WeightsError(path, f"not a safetensors file ({size} bytes, too short)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(_HEADER_LIMIT, size - 8):
+                raise WeightsError(path, "not a safetensors file (no valid header length in "
+                                   "the first 8 bytes)")
+            raw = handle.read(header_len)
+    except FileNotFoundError:
+        raise WeightsError(path, "no such file") from None
+    except IsADirectoryError:
+        raise WeightsError(path, "is a directory, expected a .safetensors file") from None
+    except OSError as error:
+        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WeightsError(path, "not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise WeightsError(path, "not a safetensors file (header is not a JSON object)")
+    data_len = size - 8 - header_len
+    needed = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            _begin, end = (int(offset) for offset in entry["data_offsets"])
+            _ = str(entry["dtype"]), [int(dim) for dim in entry["shape"]]
+        except (TypeError, KeyError, ValueError):
+            raise WeightsError(path, f"not a safetensors file (bad header entry {key!r})") from None
+        needed = max(needed, end)
+    if needed > data_len:
+        raise WeightsError(path, f"truncated: the header describes {8 + header_len + needed} "
+                           f"bytes but the file has {size}; download or convert it again")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise WeightsError(path, "not a safetensors file (__metadata__ is not an object)")
+    return header
+
+
+def load_archive(path: str | Path, spec: FcnSpec | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read an archive strictly: (params in spec order, metadata).
+
+    With `spec`, the tensors must be exactly the spec's parameters with its shapes; weights of
+    another variant are refused by name. Without it the spec is inferred from the content
+    (`infer_spec`) and checked the same way. All problems are gathered into one WeightsError.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    header = read_header(path)
+    metadata = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    entries = {key: value for key, value in header.items() if key != "__metadata__"}
+    if metadata.get("format", FORMAT) != FORMAT:
+        raise WeightsError(path, f"metadata format {metadata['format']!r} is not {FORMAT!r}")
+    if metadata.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise WeightsError(path, f"archive format_version {metadata['format_version']} is not "
+                           f"supported (this fcn-bench reads {FORMAT_VERSION}); upgrade fcn-bench")
+
+    if spec is None:
+        spec = infer_spec(entries, metadata, path)
+    else:
+        found = _variant_of(path, entries, metadata)
+        if found != spec.variant:
+            raise WeightsError(path, f"holds {found} weights (detected from the archive, not "
+                               f"guessed from the file name) but {spec.variant} was requested; "
+                               f"use --variant {found} or pick the {spec.variant} weights")
+
+    expected = spec.param_shapes()
+    problems = _shape_problems(spec, {k: tuple(v["shape"]) for k, v in entries.items()})
+    problems += [f"{key} is {entry['dtype']}, expected F32" for key, entry in entries.items()
+                 if entry["dtype"] != "F32"]
+    # Read the well-formed tensors even when others are wrong, so that NaNs are reported in
+    # the same single error as the missing or mis-shaped ones.
+    readable = [name for name, shape in expected.items() if name in entries
+                and entries[name]["dtype"] == "F32" and tuple(entries[name]["shape"]) == shape]
+    params: dict[str, np.ndarray] = {}
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            for name in readable:
+                value = np.ascontiguousarray(handle.get_tensor(name))
+                if bad := count_nonfinite(value):
+                    problems.append(f"{name} has {bad} non-finite values (NaN/inf)")
+                params[name] = value
+    except SafetensorError as error:
+        raise WeightsError(path, f"not a readable safetensors file ({error})") from None
+    if problems:
+        raise _problems_error(path, problems)
+    return {name: params[name] for name in expected}, metadata
+
+
+def check_params(params: Mapping[str, np.ndarray], spec: FcnSpec,
+                 path: str | Path = "<params>") -> None:
+    """Raise one WeightsError listing every way `params` differs from the spec (names, shapes,
+    dtype float32, finiteness). Converters call it before writing anything."""
+    problems = _shape_problems(spec, {k: tuple(np.shape(v)) for k, v in params.items()})
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.dtype != np.float32:
+            problems.append(f"{name} is {value.dtype}, expected float32")
+        elif bad := count_nonfinite(value):
+            problems.append(f"{name} has {bad} non-finite values (NaN/inf)")
+    if problems:
+        raise _problems_error(path, problems)
+
+
+def count_nonfinite(value: np.ndarray, slice_size: int = 1 << 22) -> int:
+    """NaN/inf count, in slices: fc6's mask would otherwise be a 100 MB temporary."""
+    flat = np.asarray(value).reshape(-1)
+    return sum(int(np.count_nonzero(~np.isfinite(flat[i:i + slice_size])))
+               for i in range(0, flat.size, slice_size))
+
+
+def _shape_problems(spec: FcnSpec, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    expected = spec.param_shapes()
+    problems = [f"missing {name} {list(shape)}" for name, shape in expected.items()
+                if name not in shapes]
+    problems += [f"unexpected {name} {list(shape)}" for name, shape in shapes.items()
+                 if name not in expected]
+    problems += [f"{name} has shape {list(shapes[name])}, {spec.variant} expects {list(shape)}"
+                 for name, shape in expected.items()
+                 if name in shapes and tuple(shapes[name]) != tuple(shape)]
+    return problems
+
+
+def _problems_error(path: str | Path, problems: list[str]) -> WeightsError:
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    return WeightsError(path, f"{count}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def archive_metadata(spec: FcnSpec, *, kind: str, origin: str, source_sha256: str = "none",
+                     **extra: str) -> dict[str, str]:
+    """The full metadata block of an archive for `spec` (see the module docstring)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "variant": spec.variant,
+        "num_classes": str(spec.num_classes),
+        "width_divisor": str(spec.width_divisor),
+        "kind": kind,
+        "origin": origin,
+        "converter_version": __version__,
+        "source_sha256": source_sha256,
+        "created_utc": utc_now(),
+        "layouts": LAYOUTS,
+        **{key: str(value) for key, value in extra.items()},
+    }
+
+
+def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
+                 metadata: Mapping[str, str]) -> Path:
+    """Validate `params` against the spec they describe and write the archive atomically.
+
+    Missing standard metadata (format, variant, num_classes, layouts, created_utc...) is filled
+    in from the content; `origin` is required. Floating arrays are stored as float32; the file
+    appears under `path` only once it is complete (temp file + fsync + rename).
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tensors = {}
+    for name, value in params.items():
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(path, f"refusing to write {name}: dtype {value.dtype} is not float")
+        # safetensors reads the raw buffer: it must be contiguous float32.
+        tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if "origin" not in metadata:
+        raise ValueError("save_archive needs metadata['origin'] (where the weights come from)")
+    spec = infer_spec(tensors, metadata, path)
+    check_params(tensors, spec, path)
+    full = archive_metadata(spec, kind=str(metadata.get("kind", "trained")),
+                            origin=str(metadata["origin"]))
+    full.update({str(k): str(v) for k, v in metadata.items()})
+    full["format"], full["format_version"] = FORMAT, FORMAT_VERSION
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=full)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """A temporary file name beside `path`; on success it is fsynced and renamed onto `path`.
+
+    For writers that need a file name rather than bytes (safetensors, streamed caffemodels);
+    on any error the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
