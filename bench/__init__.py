@@ -1,3 +1,3 @@
-"""fcn-bench core: framework-free (stdlib, numpy, Pillow, safetensors). Never imports torch or tensorflow."""
+"""fcn-bench core: framework-free (stdlib, numpy, Pillow, safetensors); imports no framework."""
 
 __version__ = "0.1.0"

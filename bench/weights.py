@@ -43,11 +43,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +52,7 @@ import numpy as np
 
 from bench import __version__
 from bench.errors import WeightsError
-from bench.records import utc_now
+from bench.records import atomic_path, utc_now
 from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
 
 FORMAT = "fcn-bench-weights"
@@ -395,29 +392,3 @@ def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[str]:
-    """A temporary file name beside `path`; on success it is fsynced and renamed onto `path`.
-
-    For writers that need a file name rather than bytes (safetensors, streamed caffemodels);
-    on any error the temporary file is removed and `path` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
