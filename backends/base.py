@@ -10,12 +10,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.spec import FcnSpec
 
+_NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -92,3 +94,17 @@ class Backend(abc.ABC):
     def peak_memory_bytes(self) -> int | None:
         """Peak device memory since the last reset, or None where unknown."""
         return None
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver version (neither framework exposes it), or None without one.
+
+    Read from the first line of /proc/driver/nvidia/version, e.g. "NVRM version: NVIDIA UNIX
+    x86_64 Kernel Module  550.54.15  ...".
+    """
+    try:
+        line = _NVIDIA_DRIVER_FILE.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    words = [word for word in line.split() if word[:1].isdigit() and "." in word]
+    return words[0] if words else None

@@ -1,11 +1,140 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`parity`: run two implementations of one FCN on the same weights and input, layer by layer.
+
+The implementations are backends (torch, tensorflow/tf) or "reference" (the float64 numpy forward
+pass of bench/reference_forward.py). Frameworks are imported only inside the command function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
+import numpy as np
 
-from bench.errors import FcnBenchError
+from backends.base import PRECISIONS
+from bench.spec import VARIANTS
+from commands._options import device_option
+
+REFERENCE = "reference"
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """"HxW" -> (H, W), both >= 1."""
+    try:
+        height, width = (int(part) for part in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HxW (e.g. 37x53)") from None
+    if height < 1 or width < 1:
+        raise click.BadParameter(f"{value!r}: height and width must be >= 1")
+    return height, width
+
+
+def parity_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A deterministic (1, 3, H, W) input: a seeded random RGB photo, preprocessed like VOC."""
+    from bench.voc import preprocess
+
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return preprocess(rgb)[None]
 
 
 @click.command(name="parity")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("parity: not implemented yet")
+@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+              help="FCN variant  [default: detected from --weights, else fcn8s]")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="fcn-bench weight archive (.safetensors) of --variant; default: random weights.")
+@click.option("--random-seed", type=int, default=None,
+              help="Seed of the random weights used without --weights  [default: 0]")
+@click.option("--size", default="37x53", show_default=True,
+              help="Input HxW (odd sizes exercise ceil pooling and the crops).")
+@click.option("--input-seed", type=int, default=0, show_default=True,
+              help="Seed of the random input image.")
+@click.option("--backends", "pair", default="torch,tensorflow", show_default=True,
+              help="Two of: torch, tensorflow (tf), reference (float64 numpy; small inputs only).")
+@device_option
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Backend precision (fp32 = TF32 off); picks the tolerance.")
+@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Narrow test-only net (channels // N); 1 = VGG16. Random weights only.")
+@click.option("--max-rel", type=click.FloatRange(0, None), default=None,
+              help="Override the max relative difference per blob.")
+@click.option("--min-label-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Override the fraction of pixels whose labels must agree.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the 'parity' JSON record here (atomically).")
+def command(variant: str | None, weights: Path | None, random_seed: int | None, size: str,
+            input_seed: int, pair: str, device: str, precision: str, width_divisor: int,
+            max_rel: float | None, min_label_agreement: float | None,
+            output: Path | None) -> None:
+    """Compare two backends blob by blob (pools, fc7, scores, upsampling, fusions, final score).
+
+    Prints max absolute and relative differences per layer and the label agreement, and exits
+    non-zero when any exceeds the tolerance of the precision (bench/parity.py TOLERANCES).
+
+    \b
+    Examples:
+      python cli.py parity --variant fcn8s --size 37x53
+      python cli.py parity --variant fcn32s --weights weights/fcn32s.safetensors --size 375x500
+      python cli.py parity --variant fcn16s --backends torch,reference --width-divisor 16
+    """
+    import backends
+    from backends.base import RunOptions
+    from bench.errors import FcnBenchError, UsageError
+    from bench.init import random_params
+    from bench.parity import compare, parity_layers, tolerance_for
+    from bench.records import make_record, write_json
+    from bench.reference_forward import reference_forward
+    from bench.spec import build_spec
+
+    height, width = parse_size(size)
+    names = [part.strip() for part in pair.split(",") if part.strip()]
+    if len(names) != 2:
+        raise UsageError(f"--backends needs exactly two names, got {pair!r}")
+    sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
+    if weights is not None and (random_seed is not None or width_divisor != 1):
+        raise UsageError("--weights cannot be combined with --random-seed or --width-divisor")
+
+    if weights is not None:
+        from bench.weights import load_archive, spec_from_archive
+
+        # Classes and width come from the archive's content; a --variant that disagrees with
+        # it is refused by load_archive, naming both.
+        found = spec_from_archive(weights)
+        spec = build_spec(variant or found.variant, found.num_classes, found.width_divisor)
+        params, metadata = load_archive(weights, spec)
+        weights_desc = f"{weights} ({metadata.get('origin', 'unknown origin')})"
+    else:
+        spec = build_spec(variant or "fcn8s", width_divisor=width_divisor)
+        seed = 0 if random_seed is None else random_seed
+        params = random_params(spec, seed)
+        weights_desc = f"random:seed={seed}"
+    variant = spec.variant
+    images = parity_image(height, width, input_seed)
+    layers = parity_layers(spec)
+
+    blobs, environments = [], {}
+    options = RunOptions(device=device, precision=precision)
+    for side in sides:
+        if side == REFERENCE:
+            blobs.append(reference_forward(spec, params, images, layers))
+            environments[side] = {"framework": "numpy", "precision": "float64"}
+            continue
+        backend = backends.create_backend(side, spec, options)
+        backend.load_params(params)
+        blobs.append(backend.forward_blobs(images, layers))
+        environments[side] = backend.environment()
+        del backend  # free its copy of the weights before the next framework loads them
+
+    report = compare(blobs[0], blobs[1], layers, output=spec.output,
+                     tolerance=tolerance_for(precision, max_rel, min_label_agreement),
+                     left=sides[0], right=sides[1], precision=precision)
+    click.echo(f"{variant}, {height}x{width} input (seed {input_seed}), weights {weights_desc}")
+    click.echo(report.table())
+    if output is not None:
+        write_json(output, make_record("parity", variant=variant, width_divisor=width_divisor,
+                                       input_size=[height, width], input_seed=input_seed,
+                                       weights=weights_desc, device=device,
+                                       environments=environments, **report.to_dict()))
+        click.echo(f"wrote {output}")
+    if not report.passed:
+        raise FcnBenchError(f"parity failed ({sides[0]} vs {sides[1]}): "
+                            + "; ".join(report.failures()))

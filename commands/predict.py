@@ -1,11 +1,120 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`predict`: segment one image with one backend; write labels, raw scores and an overlay.
+
+Frameworks are imported only inside the command function (through backends.create_backend).
+Every output is written atomically, and only after the whole forward pass succeeded.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
 
 import click
+import numpy as np
 
-from bench.errors import FcnBenchError
+from backends.base import PRECISIONS
+from bench.spec import VARIANTS
+from commands._options import device_option
+
+OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay (background pixels untouched)
+
+
+def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> bytes:
+    """PNG bytes of the photo with every non-background pixel blended with its VOC colour."""
+    from PIL import Image
+
+    from bench.labels import VOC_PALETTE
+
+    colours = VOC_PALETTE[labels].astype(np.float32)  # (H, W, 3)
+    blended = rgb.astype(np.float32)
+    foreground = labels > 0
+    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 @click.command(name="predict")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("predict: not implemented yet")
+@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+              help="FCN variant  [default: detected from --weights]")
+@click.option("--backend", "backend_name", default="torch", show_default=True,
+              help="torch or tensorflow (tf).")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="fcn-bench weight archive (.safetensors), e.g. from `cli.py convert`.")
+@click.option("--image", "image_path", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="A JPEG/PNG photo.")
+@click.option("--out-labels", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the VOC-palette label PNG here.")
+@click.option("--out-scores", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write raw class scores (21, H, W) float32 .npy here.")
+@click.option("--overlay", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the photo blended with the class colours (PNG) here.")
+@device_option
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="fp32 (TF32 off), tf32 (GPU), fp16, bf16.")
+def command(variant: str | None, backend_name: str, weights: Path, image_path: Path,
+            out_labels: Path | None, out_scores: Path | None, overlay: Path | None, device: str,
+            precision: str) -> None:
+    """Segment one image: label PNG, raw scores and/or an overlay picture.
+
+    The image is used at its own size (no resizing), BGR mean-subtracted exactly as in FCN.
+
+    \b
+    Example:
+      python cli.py predict --backend torch --weights weights/fcn8s.safetensors \\
+          --image photo.jpg --out-labels photo-labels.png --overlay photo-overlay.png
+    """
+    import backends
+    from backends.base import RunOptions
+    from bench.errors import UsageError
+    from bench.labels import VOC_CLASSES, write_label_png
+    from bench.records import atomic_write_bytes
+    from bench.spec import build_spec
+    from bench.voc import load_image, preprocess
+    from bench.weights import load_archive, spec_from_archive
+
+    if out_labels is None and out_scores is None and overlay is None:
+        raise UsageError("nothing to write: give --out-labels, --out-scores and/or --overlay")
+    backend_name = backends.canonical_name(backend_name)
+    rgb = load_image(image_path)  # DataError naming the file if it is not an image
+    # Variant, classes and width are detected from the archive's content (never its file name);
+    # a --variant that disagrees is refused by load_archive with both names in the message.
+    spec = spec_from_archive(weights)
+    if variant is not None:
+        spec = build_spec(variant, spec.num_classes, spec.width_divisor)
+    params, _ = load_archive(weights, spec)
+
+    backend = backends.create_backend(backend_name, spec,
+                                      RunOptions(device=device, precision=precision))
+    backend.load_params(params)
+    del params
+    start = time.perf_counter()
+    scores = backend.predict(preprocess(rgb)[None])[0]  # (num_classes, H, W) float32
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    labels = scores.argmax(axis=0).astype(np.uint8)
+
+    if out_labels is not None:
+        write_label_png(out_labels, labels)
+    if out_scores is not None:
+        atomic_write_bytes(out_scores, npy_bytes(scores.astype(np.float32, copy=False)))
+    if overlay is not None:
+        atomic_write_bytes(overlay, overlay_png(rgb, labels))
+
+    height, width = labels.shape
+    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
+    present = [f"{VOC_CLASSES[c] if c < len(VOC_CLASSES) else c} {counts[c] / labels.size:.1%}"
+               for c in np.argsort(-counts) if counts[c]]
+    click.echo(f"{image_path}: {width}x{height}, {spec.variant} on {backend_name} "
+               f"({backend.device}, {precision}), forward {elapsed_ms:.0f} ms "
+               f"(first call, includes set-up)")
+    click.echo("classes: " + ", ".join(present))
+    for path in (out_labels, out_scores, overlay):
+        if path is not None:
+            click.echo(f"wrote {path}")

@@ -1,0 +1,137 @@
+"""`TensorflowBackend`: the backends.base.Backend contract over `FcnModule` (imports tensorflow).
+
+Mirrors backends/torch/backend.py. numpy NCHW float32 in, numpy NCHW float32 out; inside, the
+network is NHWC. Inference always runs in a `tf.function` whose input signature leaves N, H and W
+open, so VOC's many image sizes never retrace; the argmax of `predict_labels` runs on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from backends.base import Backend, RunOptions
+from backends.tensorflow import device as devices
+from backends.tensorflow.model import FcnModule
+from bench.errors import BackendUnavailable
+from bench.reference_forward import check_images
+from bench.spec import FcnSpec
+
+# Any batch and image size; channels last. One trace serves every VOC image.
+_IMAGES_NHWC = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+
+class TensorflowBackend(Backend):
+    """One FCN in TensorFlow, inference mode (dropout off), on the resolved device."""
+
+    name = "tensorflow"
+
+    def __init__(self, spec: FcnSpec, options: RunOptions | None = None):
+        super().__init__(spec, options)
+        # Thread pools must be sized before the runtime starts, i.e. before anything else.
+        self._threads_note = devices.configure_threads(self.options.threads)
+        self._device = devices.resolve_device(self.options.device)
+        devices.check_precision(self.options.precision, self._device)
+        self._tf_device = devices.tf_device_name(self._device)
+        with tf.device(self._tf_device):
+            self.model = FcnModule(spec, seed=self.options.seed,
+                                   compute_dtype=devices.COMPUTE_DTYPES[self.options.precision])
+        jit = bool(self.options.compile)
+        self._compile_mode = "xla" if jit else None
+        self._scores_fn = tf.function(self._scores, input_signature=[_IMAGES_NHWC],
+                                      jit_compile=jit)
+        self._labels_fn = tf.function(self._labels, input_signature=[_IMAGES_NHWC],
+                                      jit_compile=jit)
+        # Names are a static argument: one trace per requested set (parity asks for one set).
+        self._blobs_fn = tf.function(self._blobs, reduce_retracing=True)
+        self._compiled_once = False
+
+    # -- graph bodies ----------------------------------------------------------------------
+
+    def _scores(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.model(images, training=False), tf.float32)
+
+    def _labels(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.argmax(self._scores(images), axis=-1), tf.uint8)
+
+    def _blobs(self, images: tf.Tensor, names: tuple[str, ...]) -> dict[str, tf.Tensor]:
+        blobs = self.model.blobs(images, names, training=False)
+        return {name: tf.cast(blob, tf.float32) for name, blob in blobs.items()}
+
+    def _call(self, function: Any, batch: tf.Tensor) -> tf.Tensor:
+        """Run a graph on the device with this backend's TF32 setting; XLA failures are clear."""
+        with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
+            if self._compiled_once or not self.options.compile:
+                return function(batch)
+            try:
+                result = function(batch)
+            except (tf.errors.OpError, ValueError) as error:
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise BackendUnavailable(f"XLA (jit_compile) cannot compile the "
+                                         f"{self.spec.variant} model on {self._device}: "
+                                         f"{first_line}; run without --compile") from error
+            self._compiled_once = True
+            return result
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
+        self.model.load_canonical(params)
+
+    def state_params(self) -> dict[str, np.ndarray]:
+        return self.model.canonical_params()
+
+    # -- timing hooks ------------------------------------------------------------------------
+
+    def to_device(self, images: np.ndarray) -> tf.Tensor:
+        """Host NCHW -> device NHWC (the layout change happens on the device, untimed)."""
+        images = check_images(images)
+        with tf.device(self._tf_device):
+            return tf.transpose(tf.constant(images), (0, 2, 3, 1))
+
+    def forward_device(self, batch: tf.Tensor) -> tf.Tensor:
+        """Device NHWC images -> device NHWC float32 scores (nothing copied back)."""
+        return self._call(self._scores_fn, batch)
+
+    def synchronize(self, value: Any = None) -> None:
+        if self._device == "cuda":
+            tf.test.experimental.sync_devices()
+        # On the CPU, eager execution of a tf.function returns only once its kernels finished.
+
+    # -- inference -------------------------------------------------------------------------
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        scores = self.forward_device(self.to_device(images))
+        return np.ascontiguousarray(scores.numpy().transpose(0, 3, 1, 2))
+
+    def predict_labels(self, images: np.ndarray) -> np.ndarray:
+        return self._call(self._labels_fn, self.to_device(images)).numpy()
+
+    def forward_blobs(self, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        batch = self.to_device(images)
+        with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
+            blobs = self._blobs_fn(batch, tuple(names))
+        return {name: np.ascontiguousarray(blob.numpy().transpose(0, 3, 1, 2))
+                for name, blob in blobs.items()}
+
+    # -- environment -----------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def environment(self) -> dict[str, Any]:
+        return devices.environment(self._device, self.options, self._compile_mode,
+                                   self._threads_note)
+
+    def reset_peak_memory(self) -> None:
+        if self._device == "cuda":
+            tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def peak_memory_bytes(self) -> int | None:
+        if self._device == "cuda":
+            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        return None

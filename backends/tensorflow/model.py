@@ -1,0 +1,171 @@
+"""The FCN as a Keras-free `tf.Module`, built by walking `FcnSpec.layers` (nothing hand-written).
+
+Mirrors backends/torch/model.py. TensorFlow is NHWC with HWIO conv kernels and [kH, kW, C_out,
+C_in] transposed-conv filters, so canonical (Caffe) tensors are transposed on the way in and out;
+variables carry the canonical names (`conv1_1.weight`, ...) and are trainable per the spec's
+lr_mult. Imports tensorflow; used only from backends/tensorflow/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from bench.init import fixed_params
+from bench.spec import Conv, Crop, Dropout, FcnSpec, Layer, MaxPool, Scale, Sum, Upsample
+from bench.weights import check_params
+
+# Canonical layout -> TF layout permutation. OIHW -> HWIO; Caffe deconv IOHW [C_in, C_out, kH, kW]
+# -> conv2d_transpose filter [kH, kW, C_out, C_in]: the same permutation for both.
+_TO_TF = {"OIHW": (2, 3, 1, 0), "IOHW": (2, 3, 1, 0), "C": None}
+
+
+def to_tf_layout(value: np.ndarray, layout: str) -> np.ndarray:
+    axes = _TO_TF[layout]
+    return np.asarray(value, np.float32) if axes is None else np.transpose(value, axes)
+
+
+def from_tf_layout(value: np.ndarray, layout: str) -> np.ndarray:
+    axes = _TO_TF[layout]
+    return value if axes is None else np.transpose(value, np.argsort(axes))
+
+
+def _same_pool_is_caffe_ceil(kernel: int, stride: int) -> bool:
+    """Whether TF's SAME max pooling has exactly Caffe's ceil-mode windows for every size.
+
+    SAME gives ceil(n / stride) outputs and pads (total // 2) before; Caffe (pad 0) gives
+    ceil((n - kernel) / stride) + 1 outputs with windows starting at 0. The counts agree for all
+    n iff kernel == stride, and then total <= kernel - 1, so nothing is padded before iff
+    kernel <= 2. (Padded cells never win a SAME max.)
+    """
+    return kernel == stride and kernel <= 2
+
+
+def caffe_max_pool(x: tf.Tensor, kernel: int, stride: int) -> tf.Tensor:
+    """Max pooling with Caffe's rounding-up output size (no ceil mode exists in TF)."""
+    if _same_pool_is_caffe_ceil(kernel, stride):
+        return tf.nn.max_pool2d(x, kernel, stride, "SAME")  # odd n: pads 0 before, 1 after
+    # General case: pad the bottom/right with -inf up to (out - 1) * stride + kernel, then VALID.
+    size = tf.shape(x)[1:3]
+    out = -((kernel - size) // stride) + 1  # ceil((size - kernel) / stride) + 1
+    out = tf.maximum(out, 1)
+    extra = (out - 1) * stride + kernel - size
+    paddings = [[0, 0], [0, extra[0]], [0, extra[1]], [0, 0]]
+    x = tf.pad(x, paddings, constant_values=float("-inf"))
+    return tf.nn.max_pool2d(x, kernel, stride, "VALID")
+
+
+class FcnModule(tf.Module):
+    """One FCN variant: __call__(NHWC images, training=False) -> NHWC scores.
+
+    Freshly built, the fixed tensors hold their reference values (bilinear kernels, at-once
+    scales), score layers are zero like Caffe's default filler and the trunk is He-normal from
+    `seed`; load real or `bench.init.random_params` weights with `load_canonical`. `training=True`
+    turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
+    """
+
+    def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32):
+        super().__init__(name="fcn")
+        self.spec = spec
+        self.compute_dtype = compute_dtype
+        self._layouts = {p.name: p.layout for p in spec.parameters()}
+        initial = _initial_params(spec, seed)
+        # Canonical name -> variable (TF layout). A dict attribute is tracked by tf.Module, so
+        # `trainable_variables` sees exactly the spec's lr_mult > 0 tensors.
+        self.params = {
+            p.name: tf.Variable(to_tf_layout(initial[p.name], p.layout), name=p.name,
+                                trainable=p.trainable)
+            for p in spec.parameters()
+        }
+        self._dropout_rng = tf.random.Generator.from_seed(seed)
+
+    # -- weights in canonical layout -------------------------------------------------------
+
+    def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:
+        """Assign canonical (Caffe-layout) numpy tensors, transposed to TF layout; strict."""
+        check_params(params, self.spec)
+        for name, value in params.items():
+            self.params[name].assign(to_tf_layout(np.asarray(value, np.float32),
+                                                  self._layouts[name]))
+
+    def canonical_params(self) -> dict[str, np.ndarray]:
+        """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
+        return {p.name: np.ascontiguousarray(from_tf_layout(self.params[p.name].numpy(),
+                                                            p.layout))
+                for p in self.spec.parameters()}
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """(N, H, W, 3) mean-subtracted BGR -> (N, H, W, num_classes) scores (compute dtype)."""
+        return self.blobs(images, (self.spec.output,), training)[self.spec.output]
+
+    def blobs(self, images: tf.Tensor, names: Sequence[str],
+              training: bool = False) -> dict[str, tf.Tensor]:
+        """The named blobs (spec layer names or "data") of one forward pass, NHWC."""
+        known = {"data", *self.spec.blob_names}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise KeyError(f"{self.spec.variant} has no blob(s) {', '.join(unknown)}")
+        # Inside tf.function the graph frees intermediates itself; no liveness bookkeeping.
+        blobs = {"data": tf.cast(images, self.compute_dtype)}
+        for layer in self.spec.layers:
+            blobs[layer.name] = self._layer_forward(layer, blobs, training)
+        return {name: blobs[name] for name in names}
+
+    def _weight(self, name: str) -> tf.Tensor:
+        return tf.cast(self.params[name], self.compute_dtype)
+
+    def _layer_forward(self, layer: Layer, blobs: dict[str, tf.Tensor],
+                       training: bool) -> tf.Tensor:
+        if isinstance(layer, Sum):
+            first, second = (blobs[name] for name in layer.bottoms)
+            return first + second
+        x = blobs[layer.bottom]
+        if isinstance(layer, Conv):
+            pad = layer.pad
+            # Explicit symmetric zero padding = Caffe's (pad 100 on conv1_1 pads the
+            # mean-subtracted input with zeros); fc6 is 7x7 VALID, never SAME.
+            padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]] if pad else "VALID"
+            y = tf.nn.conv2d(x, self._weight(f"{layer.name}.weight"), layer.stride, padding)
+            y = tf.nn.bias_add(y, self._weight(f"{layer.name}.bias"))
+            return tf.nn.relu(y) if layer.relu else y
+        if isinstance(layer, MaxPool):
+            return caffe_max_pool(x, layer.kernel, layer.stride)
+        if isinstance(layer, Dropout):
+            if not training:
+                return x
+            seed = self._dropout_rng.make_seeds(1)[:, 0]
+            return tf.nn.experimental.stateless_dropout(x, layer.ratio, seed)  # element-wise
+        if isinstance(layer, Scale):
+            return x * self._weight(f"{layer.name}.weight")  # per channel (last axis in NHWC)
+        if isinstance(layer, Upsample):
+            # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel.
+            shape = tf.shape(x)
+            size = (shape[1:3] - 1) * layer.stride + layer.kernel
+            output_shape = tf.stack([shape[0], size[0], size[1], layer.channels])
+            return tf.nn.conv2d_transpose(x, self._weight(f"{layer.name}.weight"), output_shape,
+                                          layer.stride, "VALID")
+        if isinstance(layer, Crop):
+            # Top-left crop at the derived offset to the reference's size (never centred).
+            size = tf.shape(blobs[layer.reference])[1:3]
+            offset = layer.offset
+            return x[:, offset:offset + size[0], offset:offset + size[1], :]
+        raise TypeError(f"unsupported layer {layer!r}")
+
+
+def _initial_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
+    """Canonical starting values: fixed tensors exact, score layers zero, trunk He-normal."""
+    params = fixed_params(spec)
+    rng = np.random.default_rng(seed)
+    for layer in spec.layers:
+        if not isinstance(layer, Conv):
+            continue
+        shape = (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+        std = 0.0 if layer.zero_init else np.sqrt(2.0 / (layer.in_channels * layer.kernel ** 2))
+        params[f"{layer.name}.weight"] = (rng.standard_normal(shape, dtype=np.float32)
+                                          * np.float32(std))
+        params[f"{layer.name}.bias"] = np.zeros(layer.out_channels, np.float32)
+    return params

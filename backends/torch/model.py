@@ -1,0 +1,157 @@
+"""The FCN as a PyTorch nn.Module, built by walking `FcnSpec.layers` (nothing hand-written).
+
+Submodules are registered under the Caffe layer names, so `named_parameters()` yields exactly the
+spec's canonical keys (`conv1_1.weight`, `upscore2.weight`, `scale_pool4.weight`, ...) and torch's
+layouts *are* the canonical ones (conv OIHW; ConvTranspose2d [C_in, C_out, k, k] like Caffe's
+deconv), so loading needs no transposes. Imports torch; used only from backends/torch/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.init import fixed_params
+from bench.spec import (
+    Conv,
+    Crop,
+    Dropout,
+    FcnSpec,
+    Layer,
+    MaxPool,
+    Scale,
+    Sum,
+    Upsample,
+    layer_inputs,
+)
+from bench.weights import check_params
+
+
+class ChannelScale(nn.Module):
+    """Caffe Scale layer without bias: y[:, c] = x[:, c] * weight[c] (at-once skip conditioning)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        # Fixed in the reference (lr_mult 0): a parameter so it is saved and loaded with the rest.
+        self.weight = nn.Parameter(torch.ones(channels), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+def _make_module(layer: Layer) -> nn.Module | None:
+    """The torch module of one spec layer, or None for parameter-free crops and sums."""
+    if isinstance(layer, Conv):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, stride=layer.stride,
+                         padding=layer.pad)
+    if isinstance(layer, MaxPool):
+        # ceil_mode: Caffe rounds the pooled size up; the last window may cover one row/column.
+        return nn.MaxPool2d(layer.kernel, layer.stride, ceil_mode=True)
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.ratio)  # element-wise (Caffe), not channel-wise Dropout2d
+    if isinstance(layer, Scale):
+        return ChannelScale(layer.channels)
+    if isinstance(layer, Upsample):
+        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel; fixed.
+        module = nn.ConvTranspose2d(layer.channels, layer.channels, layer.kernel,
+                                    stride=layer.stride, bias=False)
+        module.weight.requires_grad_(False)
+        return module
+    if isinstance(layer, Crop | Sum):
+        return None
+    raise TypeError(f"unsupported layer {layer!r}")
+
+
+def _last_uses(spec: FcnSpec) -> dict[str, int]:
+    """Index of the last layer reading each blob, so intermediate blobs can be freed early."""
+    last: dict[str, int] = {}
+    for index, layer in enumerate(spec.layers):
+        for name in layer_inputs(layer):
+            last[name] = index
+    return last
+
+
+class FcnModule(nn.Module):
+    """One FCN variant. forward(NCHW images) -> NCHW scores; `blobs()` gives named intermediates.
+
+    Freshly built, the fixed tensors hold their reference values (bilinear kernels on the channel
+    diagonal, at-once scales), score layers are zero like Caffe's default filler, and the trunk
+    has torch's default init: load real or `bench.init.random_params` weights with
+    `load_canonical`. `.train()` turns element-wise dropout on; `.eval()` makes it the identity.
+    """
+
+    def __init__(self, spec: FcnSpec):
+        super().__init__()
+        self.spec = spec
+        for layer in spec.layers:
+            module = _make_module(layer)
+            if module is not None:
+                self.add_module(layer.name, module)
+        self._last_use = _last_uses(spec)
+        with torch.no_grad():
+            for name, value in fixed_params(spec).items():
+                self.get_parameter(name).copy_(torch.from_numpy(value))
+            for layer in spec.layers:
+                if isinstance(layer, Conv) and layer.zero_init:
+                    conv = self.get_submodule(layer.name)
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+
+    # -- weights in canonical layout (identical to torch's) -------------------------------------
+
+    def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:
+        """Copy canonical (Caffe-layout) numpy tensors in; strict about names and shapes."""
+        check_params(params, self.spec)
+        with torch.no_grad():
+            for name, value in params.items():
+                target = self.get_parameter(name)
+                target.copy_(torch.as_tensor(np.asarray(value, dtype=np.float32)))
+
+    def canonical_params(self) -> dict[str, np.ndarray]:
+        """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
+        return {p.name: self.get_parameter(p.name).detach().float().cpu().numpy().copy()
+                for p in self.spec.parameters()}
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) mean-subtracted BGR -> (N, num_classes, H, W) scores."""
+        return self._run(images, keep=(self.spec.output,))[self.spec.output]
+
+    def blobs(self, images: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named blobs (spec layer names or "data") of one forward pass."""
+        known = {"data", *self.spec.blob_names}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise KeyError(f"{self.spec.variant} has no blob(s) {', '.join(unknown)}")
+        return self._run(images, keep=tuple(names))
+
+    def _run(self, images: torch.Tensor, keep: Sequence[str]) -> dict[str, torch.Tensor]:
+        blobs: dict[str, torch.Tensor] = {"data": images}
+        for index, layer in enumerate(self.spec.layers):
+            blobs[layer.name] = self._layer_forward(layer, blobs)
+            # Free blobs nobody reads any more (conv1 outputs are the largest: 64 x 698 x 698
+            # for a 500x500 input), unless the caller asked for them.
+            for name in layer_inputs(layer):
+                if self._last_use[name] == index and name not in keep and name != "data":
+                    blobs.pop(name, None)
+        return {name: blobs[name] for name in keep}
+
+    def _layer_forward(self, layer: Layer, blobs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if isinstance(layer, Sum):
+            first, second = (blobs[name] for name in layer.bottoms)
+            return first + second
+        x = blobs[layer.bottom]
+        if isinstance(layer, Crop):
+            # Top-left crop at the derived offset to the reference's size (never centred).
+            height, width = blobs[layer.reference].shape[-2:]
+            offset = layer.offset
+            return x[:, :, offset:offset + height, offset:offset + width]
+        y = self.get_submodule(layer.name)(x)
+        if isinstance(layer, Conv) and layer.relu:
+            y = F.relu(y)
+        return y

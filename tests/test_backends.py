@@ -1,0 +1,370 @@
+"""The backend contract suite, run against every available backend and all four variants.
+
+Narrow nets (width_divisor 16) keep it fast; the geometry (pad 100, ceil pooling, crops) does not
+depend on the width, so odd sizes down to 1x1 exercise the real shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import backends
+from backends.base import RunOptions
+from bench.errors import BackendUnavailable, FcnBenchError, UsageError
+from bench.init import random_params
+from bench.spec import VARIANTS, FcnSpec, build_spec
+
+BACKENDS = backends.available_backends()
+WIDTH_DIVISOR = 16
+ODD_SIZES = [(37, 53), (1, 1), (2, 3)]
+
+pytestmark = pytest.mark.skipif(not BACKENDS, reason="neither torch nor tensorflow is installed")
+
+
+@functools.cache
+def narrow_spec(variant: str) -> FcnSpec:
+    return build_spec(variant, width_divisor=WIDTH_DIVISOR)
+
+
+@functools.cache
+def loaded_backend(name: str, variant: str) -> backends.Backend:
+    """One CPU backend per (framework, variant) with seed-0 random weights, shared by the tests."""
+    spec = narrow_spec(variant)
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    backend.load_params(random_params(spec, 0))
+    return backend
+
+
+def images(height: int, width: int, batch: int = 1, seed: int = 0) -> np.ndarray:
+    # Roughly the range of mean-subtracted 0-255 pixels.
+    return (np.random.default_rng(seed).standard_normal((batch, 3, height, width)) * 60
+            ).astype(np.float32)
+
+
+def has_cuda(name: str) -> bool:
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+# -- shapes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_scores_have_the_input_size_on_odd_sizes(name, variant):
+    backend = loaded_backend(name, variant)
+    for height, width in ODD_SIZES:
+        scores = backend.predict(images(height, width))
+        assert scores.shape == (1, 21, height, width)
+        assert scores.dtype == np.float32
+        assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_blob_has_the_spec_shape(name, variant):
+    backend = loaded_backend(name, variant)
+    spec = narrow_spec(variant)
+    blobs = backend.forward_blobs(images(2, 3, batch=2), ["data", *spec.blob_names])
+    expected = spec.blob_shapes(2, 3)
+    assert {k: v.shape for k, v in blobs.items()} == {k: (2, *v) for k, v in expected.items()}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_batch_items_are_independent(name):
+    backend = loaded_backend(name, "fcn8s")
+    batch = images(9, 11, batch=2)
+    together = backend.predict(batch)
+    alone = backend.predict(batch[1:])
+    np.testing.assert_allclose(together[1:], alone, rtol=1e-5, atol=1e-4 * np.abs(alone).max())
+
+
+def test_unknown_blob_name_is_refused():
+    for name in BACKENDS:
+        with pytest.raises(KeyError, match="no blob"):
+            loaded_backend(name, "fcn32s").forward_blobs(images(3, 3), ["pool9"])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_images_of_the_wrong_shape_are_refused(name):
+    backend = loaded_backend(name, "fcn32s")
+    with pytest.raises(UsageError, match=r"\(N, 3, H, W\)"):
+        backend.predict(np.zeros((1, 4, 5), np.float32))
+    with pytest.raises(UsageError, match="float32"):
+        backend.predict(np.zeros((1, 3, 5, 5), np.uint8))
+
+
+# -- weights -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_state_round_trips_every_tensor_bit_exactly(name, variant):
+    spec = narrow_spec(variant)
+    params = random_params(spec, 3)
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    backend.load_params(params)
+    state = backend.state_params()
+    assert list(state) == [p.name for p in spec.parameters()]  # fixed layers included
+    for key, value in params.items():
+        assert state[key].dtype == np.float32 and state[key].shape == value.shape, key
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_load_params_is_strict_and_lists_every_problem(name):
+    spec = narrow_spec("fcn16s")
+    params = random_params(spec, 0)
+    del params["score_pool4.bias"]
+    params["upscore8.weight"] = np.zeros((21, 21, 16, 16), np.float32)
+    params["fc7.weight"] = params["fc7.weight"][:, :, :, :0]
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    with pytest.raises(FcnBenchError) as error:
+        backend.load_params(params)
+    message = str(error.value)
+    assert "score_pool4.bias" in message and "upscore8.weight" in message
+    assert "fc7.weight" in message
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_fresh_model_holds_the_fixed_reference_tensors(name):
+    """Before any loading: bilinear kernels, at-once scales, zero score layers (Caffe init)."""
+    from bench.init import fixed_params
+
+    spec = narrow_spec("fcn8s-atonce")
+    state = backends.create_backend(name, spec, RunOptions(device="cpu")).state_params()
+    for key, value in fixed_params(spec).items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+    for key in ("score_fr.weight", "score_pool4.bias", "score_pool3.weight"):
+        assert not state[key].any(), key
+
+
+# -- inference semantics -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_labels_are_the_argmax_of_the_scores(name, variant):
+    backend = loaded_backend(name, variant)
+    batch = images(37, 53, batch=2, seed=1)
+    labels = backend.predict_labels(batch)
+    assert labels.dtype == np.uint8 and labels.shape == (2, 37, 53)
+    np.testing.assert_array_equal(labels, backend.predict(batch).argmax(axis=1))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_inference_is_deterministic(name):
+    """Dropout is off at inference: two passes give identical scores."""
+    backend = loaded_backend(name, "fcn32s")
+    batch = images(21, 17)
+    np.testing.assert_array_equal(backend.predict(batch), backend.predict(batch))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_timing_hooks_give_the_predict_scores(name):
+    backend = loaded_backend(name, "fcn16s")
+    batch = images(13, 15)
+    on_device = backend.forward_device(backend.to_device(batch))
+    backend.synchronize(on_device)
+    host = np.asarray(on_device)
+    if name == "tensorflow":  # the device layout is NHWC
+        host = host.transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(host, backend.predict(batch))
+
+
+# -- dropout in training mode (the models the trainer builds on) -------------------------------
+
+
+def test_torch_dropout_is_elementwise_in_train_mode_only():
+    torch = pytest.importorskip("torch")
+    from backends.torch import FcnModule
+
+    spec = narrow_spec("fcn32s")
+    model = FcnModule(spec)
+    model.load_canonical(random_params(spec, 0))
+    x = torch.from_numpy(images(64, 64, batch=2))  # fc6 is 2 x 3 x 3 cells per channel
+    with torch.no_grad():
+        model.eval()
+        eval_blobs = model.blobs(x, ["fc6", "drop6", "score"])
+        assert torch.equal(eval_blobs["drop6"], eval_blobs["fc6"])
+        assert torch.equal(model(x), eval_blobs["score"])
+        model.train()
+        torch.manual_seed(0)
+        train_blobs = model.blobs(x, ["fc6", "drop6", "score"])
+    fc6, dropped = train_blobs["fc6"], train_blobs["drop6"]
+    kept = dropped != 0
+    # Inverted dropout: survivors scaled by 1 / (1 - 0.5); about half of the cells dropped,
+    # independently per element (Dropout2d would zero whole channels).
+    torch.testing.assert_close(dropped[kept], 2 * fc6[kept])
+    positive = fc6 > 0
+    fraction_dropped = 1 - kept[positive].float().mean().item()
+    assert 0.35 < fraction_dropped < 0.65
+    per_channel = kept.float().mean(dim=(0, 2, 3))
+    assert ((per_channel > 0) & (per_channel < 1)).any(), "whole channels dropped: Dropout2d?"
+    assert not torch.equal(train_blobs["fc6"], train_blobs["drop6"])
+
+
+def test_torch_parameters_are_the_canonical_names_with_spec_trainability():
+    pytest.importorskip("torch")
+    from backends.torch import FcnModule
+
+    for variant in VARIANTS:
+        spec = narrow_spec(variant)
+        named = dict(FcnModule(spec).named_parameters())
+        assert list(named) == [p.name for p in spec.parameters()]
+        assert {k: v.requires_grad for k, v in named.items()} == {
+            p.name: p.trainable for p in spec.parameters()}
+
+
+def test_tensorflow_dropout_is_elementwise_in_training_only():
+    tf = pytest.importorskip("tensorflow")
+    from backends.tensorflow import FcnModule
+
+    spec = narrow_spec("fcn32s")
+    model = FcnModule(spec, seed=0)
+    model.load_canonical(random_params(spec, 0))
+    x = tf.constant(images(64, 64, batch=2).transpose(0, 2, 3, 1))  # fc6: 2 x 3 x 3 per channel
+    eval_blobs = model.blobs(x, ["fc6", "drop6"], training=False)
+    np.testing.assert_array_equal(eval_blobs["drop6"].numpy(), eval_blobs["fc6"].numpy())
+    train_blobs = model.blobs(x, ["fc6", "drop6"], training=True)
+    fc6, dropped = train_blobs["fc6"].numpy(), train_blobs["drop6"].numpy()
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], 2 * fc6[kept], rtol=1e-6)
+    fraction_dropped = 1 - kept[fc6 > 0].mean()
+    assert 0.35 < fraction_dropped < 0.65
+    per_channel = kept.mean(axis=(0, 1, 2))
+    assert ((per_channel > 0) & (per_channel < 1)).any(), "whole channels dropped"
+
+
+def test_tensorflow_variables_are_the_canonical_names_with_spec_trainability():
+    pytest.importorskip("tensorflow")
+    from backends.tensorflow import FcnModule
+
+    spec = narrow_spec("fcn8s-atonce")
+    model = FcnModule(spec)
+    assert list(model.params) == [p.name for p in spec.parameters()]
+    assert {v.name.split(":")[0] for v in model.trainable_variables} == {
+        p.name for p in spec.parameters() if p.trainable}
+    assert {k: v.trainable for k, v in model.params.items()} == {
+        p.name: p.trainable for p in spec.parameters()}
+
+
+# -- devices, precisions, names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_absent_cuda_is_a_clear_error(name):
+    if has_cuda(name):
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendUnavailable, match=r"'cuda' requested .* use --device cpu"):
+        backends.create_backend(name, narrow_spec("fcn32s"), RunOptions(device="cuda"))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_auto_device_resolves_and_environment_is_described(name):
+    backend = backends.create_backend(name, narrow_spec("fcn32s"), RunOptions(device="auto"))
+    assert backend.device == ("cuda" if has_cuda(name) else "cpu")
+    env = backend.environment()
+    for key in ("framework", "framework_version", "device", "device_name", "precision", "tf32",
+                "intra_op_threads", "compile", "channels_last", "cuda_version", "driver"):
+        assert key in env, key
+    assert env["tf32"] is False and env["precision"] == "fp32"
+    if backend.device == "cpu":
+        backend.reset_peak_memory()
+        assert backend.peak_memory_bytes() is None
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_unknown_device_and_precision_are_usage_errors(name):
+    spec = narrow_spec("fcn32s")
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        backends.create_backend(name, spec, RunOptions(device="tpu"))
+    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
+        backends.create_backend(name, spec, RunOptions(device="cpu", precision="fp8"))
+    with pytest.raises(UsageError, match="'tf32' needs a CUDA GPU"):
+        backends.create_backend(name, spec, RunOptions(device="cpu", precision="tf32"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_reduced_precision_returns_float32_scores_close_to_fp32(name, precision):
+    from bench.parity import TOLERANCES
+
+    spec = narrow_spec("fcn8s")
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu", precision=precision))
+    backend.load_params(random_params(spec, 0))
+    batch = images(19, 23)
+    scores = backend.predict(batch)
+    reference = loaded_backend(name, "fcn8s").predict(batch)
+    assert scores.dtype == np.float32
+    rel = np.abs(scores - reference).max() / np.abs(reference).max()
+    assert 0 < rel <= TOLERANCES[precision].max_rel  # really reduced, and within budget
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(UsageError, match="unknown backend 'caffe'; choose from torch, tensorflow"):
+        backends.create_backend("caffe", narrow_spec("fcn32s"))
+
+
+def test_tf_alias_creates_the_tensorflow_backend():
+    if "tensorflow" not in BACKENDS:
+        pytest.skip("tensorflow is not installed")
+    backend = backends.create_backend("tf", narrow_spec("fcn32s"), RunOptions(device="cpu"))
+    assert backend.name == "tensorflow"
+    assert backend.environment()["framework"] == "tensorflow"
+
+
+def test_torch_threads_option_sets_intra_op_threads():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        backend = backends.create_backend("torch", narrow_spec("fcn32s"),
+                                          RunOptions(device="cpu", threads=1))
+        assert backend.environment()["intra_op_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_tensorflow_threads_after_start_up_are_reported_not_hidden():
+    pytest.importorskip("tensorflow")
+    loaded_backend("tensorflow", "fcn32s")  # the runtime is initialised by now
+    backend = backends.create_backend("tensorflow", narrow_spec("fcn32s"),
+                                      RunOptions(device="cpu", threads=1))
+    env = backend.environment()
+    assert env["intra_op_threads"] == 1 or "already initialised" in env.get("threads_note", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BACKENDS)
+def test_compiled_forward_matches_eager(name):
+    spec = narrow_spec("fcn8s")
+    try:
+        backend = backends.create_backend(name, spec, RunOptions(device="cpu", compile=True))
+        backend.load_params(random_params(spec, 0))
+        batch = images(9, 11)
+        scores = backend.predict(batch)
+    except BackendUnavailable as error:
+        pytest.skip(str(error))
+    assert backend.environment()["compile"] in ("default", "xla")
+    reference = loaded_backend(name, "fcn8s").predict(batch)
+    np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
+def test_torch_channels_last_computes_the_same_scores():
+    pytest.importorskip("torch")
+    spec = narrow_spec("fcn16s")
+    backend = backends.create_backend("torch", spec, RunOptions(device="cpu", channels_last=True))
+    backend.load_params(random_params(spec, 0))
+    batch = images(15, 13)
+    reference = loaded_backend("torch", "fcn16s").predict(batch)
+    assert backend.environment()["channels_last"] is True
+    np.testing.assert_allclose(backend.predict(batch), reference, rtol=0,
+                               atol=1e-5 * np.abs(reference).max())

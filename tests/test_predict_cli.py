@@ -1,0 +1,111 @@
+"""`cli.py predict`: label PNG, raw scores and overlay written atomically; clear one-line errors.
+
+Uses narrow (width_divisor 16) random-weight archives so every run takes well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import backends
+from bench.init import random_params
+from bench.labels import VOC_PALETTE, read_label_png
+from bench.spec import build_spec
+from bench.weights import save_archive
+from cli import cli
+
+BACKENDS = backends.available_backends()
+pytestmark = pytest.mark.skipif(not BACKENDS, reason="neither torch nor tensorflow is installed")
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("weights")
+    paths = {}
+    for variant in ("fcn8s", "fcn32s"):
+        spec = build_spec(variant, width_divisor=16)
+        paths[variant] = save_archive(folder / f"{variant}.safetensors", random_params(spec, 2),
+                                      {"origin": "random:seed=2", "kind": "random"})
+    return paths
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    rgb = np.random.default_rng(0).integers(0, 256, (29, 35, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"  # PNG: lossless, so the overlay check can be exact
+    Image.fromarray(rgb, "RGB").save(path)
+    return path
+
+
+def predict(*args: str):
+    return CliRunner().invoke(cli, ["predict", "--device", "cpu", *args])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_predict_writes_labels_scores_and_overlay(name, archives, photo, tmp_path):
+    labels_png, scores_npy, overlay_png = (tmp_path / "out" / f for f in
+                                           ("labels.png", "scores.npy", "overlay.png"))
+    result = predict("--backend", name, "--weights", str(archives["fcn8s"]), "--image",
+                     str(photo), "--out-labels", str(labels_png), "--out-scores",
+                     str(scores_npy), "--overlay", str(overlay_png))
+    assert result.exit_code == 0, result.output
+    assert "35x29, fcn8s" in result.output
+
+    scores = np.load(scores_npy, allow_pickle=False)
+    assert scores.shape == (21, 29, 35) and scores.dtype == np.float32
+    labels = read_label_png(labels_png)
+    np.testing.assert_array_equal(labels, scores.argmax(axis=0))
+    assert Image.open(labels_png).mode == "P"
+
+    rgb = np.asarray(Image.open(photo).convert("RGB"))
+    blended = np.asarray(Image.open(overlay_png))
+    assert blended.shape == rgb.shape
+    background = labels == 0
+    np.testing.assert_array_equal(blended[background], rgb[background])
+    expected = np.rint(0.5 * rgb[~background] + 0.5 * VOC_PALETTE[labels[~background]])
+    np.testing.assert_allclose(blended[~background], expected, atol=1)
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_predict_detects_the_variant_from_the_weights(archives, photo, tmp_path):
+    result = predict("--weights", str(archives["fcn32s"]), "--image", str(photo),
+                     "--out-labels", str(tmp_path / "l.png"))
+    assert result.exit_code == 0, result.output
+    assert "fcn32s on" in result.output
+
+
+def test_predict_refuses_weights_of_another_variant(archives, photo, tmp_path):
+    out = tmp_path / "l.png"
+    result = predict("--variant", "fcn8s", "--weights", str(archives["fcn32s"]), "--image",
+                     str(photo), "--out-labels", str(out))
+    assert result.exit_code == 1
+    assert "holds fcn32s weights" in result.output and "use --variant fcn32s" in result.output
+    assert not out.exists()
+
+
+def test_predict_reports_a_file_that_is_not_an_image(archives, tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not a picture")
+    out = tmp_path / "l.png"
+    result = predict("--weights", str(archives["fcn8s"]), "--image", str(fake),
+                     "--out-labels", str(out))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {fake}")
+    assert not out.exists()
+
+
+def test_predict_reports_missing_inputs_and_outputs(archives, photo, tmp_path):
+    missing = predict("--weights", str(tmp_path / "none.safetensors"), "--image", str(photo),
+                      "--out-labels", str(tmp_path / "l.png"))
+    assert missing.exit_code == 1 and "none.safetensors" in missing.output
+    nothing = predict("--weights", str(archives["fcn8s"]), "--image", str(photo))
+    assert nothing.exit_code == 2 and "nothing to write" in nothing.output
+    unknown = predict("--backend", "caffe", "--weights", str(archives["fcn8s"]), "--image",
+                      str(photo), "--out-labels", str(tmp_path / "l.png"))
+    assert unknown.exit_code == 2 and "choose from torch, tensorflow" in unknown.output
