@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast latency lint bench golden clean
+.PHONY: venv test test-fast latency lint bench golden golden-update clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,15 @@ lint: $(STAMP)
 ## pytest-benchmark suite (not part of `make test`).
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks/ --benchmark-only
+
+## Golden suite (docs/ci.md): every variant x backend on generated data vs
+## reference_results/ci/golden.json; GitHub-markdown tables + backend parity; exit 1 on a regression.
+golden: $(STAMP)
+	$(PY) cli.py golden --format github
+
+## Accept an intended change of the golden outputs (then commit reference_results/ci/golden.json).
+golden-update: $(STAMP)
+	$(PY) cli.py golden --update
 
 clean:
 	rm -rf $(VENV) .benchmarks .pytest_cache .ruff_cache *.egg-info

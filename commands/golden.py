@@ -1,11 +1,190 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`golden`: run the deterministic golden suite and gate it against the committed baseline.
+
+Thin click wrapper over bench.golden; the backends (and so torch / tensorflow) are imported only
+inside the command.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import click
 
-from bench.errors import FcnBenchError
+from bench.compare import (
+    DEFAULT_TOLERANCES,
+    OK,
+    CompareOptions,
+    Tolerances,
+    compare_rows,
+    load_tolerances,
+    read_json,
+    render,
+    rows_from_document,
+    rows_from_record,
+)
+from bench.errors import BackendUnavailable, DataError, FcnBenchError, UsageError
+from bench.golden import (
+    GOLDEN_BASELINE,
+    check_golden,
+    default_spec_factory,
+    fault_sweep,
+    render_faults,
+    render_golden,
+    run_golden,
+)
+from bench.records import atomic_write_text, write_json
+from bench.spec import VARIANTS
+
+
+def _backends(requested: tuple[str, ...]) -> list[str]:
+    """The requested backends (all installed ones by default), each checked to be available."""
+    from backends import available_backends, canonical_name, unavailable_reason
+
+    if not requested:
+        installed = available_backends()
+        if not installed:
+            raise BackendUnavailable("no backend is installed: pip install 'fcn-bench[torch]' "
+                                     "and/or 'fcn-bench[tensorflow]'")
+        return installed
+    names = list(dict.fromkeys(canonical_name(name) for name in requested))
+    for name in names:
+        reason = unavailable_reason(name)
+        if reason:
+            raise BackendUnavailable(reason)
+    return names
+
+
+def _read_baseline(path: Path) -> dict:
+    """The committed golden record, checked to be one (and of a schema this version reads)."""
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("kind") != "golden":
+        raise DataError(path, "not a golden record (kind must be \"golden\"); rebuild it with "
+                              "`python cli.py golden --update`")
+    rows_from_document(record, path)  # schema_version check
+    return record
 
 
 @click.command(name="golden")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("golden: not implemented yet")
+@click.option("--update", is_flag=True,
+              help="Rewrite the baseline with this run (atomically) and print what changed.")
+@click.option("--format", "fmt", type=click.Choice(["github", "plain"]), default="plain",
+              show_default=True, help="github = markdown for $GITHUB_STEP_SUMMARY.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the tables to this file (atomically).")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
+              default=GOLDEN_BASELINE, show_default="reference_results/ci/golden.json",
+              help="The committed golden record.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write this run's golden record here (e.g. a CI artifact).")
+@click.option("--backend", "backend_names", multiple=True, metavar="NAME",
+              help="Backend to run (repeatable; default: every installed backend).")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
+              help="Variant to run (repeatable; default: all four).")
+@click.option("--full-width/--no-full-width", default=True, show_default=True,
+              help="Also run the full-width (real VGG16 channels) FCN-8s check.")
+@click.option("--check-faults", is_flag=True,
+              help="Instead of the check: inject every geometry fault (crop offset +-1, skip "
+                   "dropped, pad 99) into the narrow nets on the first backend and show that "
+                   "each one fails the golden comparison (exit 1 if one is missed).")
+@click.option("--tolerances-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_TOLERANCES, show_default="reference_results/ci/tolerances.json",
+              help="Gate lists; the \"golden\" section applies here.")
+def command(update: bool, fmt: str, output: Path | None, baseline: Path, record: Path | None,
+            backend_names: tuple[str, ...], variants: tuple[str, ...], full_width: bool,
+            check_faults: bool, tolerances_file: Path) -> None:
+    """Deterministic CPU check of every variant x backend against a committed baseline.
+
+    A seeded VOC-format data set (8 images, 24-48 px) and seeded random weights give label maps,
+    a confusion matrix and metrics per network (narrow nets, plus one full-width FCN-8s), and a
+    parity summary between backends. Exit 1 if any moved beyond the "golden" gates in
+    reference_results/ci/tolerances.json (docs/ci.md explains them). No downloads, no GPU.
+
+    \b
+    Examples:
+      python cli.py golden                               # check (CI)
+      python cli.py golden --format github --output golden.md
+      python cli.py golden --update                      # accept a deliberate change
+      python cli.py golden --check-faults --backend torch  # prove the gate bites
+    """
+    from backends import BACKEND_NAMES, RunOptions, create_backend
+
+    names = _backends(backend_names)
+    selected = list(variants) or list(VARIANTS)
+    tolerances = load_tolerances(tolerances_file)
+    if update and check_faults:
+        raise UsageError("--update and --check-faults do different things: use one at a time")
+    if update:
+        partial = [n for n in BACKEND_NAMES if n not in names]
+        if partial or len(selected) != len(VARIANTS) or not full_width:
+            raise UsageError("golden --update rewrites the whole baseline: run it with every "
+                             "variant, --full-width and every backend installed"
+                             + (f" (missing: {', '.join(partial)})" if partial else ""))
+
+    if not update and not check_faults and not baseline.exists():
+        raise DataError(baseline, "no golden baseline; create it with "
+                                  "`python cli.py golden --update`")
+
+    def backend_factory(name, spec):
+        return create_backend(name, spec, RunOptions(device="cpu", precision="fp32"))
+
+    def progress(step: str) -> None:
+        click.echo(f"golden: {step}", err=True)
+
+    if check_faults:
+        results = fault_sweep(backend_factory, names[0], tolerances, variants=selected,
+                              progress=progress)
+        _emit(render_faults(results, fmt), output)
+        missed = [r for r in results if not r.caught]
+        if missed:
+            raise FcnBenchError(f"{len(missed)} injected faults were not caught by the golden "
+                                f"gates (first: {missed[0].variant} {missed[0].fault})")
+        return
+
+    started = time.perf_counter()
+    current = run_golden(default_spec_factory, backend_factory, names, variants=selected,
+                         full_width=full_width, progress=progress)
+    elapsed = time.perf_counter() - started
+    if record is not None:
+        write_json(record, current)
+
+    if update:
+        _emit(_update(current, baseline, tolerances, fmt, elapsed), output)
+        return
+    comparison = check_golden(current, _read_baseline(baseline), tolerances,
+                              baseline_name=str(baseline))
+    _emit(render_golden(comparison, current, fmt, elapsed_s=elapsed), output)
+    if comparison.failed:
+        raise FcnBenchError(f"golden suite: {len(comparison.failures)} failing checks (see the "
+                            f"tables above); if the change is intended, run "
+                            f"`python cli.py golden --update` and commit {baseline}")
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is not None:
+        atomic_write_text(output, text)
+    click.echo(text, nl=False)
+
+
+def _update(current: dict, baseline: Path, tolerances: Tolerances, fmt: str,
+            elapsed: float) -> str:
+    """Write the new baseline atomically; describe what changed against the old one."""
+    old, problem = None, None
+    if baseline.exists():
+        try:
+            old = _read_baseline(baseline)
+        except FcnBenchError as error:  # a broken baseline is what --update repairs
+            problem = str(error)
+    write_json(baseline, current)
+    header = f"golden: wrote {baseline} in {elapsed:.1f} s"
+    if old is None:
+        reason = f"; the old one was unreadable: {problem}" if problem else ""
+        return f"{header} (new baseline, {len(current['rows'])} rows{reason})\n"
+    comparison = compare_rows(rows_from_record(old, baseline),
+                              rows_from_record(current, Path("this run")), tolerances,
+                              CompareOptions(all_metrics=False),
+                              baseline_name=f"{baseline} (old)", current_name="new")
+    comparison.findings = [f for f in comparison.findings if f.verdict != OK]
+    if not comparison.findings:
+        return f"{header}: no gated value changed\n"
+    return f"{header}; changes against the old baseline:\n\n" + render(comparison, fmt)

@@ -1,11 +1,52 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`history`: a folder of records as one table over commits, optionally plotted and saved as CSV.
+
+Thin click wrapper over bench.history; imports no framework.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
-from bench.errors import FcnBenchError
+from bench.history import (
+    DEFAULT_METRICS,
+    HISTORY_FORMATS,
+    load_history,
+    plot_history,
+    render_history,
+    write_csv,
+)
 
 
 @click.command(name="history")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("history: not implemented yet")
+@click.argument("directory", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(HISTORY_FORMATS), default="plain",
+              show_default=True, help="How to print the table.")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME",
+              help=f"Metric to tabulate (repeatable; default: {', '.join(DEFAULT_METRICS)}). "
+                   f"Any record field works, e.g. fw_iou, p90_ms, images_per_s.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: accuracy and latency against the record sequence.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as CSV (atomically).")
+def command(directory: Path, fmt: str, metrics: tuple[str, ...], plot: Path | None,
+            csv_path: Path | None) -> None:
+    """Tabulate every record under DIRECTORY over time: rows = records, columns = metrics per cell.
+
+    Records are sorted by their UTC time, then commit. Cells are named by the identity values
+    that vary (variant, backend, device, precision, mode, size, batch, split ...).
+
+    \b
+    Examples:
+      python cli.py history results/ --format github
+      python cli.py history results/ --plot history.png --csv history.csv --metric p90_ms
+    """
+    frame = load_history(directory, metrics or DEFAULT_METRICS)
+    if csv_path is not None:
+        write_csv(frame, csv_path)
+    if plot is not None:
+        plot_history(frame, plot)
+    click.echo(render_history(frame, fmt), nl=False)
+    if plot is not None:
+        click.echo(f"plot: {plot}", err=True)

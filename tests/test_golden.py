@@ -1,0 +1,175 @@
+"""The golden suite: deterministic, matches the committed baseline, and bites on broken geometry.
+
+Runs narrow nets on the torch backend only (the CI step `python cli.py golden` runs every backend
+and the full-width check); about 20 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bench.compare import REGRESSION, load_tolerances
+from bench.errors import UsageError
+from bench.golden import (
+    GOLDEN_BASELINE,
+    GoldenConfig,
+    check_golden,
+    default_spec_factory,
+    faulty_factory,
+    geometry_faults,
+    golden_params,
+    make_golden_images,
+    render_golden,
+    run_golden,
+    with_crop_offset,
+    without_skip,
+)
+from bench.init import random_params
+from bench.records import to_json
+from bench.spec import build_spec
+from cli import cli
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+VARIANTS = ("fcn16s", "fcn8s")
+
+
+def torch_factory(name, spec):
+    from backends import RunOptions, create_backend
+
+    return create_backend(name, spec, RunOptions(device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return make_golden_images(tmp_path_factory.mktemp("golden"), GoldenConfig())
+
+
+@pytest.fixture(scope="module")
+def reference(images):
+    """The correct narrow fcn16s and fcn8s on torch."""
+    return run_golden(default_spec_factory, torch_factory, ["torch"], variants=VARIANTS,
+                      full_width=False, images=images)
+
+
+def run_faulty(images, variant, fault):
+    return run_golden(faulty_factory(variant, fault), torch_factory, ["torch"],
+                      variants=[variant], full_width=False, images=images)
+
+
+def test_rows_carry_metrics_matrix_and_label_maps(reference):
+    rows = reference["rows"]
+    assert [(r["variant"], r["backend"]) for r in rows] == [("fcn16s", "torch"),
+                                                            ("fcn8s", "torch")]
+    row = rows[1]
+    assert row["status"] == "ok" and row["num_images"] == 8
+    assert np.asarray(row["confusion_matrix"]).shape == (21, 21)
+    assert set(row["metrics"]) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"}
+    assert row["label_maps"].startswith("zlib+base64:") and len(row["label_digest"]) == 64
+    # Random nets must predict several classes, or geometry faults could not move a label.
+    assert len([c for c in np.asarray(row["confusion_matrix"]).sum(axis=0) if c]) >= 3
+
+
+def test_the_suite_is_deterministic(reference, images):
+    again = run_golden(default_spec_factory, torch_factory, ["torch"], variants=["fcn8s"],
+                       full_width=False, images=images)
+    first = next(r for r in reference["rows"] if r["variant"] == "fcn8s")
+    assert to_json(again["rows"][0]) == to_json(first)  # as written: NaN (absent class) -> null
+
+
+def test_data_generation_is_deterministic(images, tmp_path):
+    regenerated = make_golden_images(tmp_path, GoldenConfig())
+    assert [i.id for i in regenerated] == [i.id for i in images]
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+               for a, b in zip(images, regenerated, strict=True))
+
+
+def test_current_code_matches_the_committed_baseline(reference):
+    baseline = json.loads(GOLDEN_BASELINE.read_text())
+    comparison = check_golden(reference, baseline, load_tolerances(),
+                              baseline_name=str(GOLDEN_BASELINE))
+    assert not comparison.failed, render_golden(comparison, reference)
+    assert any("not checked" in note for note in comparison.notes)  # tensorflow, other variants
+
+
+def test_a_wrong_crop_offset_fails_the_gate_with_a_readable_table(reference, images):
+    faulty = run_faulty(images, "fcn8s", functools.partial(with_crop_offset, crop="score",
+                                                           delta=1))
+    comparison = check_golden(faulty, reference, load_tolerances(), baseline_name="reference")
+    assert comparison.failed
+    failing = {f.metric for f in comparison.failures}
+    assert {"label_maps", "confusion_matrix"} <= failing
+    moved = next(f.delta for f in comparison.findings if f.metric == "label_maps")
+    assert moved > 0.001 * 9280 * 10  # ten times the budget, not a near miss
+    table = render_golden(comparison, faulty, "github")
+    assert "| fcn8s" in table and "**REGRESSION**" in table and "Failing checks" in table
+
+
+def test_a_dropped_skip_fails_the_gate(reference, images):
+    faulty = run_faulty(images, "fcn16s", functools.partial(without_skip, fuse="fuse_pool4"))
+    comparison = check_golden(faulty, reference, load_tolerances(), baseline_name="reference")
+    assert comparison.failed
+    assert any(f.metric == "label_maps" and f.verdict == REGRESSION for f in comparison.findings)
+
+
+def test_fault_helpers_change_only_their_layer():
+    spec = build_spec("fcn8s", width_divisor=16)
+    shifted = with_crop_offset(spec, "score_pool3c", -1)
+    assert shifted.crop_offsets == {**spec.crop_offsets, "score_pool3c": 8}
+    dropped = without_skip(spec, "fuse_pool3")
+    assert dropped.layer("fuse_pool3").bottom == "upscore_pool4"
+    assert dropped.parameters() == spec.parameters()
+    names = [name for name, _ in geometry_faults(spec)]
+    assert len(names) == 3 * 2 + 2 + 1  # three crops +-1, two skips, conv1_1 pad
+    with pytest.raises(UsageError, match="not a Crop"):
+        with_crop_offset(spec, "fuse_pool3", 1)
+
+
+def test_atonce_scorers_compensate_their_scale():
+    spec = build_spec("fcn8s-atonce", width_divisor=16)
+    plain, golden = random_params(spec, 0), golden_params(spec, 0)
+    np.testing.assert_allclose(golden["score_pool4.weight"] * 0.01, plain["score_pool4.weight"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(golden["score_pool3.weight"] * 1e-4, plain["score_pool3.weight"],
+                               rtol=1e-6)
+    assert np.array_equal(golden["fc6.weight"], plain["fc6.weight"])
+
+
+def test_a_baseline_from_other_settings_is_refused(reference):
+    other = json.loads(json.dumps(reference))
+    other["suite"]["width_divisor"] = 8
+    with pytest.raises(UsageError, match="width_divisor: 8 -> 16"):
+        check_golden(reference, other, load_tolerances())
+
+
+def test_golden_command_on_a_subset(tmp_path):
+    record = tmp_path / "golden-run.json"
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--no-full-width", "--format", "github", "--record",
+                                      str(record), "--output", str(tmp_path / "golden.md")])
+    assert result.exit_code == 0, result.output
+    assert "### Golden suite" in result.output and "| fcn32s" in result.output
+    assert json.loads(record.read_text())["kind"] == "golden"
+    assert (tmp_path / "golden.md").read_text().startswith("### Golden suite")
+
+
+def test_partial_update_is_refused(tmp_path):
+    result = CliRunner().invoke(cli, ["golden", "--update", "--variant", "fcn8s", "--baseline",
+                                      str(tmp_path / "golden.json")])
+    assert result.exit_code == 2
+    assert "rewrites the whole baseline" in result.output
+    assert not (tmp_path / "golden.json").exists()
+
+
+def test_missing_baseline_says_how_to_create_it(tmp_path):
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--no-full-width", "--baseline",
+                                      str(tmp_path / "none.json")])
+    assert result.exit_code == 1
+    assert "golden --update" in result.output

@@ -1,0 +1,93 @@
+"""`history`: a folder of hand-made records becomes one time-ordered table, a CSV and a plot."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from bench.history import load_history, render_history
+from bench.latency import CellKey, CellResult, LatencyRun, make_row
+from bench.latency_report import make_latency_record
+from bench.metrics import ConfusionMatrix, evaluation_record
+from bench.records import write_json
+from cli import cli
+
+
+def stamp(record: dict, time: str, commit: str) -> dict:
+    record["provenance"]["utc_time"] = time
+    record["provenance"]["git"] = {"commit": commit, "dirty": False}
+    return record
+
+
+def evaluate_at(time: str, commit: str, wrong: int) -> dict:
+    confusion = ConfusionMatrix()
+    labels = np.repeat(np.arange(21, dtype=np.uint8), 50).reshape(21, 50)
+    preds = labels.copy()
+    preds[:, :wrong] = 0
+    confusion.update(labels, preds)
+    return stamp(evaluation_record("seg11valid", confusion, 21), time, commit)
+
+
+def latency_at(time: str, commit: str, median_ms: float) -> dict:
+    rows = []
+    for backend in ("torch", "tensorflow"):
+        key = CellKey("fcn8s", backend, "model", 64, 64)
+        samples_ns = [int(median_ms * 1e6)] * 5
+        rows.append(make_row(key, CellResult(samples_ns=samples_ns), device="cpu",
+                             precision="fp32", gflops=1.0))
+    return stamp(make_latency_record(LatencyRun(rows, {}, "all cells", {}), {}, host={}), time,
+                 commit)
+
+
+@pytest.fixture
+def records(tmp_path):
+    # Written out of order: the table must sort by time.
+    write_json(tmp_path / "c.json", evaluate_at("2026-03-01T00:00:00Z", "cccccccccccc", 5))
+    write_json(tmp_path / "a.json", evaluate_at("2026-01-01T00:00:00Z", "aaaaaaaaaaaa", 10))
+    write_json(tmp_path / "sub" / "b.json", latency_at("2026-02-01T00:00:00Z", "bbbbbbbbbbbb",
+                                                       40.0))
+    (tmp_path / "notes.json").write_text('{"not": "a record"}')  # skipped
+    return tmp_path
+
+
+def test_rows_are_records_sorted_by_time_with_a_column_per_cell(records):
+    frame = load_history(records)
+    assert list(frame["commit"]) == ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"]
+    assert list(frame["kind"]) == ["evaluate", "latency", "evaluate"]
+    assert list(frame["file"]) == ["a.json", "sub/b.json", "c.json"]
+    iou = [c for c in frame.columns if c.startswith("mean_iou")]
+    p50 = sorted(c for c in frame.columns if c.startswith("p50_ms"))
+    assert len(iou) == 1 and len(p50) == 2  # one per backend
+    assert frame[iou[0]][0] < frame[iou[0]][2]  # fewer wrong pixels later: mIU went up
+    assert math.isnan(frame[iou[0]][1])  # the latency record has no mIU
+    assert frame[p50[0]][1] == pytest.approx(40.0)
+
+
+def test_render_formats(records):
+    frame = load_history(records)
+    github = render_history(frame, "github")
+    assert github.startswith("| time") and "aaaaaaaaaa" in github
+    csv = render_history(frame, "csv")
+    assert pd.read_csv(io.StringIO(csv)).shape == frame.shape
+
+
+def test_history_command_writes_csv_and_plot(records, tmp_path):
+    csv_path, png = tmp_path / "out" / "history.csv", tmp_path / "out" / "history.png"
+    result = CliRunner().invoke(cli, ["history", str(records), "--csv", str(csv_path), "--plot",
+                                      str(png), "--metric", "mean_iou", "--metric", "p50_ms"])
+    assert result.exit_code == 0, result.output
+    assert "cccccccccc" in result.output
+    assert csv_path.read_text().startswith("time,commit,kind,file")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_folder_without_records_exits_2(tmp_path):
+    (tmp_path / "x.json").write_text("[]")
+    result = CliRunner().invoke(cli, ["history", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no fcn-bench or pytest-benchmark records" in result.output
