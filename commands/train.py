@@ -1,11 +1,217 @@
-"""PLACEHOLDER: replaced by the module's owner."""
+"""`train`: the reference FCN training recipe (or the CVPR one) in PyTorch or TensorFlow.
+
+Parses options, loads data and the init archive, and hands a backend trainer to the framework-free
+loop in bench/train.py. Frameworks are imported only inside the command function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from pathlib import Path
 
 import click
 
-from bench.errors import FcnBenchError
+from bench.errors import UsageError
+from bench.spec import NUM_CLASSES, VARIANTS, build_spec
+from bench.train import (
+    DEFAULT_SEED,
+    RANDOM_INIT,
+    RECIPES,
+    TrainConfig,
+    data_fingerprint,
+    get_recipe,
+    list_snapshots,
+    load_init,
+    load_resume_state,
+    require_tensorboard,
+    run_training,
+    solver_plan,
+)
 
 
 @click.command(name="train")
-def command() -> None:
-    """(placeholder, not implemented yet)"""
-    raise FcnBenchError("train: not implemented yet")
+@click.option("--variant", type=click.Choice(VARIANTS), required=True,
+              help="Variant to train (staged: fcn32s, then fcn16s from it, then fcn8s).")
+@click.option("--backend", default="torch", show_default=True,
+              help="torch or tensorflow (tf). torchrun runs torch data-parallel.")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder holding benchmark_RELEASE/ (SBD, training) and VOCdevkit/ (val).")
+@click.option("--init", "init", default=None,
+              help="Init archive: VGG16 (convert output) for fcn32s/fcn8s-atonce, the fcn32s "
+                   "snapshot for fcn16s, fcn16s for fcn8s; 'random' for smoke tests. Ignored "
+                   "with --resume.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Run folder (default runs/train/VARIANT-RECIPE-BACKEND): snapshots/, "
+                   "train_log.csv, eval/, train_record.json, curves.png.")
+@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default="heavy",
+              show_default=True, help="heavy: REF/PAMI (batch 1, momentum 0.99, summed loss); "
+                                      "cvpr: 20-image accumulated batches, momentum 0.9, "
+                                      "per-pixel-mean loss.")
+@click.option("--resume", is_flag=True,
+              help="Continue the newest complete snapshot in --out exactly (same samples, "
+                   "momentum and dropout stream).")
+@click.option("--iters", type=click.IntRange(0), default=None,
+              help="Solver updates in total [recipe: 100000; fcn8s-atonce 300000; cvpr 5000].")
+@click.option("--eval-every", type=click.IntRange(1), default=None,
+              help="Validate every N updates [heavy 4000, cvpr 200].")
+@click.option("--snapshot-every", type=click.IntRange(1), default=None,
+              help="Snapshot every N updates [heavy 4000, cvpr 200].")
+@click.option("--val-split", default="seg11valid", show_default=True,
+              help="Validation split: seg11valid, train/val/trainval (VOC2012) or an id list.")
+@click.option("--val-limit", type=click.IntRange(0), default=None,
+              help="Validate on the first N images only (0 = no validation).")
+@click.option("--train-split", default="train", show_default=True,
+              help="SBD list: train (8498 images, REF), val, or a path to an id list.")
+@click.option("--lr", "base_lr", type=float, default=None,
+              help="Override the recipe's base learning rate (lr_mult still applies).")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
+              help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
+@click.option("--log-every", type=click.IntRange(1), default=20, show_default=True,
+              help="Write the mean training loss to the CSV every N updates.")
+@click.option("--keep-snapshots", type=click.IntRange(0), default=0, show_default=True,
+              help="Keep only the newest N snapshots (+ the best); 0 keeps all.")
+@click.option("--plots", is_flag=True, help="Write curves.png (loss and validation metrics).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path),
+              default=None, help="Also write TensorBoard scalars to this folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto = cuda when present, else cpu.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Intra-op CPU threads (default: the framework's).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: only on a terminal].")
+@click.option("--width-divisor", type=click.IntRange(1), default=1, hidden=True,
+              help="Test only: narrow network (channels // N).")
+def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
+            recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
+            snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
+            base_lr: float | None, seed: int, log_every: int, keep_snapshots: int, plots: bool,
+            tensorboard_dir: Path | None, device: str, threads: int | None,
+            progress: bool | None, width_divisor: int) -> None:
+    """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
+
+    \b
+    Examples:
+      python cli.py train --variant fcn32s --backend torch --data-root data \\
+          --init weights/vgg16-fcn32s-init.safetensors --out runs/fcn32s
+      python cli.py train --variant fcn16s --backend tf --data-root data \\
+          --init runs/fcn32s/snapshots/fcn32s_iter_0100000.safetensors --out runs/fcn16s
+      python cli.py train --variant fcn32s --data-root data --out runs/fcn32s --resume
+      torchrun --nproc_per_node 4 cli.py train --variant fcn32s --backend torch ...
+
+    \b
+    heavy (default): momentum 0.99, fixed lr 1e-10/1e-12/1e-14 (32s/16s/8s; at-once 1e-10),
+    weight decay 5e-4 on weights, biases 2x lr, upsampling and at-once scales frozen, loss
+    SUMMED over non-void pixels, batch 1 at the image's own size, SBD train sampled with
+    replacement (seed 1337), dropout on, no augmentation. With torchrun on N processes each
+    update averages N images' gradients (DDP) at the same lr: Caffe's batch-N semantics.
+    """
+    from backends import canonical_name, get_backend
+
+    backend = canonical_name(backend)
+    recipe = get_recipe(recipe_name)
+    if resume and init:
+        click.echo("note: --resume continues the snapshot's weights; --init is ignored", err=True)
+        init = None
+    if not resume and not init:
+        raise UsageError(f"--init is required: a VGG16 archive for fcn32s/fcn8s-atonce, the "
+                         f"previous stage's snapshot for fcn16s/fcn8s, or '{RANDOM_INIT}'")
+    if tensorboard_dir is not None:
+        require_tensorboard()  # before any work, not after building the model
+    spec = build_spec(variant, NUM_CLASSES, width_divisor)
+    out_dir = out_dir or Path("runs", "train", f"{variant}-{recipe.name}-{backend}")
+    if not resume and list_snapshots(out_dir, variant):
+        raise UsageError(f"{out_dir} already holds {variant} snapshots; continue them with "
+                         "--resume or choose another --out")
+    config = TrainConfig(
+        variant=variant, backend=backend, recipe=recipe,
+        base_lr=base_lr if base_lr is not None else recipe.base_lr[variant],
+        iters=iters if iters is not None else recipe.max_iter[variant],
+        eval_every=eval_every or recipe.eval_every,
+        snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
+        num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
+        val_split=val_split, val_limit=val_limit, keep_snapshots=keep_snapshots, plots=plots,
+        init=init or "")
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if backend == "tensorflow" and world_size > 1:
+        raise UsageError("data-parallel training (torchrun) is implemented for the torch "
+                         "backend only; run the tensorflow backend as one process")
+    train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
+    fingerprint = data_fingerprint(train_set.ids, val_ids)
+    # Weights before frameworks: a bad archive is one line, without waiting for an import.
+    resume_state = (load_resume_state(out_dir, config, spec, fingerprint, world_size)
+                    if resume else None)
+    if resume_state:
+        params = resume_state.params
+        init_info = {"resumed_from_snapshot": str(resume_state.paths.weights)}
+        previous = resume_state.record["config"]["backend"]
+        if previous != backend:
+            click.echo(f"note: resuming a {previous} run in {backend}: weights, momentum and "
+                       f"the sample order carry over; dropout masks (each framework's RNG) and "
+                       f"float rounding differ from continuing in {previous}", err=True)
+    else:
+        params, init_info = load_init(spec, config.init, seed, recipe)
+        if (variant in ("fcn16s", "fcn8s") and init_info["init_kind"] == variant
+                and init_info.get("init_archive_kind") == "init"):
+            click.echo(f"note: {variant} starts from VGG16 surgery, not from the coarser stage's "
+                       "snapshot as in REF's staged recipe", err=True)
+    get_backend(backend)  # a missing framework is one clear line
+    module = importlib.import_module(f"backends.{backend}.train")
+    plan = solver_plan(spec, recipe, config.base_lr)
+    trainer_class = module.TensorflowTrainer if backend == "tensorflow" else module.TorchTrainer
+    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads)
+    close_writer = None
+    try:
+        if resume_state:
+            trainer.load_momentum(resume_state.momentum)
+        writer = None
+        if tensorboard_dir is not None and trainer.rank == 0:
+            writer, close_writer = module.scalar_writer(str(tensorboard_dir))
+        if trainer.rank == 0:
+            click.echo(f"train {variant} ({recipe.name}, {backend}, {trainer.world_size} "
+                       f"process{'es' if trainer.world_size > 1 else ''}): base_lr "
+                       f"{config.base_lr:g}, momentum {recipe.momentum}, {config.iters} updates "
+                       f"x {recipe.iter_size * trainer.world_size} image(s); "
+                       f"{len(train_set.ids)} training images, {len(val_ids)} validation; "
+                       f"{init_info.get('init') or init_info.get('resumed_from_snapshot')} -> "
+                       f"{out_dir}",
+                       err=True)
+        record = run_training(trainer, config, spec, train_set, val_set, val_ids, out_dir,
+                              fingerprint=fingerprint, resume=resume_state, progress=progress,
+                              scalar_writer=writer, extra={**init_info,
+                                                           "environment": trainer.environment()})
+    finally:
+        if close_writer:
+            close_writer()
+        trainer.close()
+    if trainer.rank == 0:
+        _report(record, out_dir)
+
+
+def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):
+    """SBD training set, validation set (None when --val-limit 0) and the validated ids."""
+    from bench.voc import SBDDataset, resolve_split, sbd_dir
+
+    train_set = SBDDataset(sbd_dir(data_root), train_split)
+    if val_limit == 0:
+        return train_set, None, []
+    val_set = resolve_split(data_root, val_split)
+    val_ids = val_set.ids if val_limit is None else val_set.ids[:val_limit]
+    return train_set, val_set, list(val_ids)
+
+
+def _report(record: dict, out_dir: Path) -> None:
+    """Where things are, and the headline numbers (stdout)."""
+    rate = record.get("images_per_s")
+    lines = [f"done: {record['iterations']} updates"
+             + (f", {rate:.3g} training images/s" if rate else "")]
+    best = record.get("best") or {}
+    if best.get("mean_iou") is not None and not math.isnan(best["mean_iou"]):
+        lines.append(f"best mean IU {100 * best['mean_iou']:.2f}% at iteration "
+                     f"{best['iteration']}")
+    if record.get("final_snapshot"):
+        lines.append(f"last snapshot {record['final_snapshot']}")
+    lines.append(f"log {out_dir / 'train_log.csv'}, record {out_dir / 'train_record.json'}")
+    click.echo("\n".join(lines))

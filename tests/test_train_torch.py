@@ -1,0 +1,117 @@
+"""PyTorch training: the explicit Caffe step, learning on generated data, exact resume, NaN stop."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+from test_train import (  # noqa: E402
+    NARROW,
+    check_caffe_step,
+    check_learns,
+    check_resume_is_exact,
+    make_tiny_data,
+    tiny_image,
+)
+
+from backends.torch.model import FcnModule  # noqa: E402
+from backends.torch.train import TorchTrainer, summed_pixel_loss  # noqa: E402
+from bench.init import random_params  # noqa: E402
+from bench.spec import build_spec  # noqa: E402
+from bench.train import CVPR, HEAVY, SnapshotPaths, list_snapshots, solver_plan  # noqa: E402
+from bench.weights import load_archive  # noqa: E402
+from cli import cli  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny nets run fastest on one thread here; restore the process-wide setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+def _reference_grads(spec, params, recipe, images, seeds):
+    """Gradients of the recipe's loss from an independent autograd pass (same dropout masks)."""
+    module = FcnModule(spec)
+    module.load_canonical(params)
+    module.requires_grad_(True)  # every tensor; the check decides which ones may move
+    module.train()
+    for image, label, seed in zip(images[0], images[1], seeds, strict=True):
+        torch.manual_seed(seed)
+        scores = module(torch.from_numpy(image)[None])
+        labels = torch.from_numpy(label.astype(np.int64))[None]
+        summed_pixel_loss(scores, labels, recipe.loss_normalization == "valid").backward()
+    return {name: (param.grad.numpy().copy() if param.grad is not None
+                   else np.zeros(tuple(param.shape), np.float32))
+            for name, param in module.named_parameters()}
+
+
+@pytest.mark.parametrize(("variant", "recipe"), [
+    ("fcn8s-atonce", HEAVY),                                   # frozen upsampling and scales
+    ("fcn8s", dataclasses.replace(CVPR, iter_size=2)),         # accumulation, learned upscore2
+])
+def test_one_update_is_the_caffe_step(variant, recipe):
+    spec = build_spec(variant, width_divisor=NARROW)
+    params = random_params(spec, 1)  # score layers non-zero: every tensor gets a gradient
+    base_lr = 1e-4
+    plan = solver_plan(spec, recipe, base_lr)
+    trainer = TorchTrainer(spec, params, plan, recipe, device="cpu", threads=1)
+    rng = np.random.default_rng(0)
+    velocity = {h.name: rng.normal(0, 1e-3, params[h.name].shape).astype(np.float32)
+                for h in plan}
+    trainer.load_momentum(velocity)
+    pairs = [tiny_image(seed) for seed in range(recipe.iter_size)]
+    seeds = [1000 + index for index in range(recipe.iter_size)]
+    grads = _reference_grads(spec, params, recipe, list(zip(*pairs, strict=True)), seeds)
+    for index, ((image, label), seed) in enumerate(zip(pairs, seeds, strict=True)):
+        trainer.forward_backward(image, label, seed, index == recipe.iter_size - 1)
+    trainer.update()
+    check_caffe_step(spec, recipe, base_lr, params, velocity, grads, trainer.params(),
+                     trainer.momentum())
+
+
+def test_normalized_loss_divides_by_non_void_pixels():
+    scores = torch.randn(1, 21, 4, 5)
+    labels = torch.randint(0, 21, (1, 4, 5))
+    labels[0, 0] = 255
+    summed = summed_pixel_loss(scores, labels, normalize=False)
+    assert float(summed_pixel_loss(scores, labels, normalize=True)) == pytest.approx(
+        float(summed) / 15)
+
+
+def test_short_run_learns_generated_data(tiny_data, tmp_path):
+    check_learns("torch", tiny_data, tmp_path / "run")
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    check_resume_is_exact("torch", tiny_data, tmp_path)
+
+
+def test_cli_nan_stops_and_keeps_the_last_snapshot(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--variant", "fcn32s", "--backend", "torch", "--data-root", str(tiny_data),
+        "--init", "random", "--out", str(out), "--iters", "10", "--snapshot-every", "1",
+        "--val-limit", "0", "--width-divisor", str(NARROW), "--lr", "1e20"])
+    assert result.exit_code == 1, result.output
+    assert "error: loss became nan at iteration 2" in result.output
+    assert "fcn32s_iter_0000001.safetensors" in result.output
+    assert [it for it, _ in list_snapshots(out, "fcn32s")] == [1]
+    # The kept snapshot is a complete, loadable archive (finite; load_archive checks).
+    load_archive(SnapshotPaths.at(out, "fcn32s", 1).weights, build_spec("fcn32s",
+                                                                        width_divisor=NARROW))
+    assert not [p for p in (out / "snapshots").iterdir() if p.name.startswith(".")]
