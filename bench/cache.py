@@ -1,4 +1,5 @@
-"""Where fcn-bench keeps downloaded files, converted weights and recorded checksums (stdlib only).
+"""Where fcn-bench keeps downloaded files, converted weights and recorded checksums, and the one
+file-hashing routine every checksum in fcn-bench goes through (stdlib only).
 
 The cache is `$FCN_BENCH_CACHE` when set, else `~/.cache/fcn-bench`:
 
@@ -13,18 +14,36 @@ Never imports torch or tensorflow.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bench.errors import DataError
 from bench.records import atomic_write_text, to_json, utc_now
-from bench.spec import VARIANTS, UnknownVariantError
+from bench.spec import VARIANTS, get_spec
 
 CACHE_ENV = "FCN_BENCH_CACHE"
 DATA_ENV = "FCN_BENCH_DATA"
 RECORDED_HASHES = "recorded_sha256.json"
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def file_digests(path: str | Path, algorithms: Iterable[str] = ("sha256",),
+                 progress: Callable[[int], Any] | None = None) -> dict[str, str]:
+    """Hex digests of a file for every algorithm, in one pass of 1 MiB chunks (weights, data,
+    downloads all hash through here); `progress(n_bytes)` after each chunk. OSError propagates:
+    callers know which error (weights, data, download) to turn it into."""
+    hashers = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
 def cache_dir() -> Path:
@@ -51,7 +70,7 @@ def default_weights_path(variant: str) -> Path:
     """The converted official weights of `variant` that `reproduce` loads when --weights is not
     given (written by `python cli.py download weights <variant>`)."""
     if variant not in VARIANTS:
-        raise UnknownVariantError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        get_spec(variant)  # raises the one "unknown variant ...; choose from ..." error
     return weights_dir() / f"{variant}.safetensors"
 
 

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bench.errors import WeightsError
+from bench.weights import reading_weights_file
 
 # Wire types.
 VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
@@ -273,46 +274,40 @@ class _LayerFields(NamedTuple):
     blob_ranges: list[tuple[int, int]]
 
 
-def _scan_layer(buf: memoryview, start: int, stop: int, legacy: bool) -> _LayerFields:
-    """Name, type and blob byte ranges of a layer message, without decoding blobs."""
+# Field numbers of the three layer messages: (name, type, blobs, type wire type).
+_LAYER_FIELDS = {
+    "layer": (LAYER_NAME, LAYER_TYPE, LAYER_BLOBS, LENGTH),  # LayerParameter: type a string
+    "v1": (V1_NAME, V1_TYPE, V1_BLOBS, VARINT),  # V1LayerParameter: type an enum
+    "v0": (V0_NAME, V0_TYPE, V0_BLOBS, LENGTH),  # V0LayerParameter (inside a V1 layer)
+}
+
+
+def _scan_layer(buf: memoryview, start: int, stop: int, message: str) -> _LayerFields:
+    """Name, type and blob byte ranges of a layer message ("layer", "v1" or "v0", see
+    _LAYER_FIELDS), without decoding blobs."""
+    name_field, type_field, blobs_field, type_wire = _LAYER_FIELDS[message]
     name: str | None = None
     type_name = ""
     blobs: list[tuple[int, int]] = []
     v0: _LayerFields | None = None
-    name_field, type_field, blobs_field = ((V1_NAME, V1_TYPE, V1_BLOBS) if legacy
-                                           else (LAYER_NAME, LAYER_TYPE, LAYER_BLOBS))
     pos = start
     while pos < stop:
         number, wire, value, begin, pos = _field(buf, pos, stop)
         if number == name_field and wire == LENGTH:
             name = _string(buf, begin, value)
-        elif number == type_field and wire == LENGTH and not legacy:
-            type_name = _string(buf, begin, value)
-        elif number == type_field and wire == VARINT and legacy:
+        elif number == type_field and wire == type_wire == VARINT:
             type_name = V1_LAYER_TYPES.get(value, f"V1LayerType{value}")
+        elif number == type_field and wire == type_wire == LENGTH:
+            raw = _string(buf, begin, value)
+            type_name = _V0_TYPES.get(raw, raw) if message == "v0" else raw
         elif number == blobs_field and wire == LENGTH:
             blobs.append((begin, value))
-        elif legacy and number == V1_V0_LAYER and wire == LENGTH:
-            v0 = _scan_v0_layer(buf, begin, value)
+        elif message == "v1" and number == V1_V0_LAYER and wire == LENGTH:
+            v0 = _scan_layer(buf, begin, value, "v0")
     if v0 is not None:  # a V1 layer wrapping an older V0 layer: fill what V1 left empty
         name = name or v0.name
         type_name = type_name or v0.type
         blobs = blobs or v0.blob_ranges
-    return _LayerFields(name, type_name, blobs)
-
-
-def _scan_v0_layer(buf: memoryview, start: int, stop: int) -> _LayerFields:
-    name, type_name, blobs = None, "", []
-    pos = start
-    while pos < stop:
-        number, wire, value, begin, pos = _field(buf, pos, stop)
-        if number == V0_NAME and wire == LENGTH:
-            name = _string(buf, begin, value)
-        elif number == V0_TYPE and wire == LENGTH:
-            raw = _string(buf, begin, value)
-            type_name = _V0_TYPES.get(raw, raw)
-        elif number == V0_BLOBS and wire == LENGTH:
-            blobs.append((begin, value))
     return _LayerFields(name, type_name, blobs)
 
 
@@ -326,7 +321,7 @@ def _partial_name(buf: memoryview, start: int, end: int, legacy: bool) -> str | 
             if number == name_field and wire == LENGTH:
                 return _string(buf, begin, value)
             if legacy and number == V1_V0_LAYER and wire == LENGTH:
-                return _scan_v0_layer(buf, begin, value).name
+                return _scan_layer(buf, begin, value, "v0").name
     except (_OutOfBounds, _Corrupt):
         return None
     return None
@@ -346,14 +341,8 @@ def read_caffemodel(path: str | Path,
     A truncated or corrupt file raises WeightsError naming the file, the byte and the layer.
     """
     path = Path(path)
-    try:
+    with reading_weights_file(path, "a .caffemodel file"):
         handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below (generator)
-    except FileNotFoundError:
-        raise WeightsError(path, "no such file") from None
-    except IsADirectoryError:
-        raise WeightsError(path, "is a directory, expected a .caffemodel file") from None
-    except OSError as error:
-        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
     mapping: mmap.mmap | None = None
     buf: memoryview | None = None
     try:
@@ -434,7 +423,7 @@ def _decode_layer(path: Path, buf: memoryview, start: int, stop: int, legacy: bo
                   offset: int, release: Callable[[int], Any] | None = None) -> CaffeLayer:
     label = f"layer #{index}"
     try:
-        fields = _scan_layer(buf, start, stop, legacy)
+        fields = _scan_layer(buf, start, stop, "v1" if legacy else "layer")
         label = f"layer {fields.name!r}" if fields.name else label
         blobs = []
         for blob_start, blob_stop in fields.blob_ranges:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import DataError, UsageError
+from bench.outputs import writing
 from bench.records import to_json, utc_now, write_json
 
 FORMAT = "fcn-bench-checkpoint"
@@ -91,13 +92,15 @@ class Checkpoint:
 
     def save(self, ids_done: Sequence[str], matrix: np.ndarray,
              extra: Mapping[str, Any] | None = None) -> None:
-        write_json(self.path, {
+        state = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "saved_utc": utc_now(),
             "fingerprint": self.fingerprint,
             "fingerprint_sha256": fingerprint_digest(self.fingerprint),
             "ids_done": list(ids_done), "confusion_matrix": np.asarray(matrix).tolist(),
             **(extra or {}),
-        })
+        }
+        with writing(self.path, "checkpoint"):
+            write_json(self.path, state)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

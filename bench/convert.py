@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bench import __version__
 from bench.caffe import read_caffemodel
 from bench.errors import UsageError, WeightsError
 from bench.init import fixed_params, random_params
+from bench.outputs import check_writable
 from bench.spec import VARIANTS, VGG16_STAGES, Conv, FcnSpec, build_spec
 from bench.voc import MEAN_BGR
 from bench.weights import (
@@ -36,7 +38,9 @@ from bench.weights import (
     check_params,
     infer_spec,
     load_archive,
+    preview_names,
     read_header,
+    reading_weights_file,
     save_archive,
     sha256_file,
     variant_from_keys,
@@ -119,16 +123,10 @@ class Conversion:
 def detect_format(path: str | Path) -> str:
     """"safetensors", "hdf5", "torch" or "caffemodel" (the fallback: protobuf has no magic)."""
     path = Path(path)
-    try:
+    with reading_weights_file(path, "a weights file"):
         with open(path, "rb") as handle:
             head = handle.read(16)
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise WeightsError(path, "no such file") from None
-    except IsADirectoryError:
-        raise WeightsError(path, "is a directory, expected a weights file") from None
-    except OSError as error:
-        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
     if head.startswith(HDF5_SIGNATURE):
         return "hdf5"
     if head.startswith(ZIP_SIGNATURE) or head.startswith(LEGACY_TORCH_SIGNATURE):
@@ -202,12 +200,14 @@ def convert_random(output: str | Path, variant: str, seed: int = 0, *, num_class
 
 
 def _check_output(output: Path, force: bool) -> None:
+    """Refuse a bad OUTPUT before reading a 500 MB source, not after."""
     if output.suffix != ".safetensors":
         raise UsageError(f"output {output} must end in .safetensors (the archive format)")
-    if output.exists() and not force:
-        raise UsageError(f"output {output} exists; pass --force to replace it (atomically)")
     if output.is_dir():
         raise UsageError(f"output {output} is a directory")
+    if output.exists() and not force:
+        raise UsageError(f"output {output} exists; pass --force to replace it (atomically)")
+    check_writable(output, what="weights archive")
 
 
 def _result(output: Path, params: Mapping[str, np.ndarray], metadata: Mapping[str, str],
@@ -218,6 +218,31 @@ def _result(output: Path, params: Mapping[str, np.ndarray], metadata: Mapping[st
                       source_sha256=metadata["source_sha256"],
                       archive_sha256=sha256_file(output), source_bytes=size,
                       seconds=time.perf_counter() - started)
+
+
+class ProgressBars:
+    """A `Progress` callback drawing one tqdm byte bar per phase on stderr (the `convert` and
+    `download weights` commands). `enabled=None` shows them only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None, prefix: str = "") -> None:
+        self.enabled = enabled
+        self.prefix = prefix
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            bar = self.bars[phase] = tqdm(
+                total=total, desc=f"{self.prefix}{phase}", unit="B", unit_scale=True,
+                unit_divisor=1024, leave=False, file=sys.stderr,
+                disable=None if self.enabled is None else not self.enabled)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _absolute(progress: Progress | None, phase: str, total: int) -> Callable[[int], Any] | None:
@@ -343,7 +368,7 @@ def _from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarr
                               fold=None)
     if found is None:
         raise WeightsError(path, "no FCN or VGG16 layers in this Caffe model (layers with "
-                           f"weights: {_names_preview(layers)}); expected conv1_1 ... fc7, "
+                           f"weights: {preview_names(layers)}); expected conv1_1 ... fc7, "
                            "score_fr, upscore*")
     if init_for is not None:
         raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
@@ -435,12 +460,6 @@ def _width_divisor(path: Path, conv1_1_blobs: list[np.ndarray]) -> int:
     return 64 // channels
 
 
-def _names_preview(names: Iterable[str], limit: int = 8) -> str:
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return (shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")) or "none"
-
-
 # ----------------------------------------------------------------------------------------------
 # PyTorch .pth (read in backends/torch/pth.py)
 
@@ -466,7 +485,7 @@ def _from_state_dict(path: Path, state: Mapping[str, np.ndarray], variant: str |
         return _from_canonical(path, state, "pth", variant, source_sha)
     if f"{TORCHVISION_NAMES['conv1_1']}.weight" not in state:
         raise WeightsError(path, "not a VGG16 or FCN state dict (no features.0.weight or "
-                           f"conv1_1.weight; keys: {_names_preview(sorted(state))})")
+                           f"conv1_1.weight; keys: {preview_names(sorted(state))})")
     trunk: Trunk = {}
     problems = []
     for name, module in TORCHVISION_NAMES.items():
@@ -512,8 +531,8 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
         missing = [keras for keras in KERAS_NAMES.values() if keras not in group]
         if missing:
             raise WeightsError(path, f"not a Keras VGG16 weights file: no layer(s) "
-                               f"{_names_preview(missing)} (its layers: "
-                               f"{_names_preview(available)})")
+                               f"{preview_names(missing)} (its layers: "
+                               f"{preview_names(available)})")
         trunk: Trunk = {}
         for name, keras in KERAS_NAMES.items():
             layer = group[keras]

@@ -1,7 +1,7 @@
 """Fetching data and weights: the source catalog, resumable verified downloads, safe extraction.
 
-Stdlib (urllib, tarfile, zipfile, hashlib) plus tqdm for the progress bar; never imports torch or
-tensorflow. Policy (harness_anchors.md §6):
+Stdlib (urllib, tarfile, zipfile; hashing via bench.cache) plus tqdm for the progress bar; never
+imports torch or tensorflow. Policy (harness_anchors.md §6):
 
 * https first; a host that only serves plain http is listed after its https URL and the switch is
   announced on stderr, never silent; an https URL that redirects to http is refused.
@@ -16,10 +16,10 @@ tensorflow. Policy (harness_anchors.md §6):
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
+import socket
 import stat
 import sys
 import tarfile
@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlparse
@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from bench import __version__
-from bench.cache import downloads_dir, record_sha256, recorded_sha256
+from bench.cache import downloads_dir, file_digests, record_sha256, recorded_sha256
 from bench.errors import DataError, DownloadError, UsageError
 from bench.voc import (
     SEG11VALID,
@@ -200,16 +200,6 @@ def get_source(name: str, group: str | None = None) -> Source:
 # Checksums
 
 
-def file_digests(path: str | Path, algorithms: Iterable[str]) -> dict[str, str]:
-    """Hex digests of `path` for every algorithm, in one pass over the file."""
-    hashers = {name: hashlib.new(name, usedforsecurity=False) for name in algorithms}
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
-
-
 def verify_file(path: str | Path, *, size: int | None = None, md5: str | Sequence[str] = (),
                 sha1: str | None = None, sha256: str | None = None) -> str:
     """Check size (first: cheap) then every given checksum; returns what matched, e.g.
@@ -293,6 +283,10 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
         reason = getattr(error, "reason", error)
         if isinstance(reason, _Permanent):
             raise reason from None
+        if isinstance(reason, socket.gaierror) and reason.errno != socket.EAI_AGAIN:
+            # The name does not resolve (offline, or a dead host): retrying it only waits.
+            raise _Permanent(f"cannot resolve {urlparse(url).hostname}: "
+                             f"{reason.strerror or reason}") from None
         raise _Transient(f"cannot connect: {reason}") from None
 
     with response:
@@ -351,7 +345,8 @@ def _fetch_with_retries(url: str, part: Path, expected_size: int | None, *, prog
             if attempt > retries:
                 raise _Permanent(f"{error} (gave up after {retries} retries)") from None
             delay = backoff_s * 2 ** (attempt - 1)
-            log(f"  {error}; retry {attempt}/{retries} in {delay:g} s (the .part is kept)")
+            kept = " (the .part is kept)" if part.exists() else ""
+            log(f"  {error}; retry {attempt}/{retries} in {delay:g} s{kept}")
             time.sleep(delay)
 
 
@@ -647,25 +642,6 @@ class WeightsResult:
     actions: list[str] = field(default_factory=list)
 
 
-def _conversion_progress(enabled: bool) -> tuple[Callable[[str, int, int], None], Callable]:
-    """A bench.convert progress callback drawing one tqdm bar per phase, and a closer."""
-    bars: dict[str, tqdm] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        bar = bars.get(phase)
-        if bar is None:
-            bar = bars[phase] = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"convert: {phase}", file=sys.stderr,
-                                     disable=not enabled, leave=False)
-        bar.update(done - bar.n)
-
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-
-    return update, close
-
-
 def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
                     **options) -> WeightsResult:
     """Download a weights file into the cache; an official FCN caffemodel is then converted to
@@ -687,13 +663,13 @@ def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
             result.actions.append(f"already converted: {target}")
             return result
         log(f"{target} holds other weights (origin {metadata.get('origin')!r}); replacing it")
-    from bench.convert import convert
+    from bench.convert import ProgressBars, convert
 
-    update, close = _conversion_progress(progress)
+    bars = ProgressBars(enabled=progress, prefix="convert: ")
     try:
-        conversion = convert(path, target, variant=source.variant, force=True, progress=update)
+        conversion = convert(path, target, variant=source.variant, force=True, progress=bars)
     finally:
-        close()
+        bars.close()
     result.archive = target
     result.actions.append(f"converted: {conversion.summary()}")
     return result

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bench.errors import DataError
+from bench.outputs import writing
 from bench.records import atomic_write_bytes
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -142,5 +143,8 @@ def encode_label_png(labels: np.ndarray) -> bytes:
 
 
 def write_label_png(path: str | Path, labels: np.ndarray) -> None:
-    """Write an (H, W) index map as a VOC palette PNG, atomically (never half a file on disk)."""
-    atomic_write_bytes(path, encode_label_png(labels))
+    """Write an (H, W) index map as a VOC palette PNG, atomically (never half a file on disk);
+    a path that cannot be written is a DataError naming it."""
+    data = encode_label_png(labels)
+    with writing(path, "label PNG"):
+        atomic_write_bytes(path, data)

@@ -144,8 +144,8 @@ class ConfusionMatrix:
         present = freq > 0
         return {
             "pixel_accuracy": float(pixel_accuracy),
-            "mean_accuracy": _nanmean(class_accuracy),
-            "mean_iou": _nanmean(class_iou),
+            "mean_accuracy": nanmean(class_accuracy),
+            "mean_iou": nanmean(class_iou),
             "fw_iou": float((freq[present] * class_iou[present]).sum()) if total else math.nan,
             "per_class_iou": dict(zip(self.class_names, map(float, class_iou), strict=True)),
             "per_class_accuracy": dict(zip(self.class_names, map(float, class_accuracy),
@@ -158,11 +158,12 @@ class ConfusionMatrix:
         }
 
 
-def _nanmean(values: np.ndarray) -> float:
-    """nanmean that returns NaN quietly when every value is NaN (nothing to average)."""
+def nanmean(values: Any) -> float:
+    """score.py's nanmean (mean IU, mean acc.), returning NaN quietly when every value is NaN."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.nanmean(values))
+        array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
+        return float(np.nanmean(array))
 
 
 def evaluation_record(split: str, confusion: ConfusionMatrix, num_images: int,
@@ -181,20 +182,21 @@ def evaluation_record(split: str, confusion: ConfusionMatrix, num_images: int,
                        metrics=metrics)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100.0 * value:.2f}"
+def format_percent(value: float | None, decimals: int = 2) -> str:
+    """A fraction as a percentage for tables; "-" where it is undefined (None / NaN)."""
+    return "-" if value is None or math.isnan(value) else f"{100.0 * value:.{decimals}f}"
 
 
 def metrics_table(metrics: Mapping[str, Any], tablefmt: str = "github") -> str:
     """Render a summary (or a record's `metrics`) as two tables, in percent: the four FCN scores,
     then per-class IU and accuracy ("-" where a class is absent, so the value is undefined)."""
     overall = tabulate(
-        [[_percent(metrics[key]) for key in ("pixel_accuracy", "mean_accuracy", "mean_iou",
-                                              "fw_iou")]],
+        [[format_percent(metrics[key])
+          for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")]],
         headers=["pixel acc. %", "mean acc. %", "mean IU %", "f.w. IU %"],
-        tablefmt=tablefmt, disable_numparse=True)
+        tablefmt=tablefmt, disable_numparse=True, colalign=("right",) * 4)
     per_class_accuracy = metrics.get("per_class_accuracy", {})
-    rows = [[name, _percent(iou), _percent(per_class_accuracy.get(name))]
+    rows = [[name, format_percent(iou), format_percent(per_class_accuracy.get(name))]
             for name, iou in metrics["per_class_iou"].items()]
     per_class = tabulate(rows, headers=["class", "IU %", "acc. %"], tablefmt=tablefmt,
                          disable_numparse=True, colalign=("left", "right", "right"))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.metrics import nanmean
+from bench.outputs import writing
 from bench.records import atomic_write_bytes
 
 
@@ -28,7 +30,8 @@ def _save(figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     _pyplot().close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    with writing(path, "figure"):
+        atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
 
@@ -36,10 +39,16 @@ def per_class_iou_bars(path: str | Path, runs: Mapping[str, Mapping[str, float]]
                        class_names: Sequence[str], *, paper: Mapping[str, float] | None = None,
                        paper_label: str = "paper", title: str = "") -> Path:
     """Grouped bars of per-class IU in percent: one bar per run (backend) and, where given, the
-    paper's per-class value (classes the paper does not report get no paper bar)."""
+    paper's per-class value (classes the paper does not report get no paper bar).
+
+    A run's undefined IU (class absent from both ground truth and predictions, NaN) gets no bar
+    and an "n/a" mark, so it cannot be mistaken for a measured 0; the legend gives each run's
+    mean IU.
+    """
     plt = _pyplot()
     series: list[tuple[str, list[float]]] = [
-        (name, [100.0 * float(values.get(c, np.nan)) for c in class_names])
+        (f"{name} (mean IU {100.0 * nanmean(values.values()):.2f}%)",
+         [100.0 * float(values.get(c, np.nan)) for c in class_names])
         for name, values in runs.items()]
     if paper:
         series.append((paper_label, [100.0 * paper[c] if c in paper else np.nan
@@ -49,11 +58,19 @@ def per_class_iou_bars(path: str | Path, runs: Mapping[str, Mapping[str, float]]
     figure, axes = plt.subplots(figsize=(max(8.0, 0.55 * len(class_names)), 4.5))
     for index, (label, values) in enumerate(series):
         offsets = positions - 0.4 + width * (index + 0.5)
+        is_paper = bool(paper) and index == len(series) - 1
         axes.bar(offsets, np.nan_to_num(values, nan=0.0), width, label=label,
-                 hatch="//" if label == paper_label and paper else None)
+                 hatch="//" if is_paper else None)
+        if not is_paper:
+            for offset, value in zip(offsets, values, strict=True):
+                if np.isnan(value):
+                    axes.text(offset, 1.0, "n/a", rotation=90, ha="center", va="bottom",
+                              fontsize="x-small", color="grey")
     axes.set_xticks(positions, class_names, rotation=60, ha="right")
     axes.set_ylabel("IU (%)")
     axes.set_ylim(0, 100)
+    if any(np.isnan(v) for _, values in series[:len(runs)] for v in values):
+        title += ("\n" if title else "") + "n/a: class absent from ground truth and predictions"
     axes.set_title(title)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
@@ -77,6 +94,8 @@ def confusion_heatmap(path: str | Path, matrix: np.ndarray, class_names: Sequenc
     axes.set_yticks(ticks, class_names)
     axes.set_xlabel("prediction")
     axes.set_ylabel("ground truth")
+    if (rows == 0).any():  # say what the blank rows mean instead of leaving them unexplained
+        title += ("\n" if title else "") + "blank rows: class absent from ground truth"
     axes.set_title(title)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the row")
     return _save(figure, path)

@@ -230,10 +230,17 @@ def overall_verdict(comparisons: list[Comparison]) -> str:
 
 def run_weights_kind(metadata: Mapping[str, str], variant: str) -> str:
     """"released-heavy" / "cvpr2015" for a conversion of that variant's official caffemodel
-    (per the archive's kind and origin metadata), else "other"."""
+    (per the archive's kind and origin metadata), else "other".
+
+    The origin only records the source file's name, so the shape is checked too: a narrow
+    test network or one with other classes cannot be the official VGG16 FCN, whatever its
+    source file was called, and must not be judged against the 0.05-point tolerance.
+    """
     origin = str(metadata.get("origin", ""))
     stem = origin.removeprefix("caffe:") if origin.startswith("caffe:") else ""
-    if metadata.get("kind") == "trained" and _ORIGIN_VARIANT.get(stem) == variant:
+    full_size = (metadata.get("width_divisor", "1") == "1"
+                 and metadata.get("num_classes", "21") == "21")
+    if metadata.get("kind") == "trained" and _ORIGIN_VARIANT.get(stem) == variant and full_size:
         return _ORIGIN_WEIGHTS[stem]
     return "other"
 

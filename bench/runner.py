@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bench.cache import file_digests
 from bench.checkpoint import Checkpoint, CheckpointMismatch
 from bench.errors import DataError, FcnBenchError
 from bench.labels import write_label_png
 from bench.metrics import ConfusionMatrix
 from bench.voc import id_list_sha256, prefetch
-
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -81,14 +80,10 @@ class RunResult:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
+        return file_digests(path)["sha256"]
     except OSError as error:
         raise DataError(path, f"cannot read: {error.strerror or error}") from None
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -295,25 +295,45 @@ class _SegmentationDataset:
         label = self.load_label(image_id)
         if rgb.shape[:2] != label.shape:
             raise DataError(self.label_path(image_id),
-                            f"label is {_size(label.shape)} but image {image_path} is "
-                            f"{_size(rgb.shape)}")
+                            f"label is {describe_size(label.shape)} but image {image_path} is "
+                            f"{describe_size(rgb.shape)}")
         return Sample(image_id, preprocess(rgb), label)
 
+    def download_hint(self) -> tuple[Path, str]:
+        """(the dataset's folder, the command that creates it), for error messages."""
+        raise NotImplementedError
+
     def check_files(self) -> None:
-        """One DataError naming the first missing image/label and how many others are missing."""
+        """One DataError naming the first missing image/label and how many others are missing
+        (or the missing folder, when a whole one is absent), with the command that fetches it."""
         missing = [path for image_id in self.ids
                    for path in (self.image_path(image_id), self.label_path(image_id))
                    if not path.is_file()]
-        if missing:
-            more = (f"; {len(missing) - 1} more missing, e.g. "
-                    f"{', '.join(str(p) for p in missing[1:1 + _MISSING_LISTED])}"
-                    if len(missing) > 1 else "")
-            raise DataError(missing[0], f"file not found (listed in split '{self.name}' from "
-                                        f"{self.source}){more}")
+        if not missing:
+            return
+        folder, command = self.download_hint()
+        absent_folders = sorted({path.parent for path in missing if not path.parent.is_dir()})
+        if absent_folders:
+            raise DataError(absent_folders[0], f"folder not found (needed by split '{self.name}'"
+                                               f" from {self.source}); {command} fetches it")
+        more = more_missing(missing)
+        # `download` leaves a folder it finds complete alone: a damaged one must go first.
+        raise DataError(missing[0], f"file not found (listed in split '{self.name}' from "
+                                    f"{self.source}){more}; if {folder} is damaged, remove it "
+                                    f"and run {command}")
 
 
-def _size(shape: tuple[int, ...]) -> str:
+def describe_size(shape: tuple[int, ...]) -> str:
+    """'500x375 (WxH)' of an (H, W, ...) array shape, for size-mismatch messages."""
     return f"{shape[1]}x{shape[0]} (WxH)"
+
+
+def more_missing(missing: Sequence[Path], *, names_only: bool = False) -> str:
+    """'; 4 more missing, e.g. a, b, c' about the files after the first ('' if it is alone)."""
+    if len(missing) < 2:
+        return ""
+    shown = ", ".join(p.name if names_only else str(p) for p in missing[1:1 + _MISSING_LISTED])
+    return f"; {len(missing) - 1} more missing, e.g. {shown}"
 
 
 class VOCDataset(_SegmentationDataset):
@@ -325,6 +345,10 @@ class VOCDataset(_SegmentationDataset):
         self.name = name
         super().__init__(ids, source if source is not None else self.voc_dir,
                          check_files=check_files)
+
+    def download_hint(self) -> tuple[Path, str]:
+        name = self.voc_dir.name.lower()  # VOC2011 -> `download voc2011`
+        return self.voc_dir, _download_hint(name if name in ("voc2011", "voc2012") else "voc2012")
 
     def image_path(self, image_id: str) -> Path:
         return self.voc_dir / "JPEGImages" / f"{image_id}.jpg"
@@ -345,6 +369,9 @@ class SBDDataset(_SegmentationDataset):
             raise DataError(list_path, f"SBD split list not found; run {_download_hint('sbd')}")
         self.name = f"sbd-{split}" if split in SBD_SPLITS else str(split)
         super().__init__(read_id_list(list_path), list_path, check_files=check_files)
+
+    def download_hint(self) -> tuple[Path, str]:
+        return self.dataset_dir.parent, _download_hint("sbd")
 
     def image_path(self, image_id: str) -> Path:
         return self.dataset_dir / "img" / f"{image_id}.jpg"
@@ -394,6 +421,9 @@ def resolve_split(data_root: str | Path, split: str) -> VOCDataset:
         return VOCDataset(voc2012, read_id_list(list_path), name=split, source=list_path)
 
     list_path = Path(split)
+    if list_path.is_dir():
+        raise DataError(list_path, "is a folder; --split takes seg11valid, a VOC2012 list name "
+                                   "or a file of image ids")
     if list_path.is_file():
         tree = voc2012 if _has_voc_tree(voc2012) else voc2011
         if not _has_voc_tree(tree):

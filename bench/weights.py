@@ -41,17 +41,19 @@ listed in ONE WeightsError naming the file; a truncated or foreign file is a Wei
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import __version__
+from bench.cache import file_digests
 from bench.errors import WeightsError
+from bench.outputs import writing
 from bench.records import atomic_path, utc_now
 from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
 
@@ -70,21 +72,25 @@ LAYOUTS = json.dumps({
 }, sort_keys=True)
 
 _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own bound on the JSON header
-_CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (`progress(n_bytes)` after each chunk)."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a weights file (`progress(n_bytes)` after each 1 MiB chunk)."""
+    with reading_weights_file(path, "a weights file"):
+        return file_digests(path, ("sha256",), progress)["sha256"]
+
+
+@contextmanager
+def reading_weights_file(path: str | Path, expected: str) -> Iterator[None]:
+    """OSErrors while reading a weights file (any format) -> one WeightsError naming it."""
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+        yield
+    except FileNotFoundError:
+        raise WeightsError(path, "no such file") from None
+    except IsADirectoryError:
+        raise WeightsError(path, f"is a directory, expected {expected}") from None
     except OSError as error:
         raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +124,7 @@ def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
         variant = variant_from_keys(source)
         if variant is None:
             raise WeightsError("<params>", "cannot tell the FCN variant from the tensor names "
-                               f"({_preview(sorted(source))})")
+                               f"({preview_names(sorted(source))})")
         return variant
     path = Path(source)
     header = read_header(path)
@@ -136,7 +142,7 @@ def _variant_of(path: Path, keys: Mapping[str, Any], metadata: Mapping[str, str]
     variant = from_keys or from_metadata
     if variant is None:
         raise WeightsError(path, "cannot tell the FCN variant: no 'variant' metadata and no "
-                           f"distinctive layer among its tensors ({_preview(sorted(keys))})")
+                           f"distinctive layer among its tensors ({preview_names(sorted(keys))})")
     return variant
 
 
@@ -185,7 +191,9 @@ def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | 
         raise WeightsError(path, f"metadata {key}={metadata[key]!r} is not an integer") from None
 
 
-def _preview(names: list[str], limit: int = 6) -> str:
+def preview_names(names: Iterable[str], limit: int = 6) -> str:
+    """'a, b, c, ... (40 in all)' for error messages; 'none' for an empty list."""
+    names = list(names)
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") or "none"
 
@@ -201,7 +209,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     safetensors library reports both as an opaque "Error while deserializing header").
     """
     path = Path(path)
-    try:
+    with reading_weights_file(path, "a .safetensors file"):
         size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
@@ -212,12 +220,6 @@ def read_header(path: str | Path) -> dict[str, Any]:
                 raise WeightsError(path, "not a safetensors file (no valid header length in "
                                    "the first 8 bytes)")
             raw = handle.read(header_len)
-    except FileNotFoundError:
-        raise WeightsError(path, "no such file") from None
-    except IsADirectoryError:
-        raise WeightsError(path, "is a directory, expected a .safetensors file") from None
-    except OSError as error:
-        raise WeightsError(path, f"cannot read: {error.strerror or error}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -294,6 +296,20 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     if problems:
         raise _problems_error(path, problems)
     return {name: params[name] for name in expected}, metadata
+
+
+def load_weights(path: str | Path, variant: str | None = None
+                 ) -> tuple[FcnSpec, dict[str, np.ndarray], dict[str, str]]:
+    """(spec, params, metadata) of an archive: what predict, parity and reproduce run.
+
+    Classes and width always come from the archive's content; `variant` (a command's --variant)
+    is only checked against it: weights of another variant are refused, naming both.
+    """
+    found = spec_from_archive(path)
+    spec = (found if variant in (None, found.variant)
+            else build_spec(variant, found.num_classes, found.width_divisor))
+    params, metadata = load_archive(path, spec)
+    return spec, params, metadata
 
 
 def check_params(params: Mapping[str, np.ndarray], spec: FcnSpec,
@@ -387,7 +403,7 @@ def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
     full.update({str(k): str(v) for k, v in metadata.items()})
     full["format"], full["format_version"] = FORMAT, FORMAT_VERSION
 
-    with atomic_path(path) as tmp:
+    with writing(path, "weights archive"), atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=full)
     return path
 

@@ -12,26 +12,6 @@ from bench.errors import UsageError
 from bench.spec import VARIANTS
 
 
-class _ProgressBars:
-    """One tqdm bar (bytes) per phase of a conversion; silent when stderr is not a terminal."""
-
-    def __init__(self) -> None:
-        self.bars: dict = {}
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(phase)
-        if bar is None:
-            bar = self.bars[phase] = tqdm(total=total, desc=phase, unit="B", unit_scale=True,
-                                          unit_divisor=1024, leave=False, disable=None)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 @click.command(name="convert")
 @click.argument("paths", nargs=-1, metavar="INPUT OUTPUT.safetensors",
                 type=click.Path(dir_okay=False))
@@ -73,7 +53,7 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
       python cli.py convert fcn8s.safetensors checked.safetensors      # re-validate an archive
       python cli.py convert --random --variant fcn8s --seed 3 random-fcn8s.safetensors
     """
-    from bench.convert import convert, convert_random
+    from bench.convert import ProgressBars, convert, convert_random
 
     if random_weights:
         if len(paths) != 1:
@@ -90,7 +70,7 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
                          "see `python cli.py convert --help`")
     if width_divisor != 1:
         raise UsageError("--width-divisor applies to --random only (a file has its own widths)")
-    bars = _ProgressBars()
+    bars = ProgressBars()  # shown only when stderr is a terminal
     try:
         result = convert(paths[0], paths[1], variant=variant, init_for=init_for,
                          pth_convention=pth_convention, num_classes=num_classes, force=force,

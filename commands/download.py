@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from bench.cache import default_data_root, downloads_dir
+from bench.cache import default_data_root, downloads_dir, weights_dir
 from bench.download import CATALOG, WEIGHTS, prepare_dataset, prepare_weights
 from bench.errors import UsageError
+from bench.outputs import check_writable
 
 TARGETS = ("voc2012", "voc2011", "sbd", "seg11valid", "weights", "list")
 
@@ -71,6 +72,9 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
         if names:
             raise UsageError(f"download {target} takes no names (got {' '.join(names)})")
         root = data_root if data_root is not None else default_data_root()
+        check_writable(root, folder=True, what="data root")
+        if archive is None and CATALOG[target].group == "dataset":  # archives go to the cache
+            check_writable(downloads_dir(), folder=True, what="download cache")
         result = prepare_dataset(target, root, archive=archive, progress=progress)
         for action in result.actions:
             click.echo(f"{target}: {action}")
@@ -84,6 +88,8 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
     if unknown:
         raise UsageError(f"unknown weights {', '.join(repr(n) for n in unknown)}; choose from "
                          f"{', '.join(WEIGHTS)}")
+    for folder, what in ((downloads_dir(), "download cache"), (weights_dir(), "weights cache")):
+        check_writable(folder, folder=True, what=what)
     for name in dict.fromkeys(names):
         result = prepare_weights(name, progress=progress)
         for action in result.actions:

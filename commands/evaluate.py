@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bench.cache import default_data_root
 from bench.errors import DataError
 from bench.labels import read_label_png
 from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
+from bench.outputs import check_writable, writing
 from bench.records import write_json
-from bench.voc import VOCDataset, prefetch, resolve_split
-
-_MISSING_LISTED = 3
+from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
 
 
 def prediction_path(predictions_dir: Path, image_id: str) -> Path:
@@ -33,12 +33,8 @@ def check_predictions(dataset: VOCDataset, predictions_dir: Path) -> None:
     missing = [path for path in (prediction_path(predictions_dir, i) for i in dataset.ids)
                if not path.is_file()]
     if missing:
-        more = (f"; {len(missing) - 1} more of the {len(dataset)} ids in split '{dataset.name}' "
-                f"have no prediction, e.g. "
-                f"{', '.join(p.name for p in missing[1:1 + _MISSING_LISTED])}"
-                if len(missing) > 1 else "")
         raise DataError(missing[0], f"prediction file not found (split '{dataset.name}' lists "
-                                    f"this id){more}")
+                                    f"this id){more_missing(missing, names_only=True)}")
 
 
 def load_pair(dataset: VOCDataset, predictions_dir: Path, image_id: str
@@ -48,15 +44,15 @@ def load_pair(dataset: VOCDataset, predictions_dir: Path, image_id: str
     pred_path = prediction_path(predictions_dir, image_id)
     pred = read_label_png(pred_path, what="prediction", allow_void=False)
     if pred.shape != label.shape:
-        raise DataError(pred_path, f"prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but "
-                                   f"label {dataset.label_path(image_id)} is "
-                                   f"{label.shape[1]}x{label.shape[0]}")
+        raise DataError(pred_path, f"prediction is {describe_size(pred.shape)} but label "
+                                   f"{dataset.label_path(image_id)} is "
+                                   f"{describe_size(label.shape)}")
     return label, pred
 
 
 @click.command(name="evaluate")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default="data",
-              show_default=True, help="Folder holding VOCdevkit/ (and benchmark_RELEASE/).")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder holding VOCdevkit/ (and splits/) [default: $FCN_BENCH_DATA or ./data].")
 @click.option("--split", default="seg11valid", show_default=True,
               help="seg11valid (736 images, the paper's), train, val, trainval (VOC2012 lists) "
                    "or a path to a file of image ids.")
@@ -71,7 +67,7 @@ def load_pair(dataset: VOCDataset, predictions_dir: Path, image_id: str
               help="Decoding threads (0 = decode inline).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
-def command(data_root: Path, split: str, predictions_dir: Path, output: Path | None,
+def command(data_root: Path | None, split: str, predictions_dir: Path, output: Path | None,
             table_format: str, workers: int, progress: bool) -> None:
     """Score predicted label PNGs against VOC ground truth (FCN score.py metrics).
 
@@ -85,8 +81,11 @@ def command(data_root: Path, split: str, predictions_dir: Path, output: Path | N
     """
     from tqdm import tqdm
 
+    data_root = data_root if data_root is not None else default_data_root()
     dataset = resolve_split(data_root, split)
     check_predictions(dataset, predictions_dir)
+    if output is not None:
+        check_writable(output, what="record")
 
     confusion = ConfusionMatrix()
     pairs = prefetch(dataset, workers=workers, load=partial(load_pair, dataset, predictions_dir))
@@ -107,9 +106,6 @@ def command(data_root: Path, split: str, predictions_dir: Path, output: Path | N
         click.echo("classes without ground-truth pixels (excluded from mean acc.; mean IU counts "
                    "them only if predicted): " + ", ".join(metrics["absent_from_ground_truth"]))
     if output is not None:
-        try:
+        with writing(output, "record"):
             write_json(output, record)
-        except OSError as error:
-            raise DataError(output, f"cannot write the record: {error.strerror or error}") \
-                from error
         click.echo(f"wrote {output}")

@@ -14,19 +14,14 @@ import numpy as np
 from backends.base import PRECISIONS
 from bench.spec import VARIANTS
 from commands._options import device_option
+from commands.latency import parse_size
 
 REFERENCE = "reference"
 
 
-def parse_size(value: str) -> tuple[int, int]:
-    """"HxW" -> (H, W), both >= 1."""
-    try:
-        height, width = (int(part) for part in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not HxW (e.g. 37x53)") from None
-    if height < 1 or width < 1:
-        raise click.BadParameter(f"{value!r}: height and width must be >= 1")
-    return height, width
+def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    """--size HxW -> (H, W), with the one HxW parser the latency command defines."""
+    return parse_size(value)
 
 
 def parity_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -44,8 +39,8 @@ def parity_image(height: int, width: int, seed: int) -> np.ndarray:
               help="fcn-bench weight archive (.safetensors) of --variant; default: random weights.")
 @click.option("--random-seed", type=int, default=None,
               help="Seed of the random weights used without --weights  [default: 0]")
-@click.option("--size", default="37x53", show_default=True,
-              help="Input HxW (odd sizes exercise ceil pooling and the crops).")
+@click.option("--size", default="37x53", show_default=True, metavar="HxW", callback=_size_option,
+              help="Input height x width (odd sizes exercise ceil pooling and the crops).")
 @click.option("--input-seed", type=int, default=0, show_default=True,
               help="Seed of the random input image.")
 @click.option("--backends", "pair", default="torch,tensorflow", show_default=True,
@@ -61,7 +56,8 @@ def parity_image(height: int, width: int, seed: int) -> np.ndarray:
               help="Override the fraction of pixels whose labels must agree.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the 'parity' JSON record here (atomically).")
-def command(variant: str | None, weights: Path | None, random_seed: int | None, size: str,
+def command(variant: str | None, weights: Path | None, random_seed: int | None,
+            size: tuple[int, int],
             input_seed: int, pair: str, device: str, precision: str, width_divisor: int,
             max_rel: float | None, min_label_agreement: float | None,
             output: Path | None) -> None:
@@ -80,27 +76,26 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None, 
     from backends.base import RunOptions
     from bench.errors import FcnBenchError, UsageError
     from bench.init import random_params
+    from bench.outputs import check_writable, writing
     from bench.parity import compare, parity_layers, tolerance_for
     from bench.records import make_record, write_json
     from bench.reference_forward import reference_forward
     from bench.spec import build_spec
 
-    height, width = parse_size(size)
+    height, width = size
     names = [part.strip() for part in pair.split(",") if part.strip()]
     if len(names) != 2:
         raise UsageError(f"--backends needs exactly two names, got {pair!r}")
     sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
     if weights is not None and (random_seed is not None or width_divisor != 1):
         raise UsageError("--weights cannot be combined with --random-seed or --width-divisor")
+    if output is not None:
+        check_writable(output, what="parity record")
 
     if weights is not None:
-        from bench.weights import load_archive, spec_from_archive
+        from bench.weights import load_weights
 
-        # Classes and width come from the archive's content; a --variant that disagrees with
-        # it is refused by load_archive, naming both.
-        found = spec_from_archive(weights)
-        spec = build_spec(variant or found.variant, found.num_classes, found.width_divisor)
-        params, metadata = load_archive(weights, spec)
+        spec, params, metadata = load_weights(weights, variant)
         weights_desc = f"{weights} ({metadata.get('origin', 'unknown origin')})"
     else:
         spec = build_spec(variant or "fcn8s", width_divisor=width_divisor)
@@ -130,10 +125,12 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None, 
     click.echo(f"{variant}, {height}x{width} input (seed {input_seed}), weights {weights_desc}")
     click.echo(report.table())
     if output is not None:
-        write_json(output, make_record("parity", variant=variant, width_divisor=width_divisor,
-                                       input_size=[height, width], input_seed=input_seed,
-                                       weights=weights_desc, device=device,
-                                       environments=environments, **report.to_dict()))
+        record = make_record("parity", variant=variant, width_divisor=spec.width_divisor,
+                             input_size=[height, width], input_seed=input_seed,
+                             weights=weights_desc, device=device, environments=environments,
+                             **report.to_dict())
+        with writing(output, "parity record"):
+            write_json(output, record)
         click.echo(f"wrote {output}")
     if not report.passed:
         raise FcnBenchError(f"parity failed ({sides[0]} vs {sides[1]}): "

@@ -75,21 +75,26 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     from backends.base import RunOptions
     from bench.errors import UsageError
     from bench.labels import VOC_CLASSES, write_label_png
+    from bench.outputs import check_writable, writing
     from bench.records import atomic_write_bytes
-    from bench.spec import build_spec
     from bench.voc import load_image, preprocess
-    from bench.weights import load_archive, spec_from_archive
+    from bench.weights import load_weights
 
-    if out_labels is None and out_scores is None and overlay is None:
+    outputs = {"--out-labels": (out_labels, ".png", "label PNG"),
+               "--out-scores": (out_scores, ".npy", "scores"),
+               "--overlay": (overlay, ".png", "overlay")}
+    if all(path is None for path, _, _ in outputs.values()):
         raise UsageError("nothing to write: give --out-labels, --out-scores and/or --overlay")
+    for option, (path, suffix, what) in outputs.items():
+        if path is None:
+            continue
+        if path.suffix.lower() != suffix:  # the bytes are PNG / .npy whatever the name says
+            raise UsageError(f"{option} {path}: the file is written as {suffix}; name it so")
+        check_writable(path, what=what)  # before the forward pass, not after it
     backend_name = backends.canonical_name(backend_name)
     rgb = load_image(image_path)  # DataError naming the file if it is not an image
-    # Variant, classes and width are detected from the archive's content (never its file name);
-    # a --variant that disagrees is refused by load_archive with both names in the message.
-    spec = spec_from_archive(weights)
-    if variant is not None:
-        spec = build_spec(variant, spec.num_classes, spec.width_divisor)
-    params, _ = load_archive(weights, spec)
+    # Variant, classes and width are detected from the archive's content (never its file name).
+    spec, params, _ = load_weights(weights, variant)
 
     backend = backends.create_backend(backend_name, spec,
                                       RunOptions(device=device, precision=precision))
@@ -103,9 +108,11 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     if out_labels is not None:
         write_label_png(out_labels, labels)
     if out_scores is not None:
-        atomic_write_bytes(out_scores, npy_bytes(scores.astype(np.float32, copy=False)))
+        with writing(out_scores, "scores"):
+            atomic_write_bytes(out_scores, npy_bytes(scores.astype(np.float32, copy=False)))
     if overlay is not None:
-        atomic_write_bytes(overlay, overlay_png(rgb, labels))
+        with writing(overlay, "overlay"):
+            atomic_write_bytes(overlay, overlay_png(rgb, labels))
 
     height, width = labels.shape
     counts = np.bincount(labels.ravel(), minlength=spec.num_classes)

@@ -17,6 +17,7 @@ import click
 
 from bench.cache import cache_dir, default_data_root, default_weights_path
 from bench.errors import BackendUnavailable, FcnBenchError, WeightsError
+from bench.metrics import format_percent
 from bench.references import (
     METRIC_LABELS,
     METRICS,
@@ -69,9 +70,10 @@ def resolve_backends(choice: str) -> list[str]:
     return [name]
 
 
-def load_weights(variant: str, weights: Path | None) -> tuple[Path, Any, dict, dict[str, str]]:
+def resolve_weights(variant: str, weights: Path | None
+                    ) -> tuple[Path, Any, dict, dict[str, str]]:
     """(path, spec, params, metadata) of the weights, refusing another variant's."""
-    from bench.weights import detect_variant, load_archive, spec_from_archive
+    from bench.weights import load_weights
 
     path = weights if weights is not None else default_weights_path(variant)
     if not path.exists():
@@ -82,14 +84,9 @@ def load_weights(variant: str, weights: Path | None) -> tuple[Path, Any, dict, d
                                  "caffemodel and converts it here), or convert a caffemodel you "
                                  f"have: `python cli.py convert FILE.caffemodel {path}`; or pass "
                                  "--weights FILE")
-    found = detect_variant(path)
-    if found != variant:
-        raise WeightsError(path, f"holds {found} weights (detected from the archive's tensors), "
-                                 f"not {variant}; use --variant {found} or other weights")
-    spec = spec_from_archive(path)
+    spec, params, metadata = load_weights(path, variant)
     if spec.num_classes != 21:
         raise WeightsError(path, f"has {spec.num_classes} classes; PASCAL VOC needs 21")
-    params, metadata = load_archive(path, spec)
     return path, spec, params, metadata
 
 
@@ -105,6 +102,19 @@ def resolve_dataset(data_root: Path, split: str, limit: int | None) -> tuple[Any
     return dataset, full
 
 
+def check_outputs(output: Path | None, save_predictions: Path | None,
+                  plots_dir: Path | None) -> None:
+    """Refuse unwritable outputs (and checkpoint folder) before the run, not after it."""
+    from bench.outputs import check_writable
+
+    if output is not None:
+        check_writable(output, what="reproduce record")
+    for folder, what in ((save_predictions, "predictions"), (plots_dir, "plots"),
+                         (cache_dir() / "checkpoints", "checkpoints")):
+        if folder is not None:
+            check_writable(folder, folder=True, what=what)
+
+
 def checkpoint_path(variant: str, backend: str, split_name: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", split_name)
     return cache_dir() / "checkpoints" / f"reproduce-{variant}-{backend}-{safe}.json"
@@ -112,10 +122,6 @@ def checkpoint_path(variant: str, backend: str, split_name: str) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 # Rendering
-
-
-def _pct(value: float | None, decimals: int = 4) -> str:
-    return "-" if value is None or value != value else f"{100.0 * value:.{decimals}f}"
 
 
 def _delta(comparison: Comparison) -> str:
@@ -132,14 +138,15 @@ def _row_verdict(comparison: Comparison, subset: bool) -> str:
 
 
 def comparison_table(runs: list[BackendRun], subset: bool) -> str:
-    """metric | paper (source) | this run [per backend] | delta | verdict."""
+    """metric | paper % (source) | this run % | Δ points | verdict [per backend]."""
     from tabulate import tabulate
 
     single = len(runs) == 1
-    headers = ["metric", "paper (source)"]
+    headers = ["metric", "paper % (source)"]
     for run in runs:
-        headers += ["this run", "delta", "verdict"] if single else [
-            run.name, f"Δ {run.name}", f"verdict {run.name}"]
+        headers += ["this run %", "Δ points", "verdict"] if single else [
+            f"{run.name} %", f"Δ {run.name} (points)", f"verdict {run.name}"]
+    align = ("left", "left", *(("right", "right", "left") * len(runs)))
     rows = []
     for metric in METRICS:
         # Targets for these weights, and the paper's own tables as context; other
@@ -150,7 +157,7 @@ def comparison_table(runs: list[BackendRun], subset: bool) -> str:
         if not per_run[0]:
             row = [METRIC_LABELS[metric], "-"]
             for run in runs:
-                row += [_pct(run.summary[metric]), "", ""]
+                row += [format_percent(run.summary[metric], 4), "", ""]
             rows.append(row)
             continue
         for index, comparison in enumerate(per_run[0]):
@@ -158,9 +165,11 @@ def comparison_table(runs: list[BackendRun], subset: bool) -> str:
             row = [METRIC_LABELS[metric], f"{ref.percent_text} ({ref.label})"]
             for run_comparisons in per_run:
                 mine = run_comparisons[index]
-                row += [_pct(mine.measured), _delta(mine), _row_verdict(mine, subset)]
+                row += [format_percent(mine.measured, 4), _delta(mine),
+                        _row_verdict(mine, subset)]
             rows.append(row)
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
+                    colalign=align)
 
 
 def per_class_table(runs: list[BackendRun], paper: dict[str, Any]) -> str:
@@ -168,14 +177,15 @@ def per_class_table(runs: list[BackendRun], paper: dict[str, Any]) -> str:
 
     headers = ["class", *(f"IU % {run.name}" for run in runs)]
     if paper:
-        headers.append("paper")
+        headers.append("IU % paper")
     rows = []
     for name in runs[0].summary["per_class_iou"]:
-        row = [name, *(_pct(run.summary["per_class_iou"][name], 2) for run in runs)]
+        row = [name, *(format_percent(run.summary["per_class_iou"][name]) for run in runs)]
         if paper:
             row.append(paper[name].percent_text if name in paper else "-")
         rows.append(row)
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
+                    colalign=("left", *("right",) * (len(headers) - 1)))
 
 
 def _profile_line(run: BackendRun) -> str:
@@ -301,7 +311,8 @@ def write_plots(plots_dir: Path, variant: str, split_name: str, runs: list[Backe
               default=None, help="Write per-class IU and confusion-matrix PNG figures here.")
 @click.option("--resume", is_flag=True,
               help="Continue from the checkpoint of an interrupted run with the same weights, "
-                   "data and options (refused otherwise, with the reason).")
+                   "data and options (refused otherwise, with the reason). Checkpoints live in "
+                   "$FCN_BENCH_CACHE/checkpoints (default ~/.cache/fcn-bench).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True,
               help="Save the partial confusion matrix every N images.")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
@@ -325,7 +336,9 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
 
     \b
     Examples:
-      python cli.py download weights fcn8s && python cli.py download voc2012 --data-root data
+      python cli.py download weights fcn8s
+      python cli.py download voc2012 --data-root data
+      python cli.py download seg11valid --data-root data
       python cli.py reproduce --variant fcn8s --backend torch --data-root data
       python cli.py reproduce --variant fcn32s --backend all --output fcn32s.json --plots figs/
       python cli.py reproduce --variant fcn8s --backend tf --resume --save-predictions preds/
@@ -336,9 +349,10 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     from bench.weights import sha256_file
 
     backends = resolve_backends(backend_choice)
-    weights_path, spec, params, metadata = load_weights(variant, weights)
+    weights_path, spec, params, metadata = resolve_weights(variant, weights)
     root = data_root if data_root is not None else default_data_root()
     dataset, full_count = resolve_dataset(root, split, limit)
+    check_outputs(output, save_predictions, plots_dir)
     subset = len(dataset) < full_count
     run_weights = run_weights_kind(metadata, variant)
 
@@ -348,7 +362,8 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                      "reported without a verdict")
     if subset:
         notes.append(f"--limit {limit}: {len(dataset)} of the {full_count} images of "
-                     f"'{dataset.name}'; the comparison with the paper is indicative only")
+                     f"'{dataset.name}'" + ("; the comparison with the paper is indicative only"
+                                            if reference_metrics(variant, split) else ""))
     if run_weights == "other":
         notes.append(f"weights are not a conversion of the official {variant} caffemodel "
                      f"(kind {metadata.get('kind')!r}, origin {metadata.get('origin')!r})"
@@ -386,9 +401,16 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
         if resume and not checkpoint.path.exists():
             click.echo(f"note: no checkpoint at {checkpoint.path}; starting from the first "
                        "image", err=True)
-        result = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=resume,
-                                save_predictions=out_dir, progress=progress, workers=workers,
-                                desc=f"{variant} {name}", data=fingerprint)
+        try:
+            result = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=resume,
+                                    save_predictions=out_dir, progress=progress,
+                                    workers=workers, desc=f"{variant} {name}", data=fingerprint)
+        except KeyboardInterrupt:
+            if checkpoint.path.exists():
+                click.echo(f"\ninterrupted: {name}'s finished images are in the checkpoint "
+                           f"{checkpoint.path}; rerun the same command with --resume to "
+                           "continue", err=True)
+            raise
         summary = result.confusion.summary()
         comparisons = compare(summary, variant, split, run_weights)
         verdict = SUBSET_VERDICT if subset else overall_verdict(comparisons)
@@ -413,12 +435,14 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
         click.echo(_profile_line(run))
 
     if output is not None:
+        from bench.outputs import writing
         from bench.records import write_json
 
-        write_json(output, build_record(variant=variant, split=split, dataset=dataset,
-                                        full_count=full_count, weights=weights_info,
-                                        data_fingerprint=fingerprint.summary(), runs=runs,
-                                        notes=notes))
+        record = build_record(variant=variant, split=split, dataset=dataset,
+                              full_count=full_count, weights=weights_info,
+                              data_fingerprint=fingerprint.summary(), runs=runs, notes=notes)
+        with writing(output, "reproduce record"):
+            write_json(output, record)
         click.echo(f"wrote {output}")
     if plots_dir is not None:
         for path in write_plots(plots_dir, variant, dataset.name, runs, paper_classes):

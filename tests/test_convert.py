@@ -382,6 +382,21 @@ def test_output_must_not_exist_without_force(tmp_path):
         convert_random(tmp_path / "a.pth", "fcn32s", width_divisor=NARROW)
 
 
+def test_unwritable_output_is_refused_before_reading_the_source(tmp_path, monkeypatch):
+    """QA: OUTPUT under a file (or an unwritable folder) was an OSError traceback, raised only
+    after the whole source had been hashed and converted."""
+    import bench.convert as converter
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setattr(converter, "sha256_file", lambda *a, **k: pytest.fail("read source"))
+    result = run_cli(tmp_path / "missing-is-fine.caffemodel", blocker / "out.safetensors")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"cannot write the weights archive: {blocker} is a file" in result.output
+    random_run = run_cli("--random", "--variant", "fcn32s", blocker / "out.safetensors")
+    assert random_run.exit_code == 1 and "is a file, not a folder" in random_run.output
+
+
 # ----------------------------------------------------------------------------------------------
 # The CLI: every source, and one clear line for every bad input
 

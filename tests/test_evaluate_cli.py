@@ -79,7 +79,19 @@ def test_unwritable_output_is_one_line(voc_root, perfect_predictions, tmp_path):
     not_a_folder.write_text("")
     output = not_a_folder / "eval.json"
     result = _evaluate(voc_root, perfect_predictions, "--output", str(output))
-    _assert_clean_failure(result, output, "cannot write")
+    # QA: the reason used to read "File exists" (from mkdir of the parent that is a file).
+    _assert_clean_failure(result, output, f"cannot write the record: {not_a_folder} is a file")
+
+
+def test_data_root_defaults_to_fcn_bench_data(voc_root, perfect_predictions, monkeypatch,
+                                              tmp_path):
+    """QA: evaluate ignored $FCN_BENCH_DATA (always ./data) while reproduce honoured it."""
+    monkeypatch.setenv("FCN_BENCH_DATA", str(voc_root))
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    result = CliRunner().invoke(cli, ["evaluate", "--split", "val", "--predictions",
+                                      str(perfect_predictions), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "100.00 |" in result.output
 
 
 def test_help_shows_an_invocation():

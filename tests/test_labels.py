@@ -140,3 +140,11 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_label_png(path, np.zeros((2, 2, 2), dtype=np.uint8))
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_write_label_png_to_an_impossible_path_names_it(tmp_path):
+    """QA: predictions saved under a path whose parent is a file raised a bare OSError."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match=r"cannot write the label PNG: .*a-file is a file"):
+        write_label_png(blocker / "x.png", np.zeros((2, 2), np.uint8))

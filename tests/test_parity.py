@@ -214,3 +214,36 @@ def test_cli_parity_bad_usage_exits_2(args):
     result = CliRunner().invoke(cli, ["parity", *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_parity_size_error_names_the_option():
+    """QA: `--size 0x5` said "Invalid value: '0x5'" without naming --size (it was parsed
+    inside the command by a second HxW parser; now the latency command's one, as a callback)."""
+    result = CliRunner().invoke(cli, ["parity", "--size", "0x5"])
+    assert result.exit_code == 2 and "Invalid value for '--size'" in result.output
+
+
+def test_cli_parity_record_keeps_the_width_of_the_weights(tmp_path):
+    """QA: with narrow --weights the record said width_divisor 1 (the unused option's default).
+    reference vs reference: no framework needed, a few milliseconds at 9x11."""
+    from bench.weights import save_archive
+
+    spec = build_spec("fcn32s", width_divisor=16)
+    path = save_archive(tmp_path / "w.safetensors", random_params(spec, 4),
+                        {"origin": "random:seed=4", "kind": "random"})
+    out = tmp_path / "parity.json"
+    result = CliRunner().invoke(cli, ["parity", "--weights", str(path), "--size", "9x11",
+                                      "--backends", "reference,reference", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["width_divisor"] == 16
+
+
+def test_cli_parity_refuses_an_unwritable_output_before_running(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(cli, ["parity", "--backends", "reference,reference", "--size",
+                                      "9x11", "--width-divisor", "16", "--output",
+                                      str(blocker / "parity.json")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: ")  # nothing computed or printed before it
+    assert f"{blocker} is a file, not a folder" in result.output

@@ -109,3 +109,23 @@ def test_predict_reports_missing_inputs_and_outputs(archives, photo, tmp_path):
     unknown = predict("--backend", "caffe", "--weights", str(archives["fcn8s"]), "--image",
                       str(photo), "--out-labels", str(tmp_path / "l.png"))
     assert unknown.exit_code == 2 and "choose from torch, tensorflow" in unknown.output
+
+
+def test_predict_checks_its_outputs_before_the_forward_pass(archives, photo, tmp_path,
+                                                            monkeypatch):
+    """QA: an output under a file was an OSError traceback after the forward pass, and
+    `--out-labels x.jpg` silently wrote PNG bytes into a .jpg."""
+    import backends as registry
+
+    monkeypatch.setattr(registry, "create_backend", lambda *a, **k: pytest.fail("ran forward"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    base = ["--weights", str(archives["fcn8s"]), "--image", str(photo)]
+    unwritable = predict(*base, "--out-scores", str(blocker / "s.npy"))
+    assert unwritable.exit_code == 1 and "Traceback" not in unwritable.output
+    assert f"cannot write the scores: {blocker} is a file, not a folder" in unwritable.output
+    for option, name in (("--out-labels", "l.jpg"), ("--overlay", "o.tif"),
+                         ("--out-scores", "s.txt")):
+        wrong = predict(*base, option, str(tmp_path / name))
+        assert wrong.exit_code == 2 and f"{option} {tmp_path / name}" in wrong.output
+    assert not list(tmp_path.glob("[los].*"))

@@ -98,6 +98,16 @@ def test_run_weights_kind_from_archive_metadata():
                                  "fcn8s") == "cvpr2015"
 
 
+def test_a_narrow_net_named_like_the_official_caffemodel_is_not_official():
+    """QA: a width_divisor-16 conversion of a file called fcn8s-heavy-pascal.caffemodel was
+    judged against the 0.05-point tolerance of the released weights."""
+    named = {"kind": "trained", "origin": "caffe:fcn8s-heavy-pascal", "num_classes": "21"}
+    assert refs.run_weights_kind({**named, "width_divisor": "1"}, "fcn8s") == "released-heavy"
+    assert refs.run_weights_kind({**named, "width_divisor": "16"}, "fcn8s") == "other"
+    assert refs.run_weights_kind({**named, "width_divisor": "1", "num_classes": "5"},
+                                 "fcn8s") == "other"
+
+
 def test_paper_latency_contract():
     keys = {"latency_ms", "hardware", "source", "input", "note"}
     fcn32s = refs.paper_latency_ms("fcn32s")

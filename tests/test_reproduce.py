@@ -61,7 +61,8 @@ def test_all_backends_side_by_side_and_predictions_rescore(work):
                         str(work / "out.json"), "--save-predictions", str(work / "preds"),
                         "--plots", str(work / "plots"))
     assert result.exit_code == 0, result.output
-    assert re.search(r"\| metric +\| paper \(source\) +\| torch .*\| tensorflow", result.output)
+    assert re.search(r"\| metric +\| paper % \(source\) +\|.*torch %.*\| +Δ torch \(points\)"
+                     r".*tensorflow %", result.output)
     record = _record(work / "out.json")
     assert record["kind"] == "reproduce" and record["split"] == "val"
     assert [row["backend"] for row in record["rows"]] == ["torch", "tensorflow"]
@@ -171,8 +172,69 @@ def test_table_for_official_weights_shows_both_reevaluations_and_the_verdict():
     comparisons = compare(summary, "fcn16s", "seg11valid", "released-heavy")
     run = BackendRun("torch", "cpu", {}, None, summary, comparisons, "")
     table = comparison_table([run], subset=False)
+    assert re.match(r"\| metric +\| paper % \(source\) +\| +this run % \| +Δ points \|", table)
     assert "65.0050 (wkentaro/fcn README, Chainer (converted))" in table
     assert "65.01 (wkentaro/pytorch-fcn README v1.7.0, PyTorch (converted))" in table
     assert table.count("reproduced within tolerance (±0.05)") == 8
     assert "62.4 (CVPR 2015 Table 2, authors (Caffe))" in table
     assert "context (cvpr2015 weights)" in table
+
+
+@pytest.mark.parametrize("option", ["--output", "--save-predictions", "--plots"])
+def test_unwritable_outputs_are_refused_before_the_run(work, option, monkeypatch):
+    """QA: each of these was an OSError traceback, and --output/--plots only after every image
+    had been evaluated."""
+    import bench.runner
+
+    monkeypatch.setattr(bench.runner, "run_evaluation", lambda *a, **k: pytest.fail("ran"))
+    blocker = work / "a-file"
+    blocker.write_text("x")
+    result = _reproduce(work, "--split", "val", option, str(blocker / "out"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: {blocker / 'out'}: cannot write the" in result.output
+    assert f"{blocker} is a file, not a folder" in result.output
+
+
+def test_ctrl_c_names_the_checkpoint_and_how_to_resume(work, monkeypatch):
+    """QA: Ctrl-C printed only a generic "interrupted" line; the user had to guess where the
+    finished work was and that --resume continues it."""
+    import functools
+
+    import bench.runner
+
+    def interrupt_after_two(done, image_id):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    real = bench.runner.run_evaluation
+    monkeypatch.setattr(bench.runner, "run_evaluation",
+                        functools.partial(real, on_image=interrupt_after_two))
+    args = ("--split", "trainval", "--checkpoint-every", "5")
+    result = _reproduce(work, *args)
+    assert result.exit_code == 130
+    checkpoint = work / "cache/checkpoints/reproduce-fcn32s-torch-trainval.json"
+    assert f"checkpoint {checkpoint}; rerun the same command with --resume" in result.output
+    assert len(_record(checkpoint)["ids_done"]) == 2
+
+    monkeypatch.setattr(bench.runner, "run_evaluation", real)
+    resumed = _reproduce(work, *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "4 images in" in resumed.output and "2 images from the checkpoint" in resumed.output
+
+
+def test_figures_mark_undefined_classes_instead_of_drawing_zero(tmp_path, monkeypatch):
+    """QA: a class absent from ground truth and predictions (IU undefined, NaN) was drawn as a
+    0 % bar, indistinguishable from a real 0, and the heat map's blank rows were unexplained."""
+    import bench.plots
+
+    figures = []
+    monkeypatch.setattr(bench.plots, "_save", lambda figure, path: figures.append(figure))
+    iou = {"background": 0.5, "aeroplane": float("nan"), "bicycle": 0.0}
+    bench.plots.per_class_iou_bars(tmp_path / "bars.png", {"torch": iou}, list(iou), title="t")
+    bench.plots.confusion_heatmap(tmp_path / "cm.png", np.array([[3, 1, 0], [0, 0, 0],
+                                                                 [1, 0, 2]]), list(iou), title="t")
+    bars, heatmap = (figure.axes[0] for figure in figures)
+    assert [text.get_text() for text in bars.texts] == ["n/a"]  # aeroplane only, not bicycle
+    assert "n/a: class absent" in bars.get_title()
+    assert "torch (mean IU 25.00%)" in [t.get_text() for t in bars.get_legend().get_texts()]
+    assert "blank rows: class absent from ground truth" in heatmap.get_title()

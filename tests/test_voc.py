@@ -136,6 +136,27 @@ def test_missing_files_named_with_count(voc_root):
     assert info.value.path == voc12 / "JPEGImages" / f"{ids[0]}.jpg"
     assert "file not found" in message and "split 'val'" in message and "1 more missing" in message
     assert f"{ids[1]}.png" in message
+    assert f"if {voc12} is damaged, remove it and run `python cli.py download voc2012`" in message
+
+
+def test_a_missing_folder_is_named_with_its_download_command(voc_root):
+    """QA: a data root without SegmentationClass/ listed every label as a missing file, without
+    saying which folder was absent or how to get it."""
+    import shutil
+
+    voc12 = voc_root / "VOCdevkit" / "VOC2012"
+    shutil.rmtree(voc12 / "SegmentationClass")
+    with pytest.raises(DataError, match=r"folder not found .*`python cli.py download voc2012`"
+                       ) as info:
+        resolve_split(voc_root, "val")
+    assert info.value.path == voc12 / "SegmentationClass"
+
+
+def test_a_folder_given_as_split_is_named_as_such(voc_root):
+    """QA: `--split some_folder` said "unknown split" as if it were a misspelt name."""
+    with pytest.raises(DataError, match="is a folder") as info:
+        resolve_split(voc_root, str(voc_root))
+    assert info.value.path == voc_root
 
 
 def test_label_image_size_mismatch_names_both_files(voc_val):

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from bench.errors import WeightsError
+from bench.errors import DataError, WeightsError
 from bench.init import random_params
 from bench.spec import VARIANTS, build_spec
 from bench.weights import (
     FORMAT,
     detect_variant,
     load_archive,
+    load_weights,
     save_archive,
     sha256_file,
     spec_from_archive,
@@ -75,6 +76,25 @@ def test_detect_variant_uses_content_not_file_name(tmp_path):
     assert detect_variant(path) == "fcn8s"
     with pytest.raises(WeightsError, match="detected from the archive, not guessed"):
         load_archive(path, build_spec("fcn32s", width_divisor=NARROW))
+
+
+def test_load_weights_takes_the_shape_from_the_file_and_checks_the_variant(tmp_path):
+    """The one loader of predict, parity and reproduce (each used to repeat it, with two
+    different messages for weights of another variant)."""
+    path = save_archive(tmp_path / "w.safetensors", narrow_params("fcn16s"), {"origin": "t"})
+    for variant in (None, "fcn16s"):
+        spec, params, metadata = load_weights(path, variant)
+        assert spec == build_spec("fcn16s", width_divisor=NARROW) and metadata["origin"] == "t"
+        assert list(params) == [p.name for p in spec.parameters()]
+    with pytest.raises(WeightsError, match=r"holds fcn16s weights .*use --variant fcn16s"):
+        load_weights(path, "fcn8s")
+
+
+def test_unwritable_archive_path_is_one_weights_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match="cannot write the weights archive"):
+        save_archive(blocker / "w.safetensors", narrow_params("fcn32s"), {"origin": "t"})
 
 
 def test_metadata_contradicting_the_tensors_is_refused(tmp_path):
