@@ -36,6 +36,14 @@ class FcnBenchGroup(click.Group):
                 raise
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except OSError as error:
+            # Environment problems (disk full, permission denied, a file where a folder should
+            # be) are the user's to fix: one line naming the path, like every other user error.
+            if os.environ.get("FCN_BENCH_DEBUG"):
+                raise
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted (finished work and checkpoints are kept)", err=True)
             ctx.exit(130)

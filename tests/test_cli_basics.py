@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -47,3 +48,29 @@ def test_bench_never_imports_a_framework():
 
 def test_unknown_command_is_a_usage_error():
     assert CliRunner().invoke(cli, ["nope"]).exit_code == 2
+
+
+def test_os_errors_become_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["convert", "--random", "--variant", "fcn32s",
+                                      "--width-divisor", "64", str(blocker / "w.safetensors")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert str(blocker) in result.output
+
+
+def test_the_group_turns_any_os_error_into_one_line():
+    from cli import FcnBenchGroup
+
+    @click.group(cls=FcnBenchGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def write() -> None:
+        raise FileExistsError(17, "File exists", "/some/out/record.json")
+
+    result = CliRunner().invoke(group, ["write"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: /some/out/record.json: File exists"
