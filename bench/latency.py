@@ -1,0 +1,640 @@
+"""Latency engine: warm-up until stable, interleaved rounds, synchronised timing, raw samples.
+
+Framework-free (stdlib + numpy; scipy for one binomial quantile). Backends are duck-typed objects
+with the `backends.base.Backend` methods; this module never imports backends/, torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import platform
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from bench.errors import FcnBenchError
+
+# The README and `latency --help` quote this text; keep it in step with the code below.
+METHODOLOGY = """\
+Cells are variant x backend x size x mode, all measured in one process, with deterministic random
+weights and one synthetic preprocessed input per size.
+
+First call: each cell's first call is timed on its own and reported as first_call_ms (tracing,
+torch.compile / XLA compilation, cuDNN autotuning, lazy allocation); it never enters the statistics.
+The two modes of one variant and backend share one model, so one-time costs they share (weights
+moved into place, kernels chosen) fall on whichever first call comes first (model mode's).
+
+Warm-up: calls continue until the coefficient of variation (std / mean) of the last `window` calls
+is below `cv_threshold`, after at least --warmup calls and at most `max` calls (a cell that hits
+`max` is recorded with warmup_stable = false). --warmup 0 skips warm-up.
+
+Timed: at least --iters calls AND at least --min-time seconds of summed call time per cell; both
+must hold, as MLPerf LoadGen's min_query_count and min_duration.
+
+Interleaving: warm-up and timed calls run in rounds; every round calls each unfinished cell once,
+in a seeded shuffled order, so clock, thermal and neighbour-load drift hits every backend and
+variant alike (one variant at a time only when all models do not fit in half the free memory).
+
+Timed region: time.perf_counter_ns around exactly one call. model mode: forward_device on an input
+already on the device, then backend.synchronize(scores); scores stay on the device. end-to-end
+mode: predict_labels on a preprocessed float32 host batch: host->device copy, forward, argmax on
+the device, uint8 labels back to the host. Untimed around each call: a device synchronize (the
+device starts idle) and the peak-memory reset/read.
+
+Statistics: raw samples are kept; p50/p90/p99 interpolate linearly; std is the sample standard
+deviation; images/s and GFLOP/s divide the batch (FLOPs from the spec) by the mean call time.
+The median gets a bootstrap 95% interval and p90 a distribution-free 99% upper bound (an order
+statistic, as MLPerf early stopping), null when there are too few samples."""
+
+NS_PER_MS = 1_000_000
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics on raw samples (milliseconds)
+
+
+def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
+    """p50/p90/p99 (linear interpolation), mean, sample std (ddof 1; 0 for one sample), min, max."""
+    x = np.asarray(samples_ms, dtype=np.float64)
+    if x.size == 0:
+        return {key: None for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+                                      "min_ms", "max_ms")}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"n": int(x.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "mean_ms": float(x.mean()), "std_ms": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+            "min_ms": float(x.min()), "max_ms": float(x.max())}
+
+
+def coefficient_of_variation(samples: Sequence[float]) -> float:
+    """Sample std / mean (inf for fewer than two samples or a zero mean)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < 2 or x.mean() <= 0:
+        return math.inf
+    return float(x.std(ddof=1) / x.mean())
+
+
+def bootstrap_median_ci(samples: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
+                        seed: int = 0) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the median (seeded: a record reproduces); None if n < 2."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    medians = []
+    chunk = max(1, 2_000_000 // x.size)  # bound the (chunk, n) index array to ~16 MB
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        medians.append(np.median(x[rng.integers(0, x.size, (count, x.size))], axis=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(medians), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def percentile_upper_bound(samples: Sequence[float], percentile: float = 0.90,
+                           confidence: float = 0.99) -> tuple[float, int] | None:
+    """Distribution-free upper bound of a latency percentile, as MLPerf's early-stopping estimate.
+
+    The k-th smallest of n samples is >= the true q-quantile with probability
+    P(Binomial(n, q) <= k - 1); take the smallest k reaching `confidence`. Returns (bound, k),
+    or None when even the maximum is not enough (n < log(1 - confidence) / log(q), 44 for p90/99%).
+    """
+    # scipy is a core dependency, imported here only to keep the CLI's start fast.
+    from scipy.stats import binom
+
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    if x.size == 0:
+        return None
+    rank = int(binom.ppf(confidence, x.size, percentile)) + 1  # 1-based order statistic
+    # ppf works in floating point; step up if it landed one short of the confidence.
+    while rank <= x.size and binom.cdf(rank - 1, x.size, percentile) < confidence:
+        rank += 1
+    if rank > x.size:
+        return None
+    return float(x[rank - 1]), rank
+
+
+def confidence_statement(samples_ms: Sequence[float]) -> dict[str, Any]:
+    """The uncertainty of a cell's headline numbers, stated with its method."""
+    ci = bootstrap_median_ci(samples_ms)
+    bound = percentile_upper_bound(samples_ms)
+    needed = math.ceil(math.log(1 - 0.99) / math.log(0.90))
+    return {
+        "median_ci95_ms": list(ci) if ci else None,
+        "median_ci_method": "percentile bootstrap, 2000 resamples, seed 0",
+        "p90_upper_bound_ms": bound[0] if bound else None,
+        "p90_upper_bound_confidence": 0.99,
+        "p90_upper_bound_method": (
+            f"order statistic k={bound[1]} of n={len(samples_ms)} (distribution-free, as MLPerf "
+            "early stopping)" if bound else
+            f"not available: needs at least {needed} samples, have {len(samples_ms)}"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# When to stop warming up and when to stop timing
+
+
+@dataclass(frozen=True)
+class WarmupPolicy:
+    """Warm up until the last `window` times vary by less than `cv_threshold` (std/mean)."""
+
+    min_samples: int
+    max_samples: int
+    window: int
+    cv_threshold: float
+
+    def is_stable(self, samples: Sequence[float]) -> bool:
+        return (len(samples) >= self.window
+                and coefficient_of_variation(samples[-self.window:]) < self.cv_threshold)
+
+    def is_done(self, samples: Sequence[float]) -> bool:
+        if len(samples) >= self.max_samples:
+            return True
+        return len(samples) >= self.min_samples and self.is_stable(samples)
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """Warm-up rule plus the timed phase's minimums: both `min_iters` and `min_time_s` must hold."""
+
+    warmup: WarmupPolicy
+    min_iters: int
+    min_time_s: float
+
+    def is_satisfied(self, samples_ns: Sequence[int]) -> bool:
+        return len(samples_ns) >= self.min_iters and sum(samples_ns) >= self.min_time_s * 1e9
+
+    def describe(self) -> str:
+        w = self.warmup
+        warm = (f"warm-up {w.min_samples}..{w.max_samples} calls until CV(last {w.window}) < "
+                f"{w.cv_threshold:.0%}" if w.max_samples else "no warm-up")
+        return f"{warm}; timed >= {self.min_iters} calls and >= {self.min_time_s:g} s"
+
+
+# Sized so that `python cli.py latency` (4 variants x 2 backends at 500x500, ~2 s per VGG16
+# forward on a 2-core CPU) finishes in a few minutes, while a GPU (~10 ms per forward) gets
+# MLPerf-like statistics: 100+ calls and 10 s per cell.
+DEFAULT_POLICIES = {
+    "cpu": TimingPolicy(WarmupPolicy(min_samples=2, max_samples=4, window=2, cv_threshold=0.05),
+                        min_iters=5, min_time_s=1.0),
+    "cuda": TimingPolicy(WarmupPolicy(min_samples=10, max_samples=200, window=10,
+                                      cv_threshold=0.05), min_iters=100, min_time_s=10.0),
+}
+
+
+def policy_for(device: str, *, warmup: int | None = None, iters: int | None = None,
+               min_time_s: float | None = None) -> TimingPolicy:
+    """The device's default policy with the user's overrides; `warmup=0` means no warm-up at all."""
+    base = DEFAULT_POLICIES[device]
+    w = base.warmup
+    if warmup is not None:
+        most = max(warmup, w.max_samples) if warmup else 0
+        w = WarmupPolicy(warmup, most, window=w.window, cv_threshold=w.cv_threshold)
+    return TimingPolicy(w, base.min_iters if iters is None else iters,
+                        base.min_time_s if min_time_s is None else min_time_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision per device: refuse what would silently run as something else
+
+
+class UnsupportedPrecision(FcnBenchError):
+    """The device cannot run the requested precision: the cell is reported as failed."""
+
+
+def precision_problem(device: str, precision: str, environment: Mapping[str, Any]) -> str | None:
+    """Why `precision` cannot be benchmarked on `device`, or None. A mislabelled row is worse than
+    a failed one: TF32 on a CPU would silently be fp32."""
+    if device == "cpu" and precision == "tf32":
+        return "precision 'tf32' needs a CUDA GPU (Ampere or newer); on cpu use fp32 or bf16"
+    capability = environment.get("compute_capability")
+    if device == "cuda" and precision in ("tf32", "bf16") and capability:
+        major = int(str(capability).split(".")[0])
+        if major < 8:
+            return (f"precision {precision!r} needs compute capability >= 8.0 (Ampere), this GPU "
+                    f"is {capability}; use fp32 or fp16")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Cells: one measurable configuration, and the backend adapters for the two modes
+
+MODES = ("model", "end-to-end")
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """What a cell measures (the device is the one requested; rows report the resolved one)."""
+
+    variant: str
+    backend: str
+    mode: str
+    height: int
+    width: int
+    batch: int = 1
+
+    @property
+    def size(self) -> str:
+        return f"{self.height}x{self.width}"
+
+
+def nvidia_gpu_visible() -> bool:
+    """Whether an NVIDIA driver is loaded and not hidden, without importing a framework."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
+def default_modes(device: str) -> tuple[str, ...]:
+    """Both modes on a GPU (copies and argmax matter there); on a CPU only 'model', where the
+    copies are a negligible part of a forward of seconds and each extra cell costs seconds."""
+    if device == "cuda" or (device == "auto" and nvidia_gpu_visible()):
+        return MODES
+    return ("model",)
+
+
+def plan_cells(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[tuple[int, int]],
+               modes: Sequence[str], batch: int) -> list[CellKey]:
+    """Every combination, in table order (variant, backend, size, mode)."""
+    return [CellKey(v, b, m, h, w, batch) for v in variants for b in backends for h, w in sizes
+            for m in modes]
+
+
+class TimedCall(Protocol):
+    """What the round scheduler needs from a cell. Only `call` is inside the timed region."""
+
+    def setup(self) -> None: ...
+    def before(self) -> None: ...
+    def call(self) -> None: ...
+    def after(self) -> None: ...
+
+
+class BackendPool:
+    """One backend instance per (variant, backend), built on first use and shared by its cells.
+
+    `factory(variant, backend_name)` returns a ready backend (weights loaded). A construction
+    failure is remembered, so every cell of that instance fails with the same message, once.
+    """
+
+    def __init__(self, factory: Callable[[str, str], Any]):
+        self._factory = factory
+        self._instances: dict[tuple[str, str], Any] = {}
+
+    def get(self, variant: str, backend: str) -> Any:
+        key = (variant, backend)
+        if key not in self._instances:
+            try:
+                self._instances[key] = self._factory(variant, backend)
+            except Exception as error:  # any construction failure becomes this instance's verdict
+                self._instances[key] = error
+        instance = self._instances[key]
+        if isinstance(instance, Exception):
+            raise instance
+        return instance
+
+    def instances(self) -> Iterator[tuple[tuple[str, str], Any]]:
+        yield from ((k, v) for k, v in self._instances.items() if not isinstance(v, Exception))
+
+    def clear(self) -> None:
+        self._instances.clear()
+        gc.collect()
+
+
+def process_peak_rss_bytes() -> int:
+    """High-water resident set size of this whole process (Linux reports KiB, macOS bytes)."""
+    import resource  # POSIX only; imported here so bench.latency still imports elsewhere
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if platform.system() == "Darwin" else int(peak) * 1024
+
+
+class BackendCell:
+    """A cell timed through the Backend interface, in 'model' or 'end-to-end' mode."""
+
+    def __init__(self, key: CellKey, pool: BackendPool, images: np.ndarray, precision: str):
+        self.key = key
+        self.precision = precision
+        self._pool = pool
+        self._images = images  # (N, 3, H, W) float32, preprocessed, host
+        self.backend: Any = None
+        self.device: str | None = None
+        self.peak_memory_per_call: list[int] = []  # one per call: first, warm-up..., timed...
+        self.peak_memory_kind: str | None = None
+        self._batch: Any = None
+        self._output: Any = None
+
+    def setup(self) -> None:
+        """Build (or reuse) the backend, check the precision, stage the input (all untimed)."""
+        self.backend = self._pool.get(self.key.variant, self.key.backend)
+        self.device = self.backend.device
+        problem = precision_problem(self.device, self.precision, self.backend.environment())
+        if problem:
+            raise UnsupportedPrecision(problem)
+        if self.key.mode == "model":
+            self._batch = self.backend.to_device(self._images)
+            self.backend.synchronize(self._batch)
+
+    def before(self) -> None:
+        self.backend.synchronize()  # nothing from the previous cell is still running
+        self.backend.reset_peak_memory()
+
+    def call(self) -> None:
+        if self.key.mode == "model":
+            self._output = self.backend.forward_device(self._batch)  # (N, 21, H, W) on device
+            self.backend.synchronize(self._output)
+        else:  # host (N, H, W) uint8: returning it to the host is the synchronisation
+            self._output = self.backend.predict_labels(self._images)
+
+    def after(self) -> None:
+        self._output = None  # freed here, untimed (as a bare loop frees after its clock read)
+        peak = self.backend.peak_memory_bytes()
+        if peak is not None:
+            self.peak_memory_kind = f"{self.device} allocator peak during this cell's calls"
+        else:
+            peak = process_peak_rss_bytes()
+            self.peak_memory_kind = "process peak RSS (whole process, all cells so far)"
+        self.peak_memory_per_call.append(peak)
+
+    def timed_peak_memory_bytes(self, timed_calls: int) -> int | None:
+        """Peak over the timed calls only (the first call's autotuning workspace is not steady)."""
+        peaks = self.peak_memory_per_call[-timed_calls:] if timed_calls else []
+        return max(peaks) if peaks else None
+
+    def release(self) -> None:
+        self._batch = None
+        self.backend = None
+
+
+# ----------------------------------------------------------------------------------------------
+# The round scheduler
+
+
+@dataclass
+class CellResult:
+    """Raw outcome of one cell: every time in nanoseconds, or the error that stopped it."""
+
+    first_call_ns: int | None = None
+    warmup_ns: list[int] = field(default_factory=list)
+    samples_ns: list[int] = field(default_factory=list)
+    warmup_stable: bool | None = None
+    error: str | None = None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception type (unless it is ours) and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(error, FcnBenchError) and text:
+        return text[:300]
+    return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
+
+
+def time_call(cell: TimedCall, clock: Callable[[], int] = time.perf_counter_ns) -> int:
+    """One timed call in ns: untimed `before`, then exactly `call` between two clock reads."""
+    cell.before()
+    start = clock()
+    cell.call()
+    elapsed = clock() - start
+    cell.after()
+    return elapsed
+
+
+def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], TimingPolicy], *,
+               seed: int = 0, clock: Callable[[], int] = time.perf_counter_ns,
+               progress: Callable[[str, int, int], None] | None = None) -> list[CellResult]:
+    """Measure all cells together: setup, first calls, interleaved warm-up and timed rounds.
+
+    `policy_of(cell)` is asked after the cell's setup (its device is known only then). A cell that
+    raises is marked failed (its error kept) and leaves the rotation; the others go on. Each
+    round visits every unfinished cell once, in an order shuffled with `seed`.
+    """
+    results = [CellResult() for _ in cells]
+    order_rng = random.Random(seed)
+
+    def attempt(index: int, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as error:  # cell-level failure: OOM, unsupported precision, compile...
+            results[index].error = describe_error(error)
+            return None
+
+    for i, cell in enumerate(cells):
+        attempt(i, cell.setup)
+    active = [i for i in range(len(cells)) if results[i].error is None]
+    policies = {i: policy_of(cells[i]) for i in active}
+    for i in active:
+        results[i].first_call_ns = attempt(i, lambda i=i: time_call(cells[i], clock))
+    active = [i for i in active if results[i].error is None]
+
+    for phase in ("warm-up", "timed"):
+        pending = [i for i in active if not _phase_done(phase, results[i], policies[i])]
+        round_index = 0
+        while pending:
+            round_index += 1
+            if progress:
+                progress(phase, round_index, len(pending))
+            order = pending[:]
+            order_rng.shuffle(order)
+            for i in order:
+                elapsed = attempt(i, lambda i=i: time_call(cells[i], clock))
+                if elapsed is not None:
+                    (results[i].warmup_ns if phase == "warm-up" else results[i].samples_ns
+                     ).append(elapsed)
+            pending = [i for i in pending
+                       if results[i].error is None and not _phase_done(phase, results[i],
+                                                                       policies[i])]
+        active = [i for i in active if results[i].error is None]
+    for i in active:
+        warmup = policies[i].warmup
+        results[i].warmup_stable = (warmup.is_stable(results[i].warmup_ns)
+                                    if warmup.max_samples else None)
+    return results
+
+
+def _phase_done(phase: str, result: CellResult, policy: TimingPolicy) -> bool:
+    if phase == "warm-up":
+        return policy.warmup.is_done(result.warmup_ns)
+    return policy.is_satisfied(result.samples_ns)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows: one per cell, the unit of the table, the JSON record and the CSV
+
+
+def make_row(key: CellKey, result: CellResult, *, device: str | None, precision: str,
+             gflops: float, compile: bool = False, channels_last: bool = False,
+             peak_memory_bytes: int | None = None, peak_memory_kind: str | None = None,
+             paper: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything known about one cell; statistics only for cells that finished ("ok")."""
+    ok = result.error is None
+    samples_ms = [ns / NS_PER_MS for ns in result.samples_ns]
+    stats = summarize(samples_ms if ok else [])
+    mean_s = stats["mean_ms"] / 1000 if stats["mean_ms"] else None
+    return {
+        "variant": key.variant, "backend": key.backend, "device": device, "precision": precision,
+        "mode": key.mode, "size": key.size, "height": key.height, "width": key.width,
+        "batch": key.batch, "compile": compile, "channels_last": channels_last,
+        "status": "ok" if ok else "failed", "error": result.error,
+        **{k: v for k, v in stats.items() if k != "n"},
+        "n_samples": len(samples_ms),
+        "images_per_s": key.batch / mean_s if mean_s else None,
+        "first_call_ms": (result.first_call_ns / NS_PER_MS
+                          if result.first_call_ns is not None else None),
+        "warmup_count": len(result.warmup_ns), "warmup_stable": result.warmup_stable,
+        "gflops": gflops, "gflops_per_s": gflops / mean_s if mean_s else None,
+        "peak_memory_bytes": peak_memory_bytes, "peak_memory_kind": peak_memory_kind,
+        "paper_latency_ms": paper.get("latency_ms") if paper else None,
+        "paper_reference": dict(paper) if paper else None,
+        "confidence": confidence_statement(samples_ms) if ok and samples_ms else None,
+        "samples_ms": samples_ms, "warmup_ms": [ns / NS_PER_MS for ns in result.warmup_ns],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory-aware grouping and host description
+
+
+def plan_groups(keys: Sequence[CellKey], instance_bytes: Mapping[str, int],
+                budget_bytes: int | None) -> tuple[list[list[CellKey]], str]:
+    """Interleave every cell at once if all their backend instances fit in `budget_bytes`; else
+    one variant at a time (its backends still interleaved). Returns the groups and a label."""
+    instances = {(k.variant, k.backend) for k in keys}
+    needed = sum(instance_bytes[variant] for variant, _ in instances)
+    if budget_bytes is None or needed <= budget_bytes or len({k.variant for k in keys}) == 1:
+        return [list(keys)], "all cells"
+    groups: dict[str, list[CellKey]] = {}
+    for key in keys:
+        groups.setdefault(key.variant, []).append(key)
+    return list(groups.values()), (f"one variant at a time: the {len(instances)} models "
+                                   f"(~{needed / 2**30:.1f} GiB) exceed half the available memory")
+
+
+def _read_proc(path: str) -> str:
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
+        return handle.read()
+    return ""
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (then no memory-based grouping)."""
+    for line in _read_proc("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def host_info() -> dict[str, Any]:
+    """The host as it was during the run: CPU model, usable cores, load, memory, thread env vars."""
+    cpu_model = next((line.split(":", 1)[1].strip() for line in
+                      _read_proc("/proc/cpuinfo").splitlines()
+                      if line.startswith("model name")), platform.processor() or None)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                "TF_NUM_INTEROP_THREADS", "CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH",
+                "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
+    return {
+        "cpu_model": cpu_model, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+        "load_average_1_5_15": list(load) if load else None,
+        "memory_available_bytes": available_memory_bytes(),
+        "thread_env": {k: os.environ[k] for k in env_keys if k in os.environ},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole matrix: groups -> cells -> rounds -> rows
+
+
+def synthetic_batch(height: int, width: int, batch: int, seed: int) -> np.ndarray:
+    """(N, 3, H, W) float32: random RGB pixels preprocessed exactly like a VOC image (BGR, mean
+    subtracted), so every backend and mode sees the same realistic values."""
+    from bench.voc import preprocess
+
+    rng = np.random.default_rng([seed, height, width, batch])
+    return np.stack([preprocess(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+                     for _ in range(batch)])
+
+
+def paper_for(key: CellKey, reference: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The paper's figure belongs beside a row only for the paper's input (batch 1, its size)."""
+    if reference is None or key.batch != 1:
+        return None
+    match = re.search(r"(\d+)\s*[x×]\s*(\d+)", str(reference.get("input") or ""))
+    if match and (int(match[1]), int(match[2])) != (key.height, key.width):
+        return None
+    return reference
+
+
+@dataclass
+class LatencyRun:
+    """A finished matrix: one row per cell, environments per backend, how cells were scheduled."""
+
+    rows: list[dict[str, Any]]
+    environments: dict[str, dict[str, Any]]
+    interleaving: str
+    policies: dict[str, TimingPolicy]
+    host_before: dict[str, Any] = field(default_factory=dict)  # host_info() at the start
+    host_after: dict[str, Any] = field(default_factory=dict)  # ... and at the end (load!)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["status"] != "ok"]
+
+
+def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, precision: str,
+            gflops_of: Callable[[CellKey], float], instance_bytes: Mapping[str, int],
+            paper_of: Callable[[str], Mapping[str, Any] | None] = lambda variant: None,
+            requested_device: str = "auto", compile: bool = False, channels_last: bool = False,
+            warmup: int | None = None, iters: int | None = None, min_time_s: float | None = None,
+            seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> LatencyRun:
+    """Run every cell of `keys` (interleaved, see METHODOLOGY) and return one row per cell.
+
+    `factory(variant, backend)` builds a backend with weights loaded; `instance_bytes[variant]`
+    estimates one instance's host memory, to decide whether all instances fit at once.
+    """
+    host_before = host_info()
+    budget = available_memory_bytes()
+    groups, interleaving = plan_groups(keys, instance_bytes, budget // 2 if budget else None)
+    policies: dict[str, TimingPolicy] = {}
+
+    def policy_of(cell: BackendCell) -> TimingPolicy:
+        device = cell.device if cell.device in DEFAULT_POLICIES else "cpu"
+        policies[device] = policy_for(device, warmup=warmup, iters=iters, min_time_s=min_time_s)
+        return policies[device]
+
+    rows_by_key: dict[CellKey, dict[str, Any]] = {}
+    environments: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        pool = BackendPool(factory)
+        batches = {(k.height, k.width, k.batch): synthetic_batch(k.height, k.width, k.batch, seed)
+                   for k in group}
+        cells = [BackendCell(k, pool, batches[k.height, k.width, k.batch], precision)
+                 for k in group]
+        results = run_rounds(cells, policy_of, seed=seed, progress=progress)
+        for cell, result in zip(cells, results, strict=True):
+            rows_by_key[cell.key] = make_row(
+                cell.key, result, device=cell.device or requested_device, precision=precision,
+                gflops=gflops_of(cell.key), compile=compile, channels_last=channels_last,
+                peak_memory_bytes=(cell.timed_peak_memory_bytes(len(result.samples_ns))
+                                   if result.error is None else None),
+                peak_memory_kind=cell.peak_memory_kind,
+                paper=paper_for(cell.key, paper_of(cell.key.variant)))
+            cell.release()
+        for (_, name), backend in pool.instances():
+            if name not in environments:
+                with contextlib.suppress(Exception):  # a description must not sink the results
+                    environments[name] = dict(backend.environment())
+        pool.clear()
+    return LatencyRun([rows_by_key[k] for k in keys], environments, interleaving, policies,
+                      host_before, host_info())

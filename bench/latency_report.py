@@ -1,0 +1,277 @@
+"""Latency results as text: the console/GitHub table, CSV, Markdown, the JSON record and a plot.
+
+Framework-free (tabulate, matplotlib with the Agg backend); never imports torch or tensorflow.
+Rows are the dicts made by `bench.latency.make_row`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from bench.errors import UsageError
+from bench.latency import METHODOLOGY, LatencyRun
+from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
+
+OUTPUT_FORMATS = {".json": "json", ".csv": "csv", ".md": "md"}
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+TABLE_FORMATS = {"github": "github", "plain": "simple"}
+
+# Scalar row fields written to CSV, in order (samples are joined with ";" in `samples_ms`).
+CSV_FIELDS = ("variant", "backend", "device", "precision", "mode", "size", "batch", "compile",
+              "channels_last", "status", "error", "n_samples", "p50_ms", "p90_ms", "p99_ms",
+              "mean_ms", "std_ms", "min_ms", "max_ms", "images_per_s", "first_call_ms",
+              "warmup_count", "warmup_stable", "gflops", "gflops_per_s", "peak_memory_bytes",
+              "peak_memory_kind", "median_ci95_low_ms", "median_ci95_high_ms",
+              "p90_upper_bound_ms", "paper_latency_ms", "samples_ms")
+
+
+def output_kind(path: str | Path) -> str:
+    """json / csv / md from the file extension; anything else is a usage error (exit 2)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(f"--output {path}: unknown extension {suffix or '(none)'!r}; use "
+                         f"{', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_plot_path(path: str | Path) -> None:
+    if Path(path).suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot {path}: use one of {', '.join(PLOT_SUFFIXES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Number formatting: enough digits to compare, no more
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _sig(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}g}" if value < 10**digits else f"{value:.0f}"
+
+
+def _mib(value: int | None) -> str:
+    return "" if value is None else f"{value / 2**20:.0f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The table
+
+
+def _paper_notes(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[int, Mapping[str, Any]]]:
+    """Row index -> (footnote number, reference); one number per distinct reference."""
+    notes: dict[tuple, int] = {}
+    by_row: dict[int, tuple[int, Mapping[str, Any]]] = {}
+    for index, row in enumerate(rows):
+        ref = row.get("paper_reference")
+        if ref:
+            fingerprint = tuple(sorted((k, str(v)) for k, v in ref.items()))
+            number = notes.setdefault(fingerprint, len(notes) + 1)
+            by_row[index] = (number, ref)
+    return by_row
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], table_format: str = "plain") -> str:
+    """The headline table, one line per cell; FAILED cells stay in it with their error."""
+    paper = _paper_notes(rows)
+    any_failed = any(row["status"] != "ok" for row in rows)
+    headers = ["variant", "backend", "device", "precision", "mode", "size", "batch", "p50 ms",
+               "p90 ms", "p99 ms", "mean ms", "std ms", "img/s", "first call ms", "GFLOPs",
+               "GFLOP/s", "peak MiB", "paper ms", "status"]
+    if any_failed:
+        headers.append("error")
+    body = []
+    for index, row in enumerate(rows):
+        line = [row["variant"], row["backend"], row["device"], row["precision"], row["mode"],
+                row["size"], row["batch"], _ms(row["p50_ms"]), _ms(row["p90_ms"]),
+                _ms(row["p99_ms"]), _ms(row["mean_ms"]), _ms(row["std_ms"]),
+                _sig(row["images_per_s"]), _ms(row["first_call_ms"]), _sig(row["gflops"]),
+                _sig(row["gflops_per_s"]), _mib(row["peak_memory_bytes"]),
+                f"{row['paper_latency_ms']:g} [{paper[index][0]}]" if index in paper else "",
+                "ok" if row["status"] == "ok" else "FAILED"]
+        if any_failed:
+            line.append(row["error"] or "")
+        body.append(line)
+    return tabulate(body, headers=headers, tablefmt=TABLE_FORMATS[table_format],
+                    disable_numparse=True,
+                    colalign=("left",) * 6 + ("right",) * 12 + ("left",) * (len(headers) - 18))
+
+
+def footnotes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Paper sources, what "peak MiB" measured, and cells whose warm-up never settled."""
+    lines = []
+    seen: set[int] = set()
+    for number, ref in _paper_notes(rows).values():
+        if number not in seen:
+            seen.add(number)
+            details = "; ".join(str(ref[k]) for k in ("hardware", "input", "source", "note")
+                                if ref.get(k))
+            lines.append(f"[{number}] {ref['latency_ms']:g} ms: {details}")
+    if any(row["compile"] for row in rows):
+        lines.append("compiled: torch.compile (torch), tf.function(jit_compile=True) (tensorflow);"
+                     " compilation time is in first call ms")
+    if any(row["channels_last"] for row in rows):
+        lines.append("torch cells use the channels_last memory format (TensorFlow is NHWC)")
+    kinds = sorted({row["peak_memory_kind"] for row in rows if row.get("peak_memory_kind")})
+    lines += [f"peak MiB: {kind}" for kind in kinds]
+    unsettled = [f"{r['variant']}/{r['backend']}/{r['mode']}/{r['size']}" for r in rows
+                 if r["status"] == "ok" and r["warmup_stable"] is False]
+    if unsettled:
+        lines.append("warm-up reached its maximum before the CV threshold (times still drifting): "
+                     + ", ".join(unsettled))
+    return lines
+
+
+def backend_ratios(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """p50 of each other backend over the first, per matching cell: the cross-framework verdict."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    names = list(dict.fromkeys(row["backend"] for row in ok))
+    if len(names) < 2:
+        return []
+    index = {(r["variant"], r["mode"], r["size"], r["batch"], r["backend"]): r for r in ok}
+    lines = []
+    for other in names[1:]:
+        parts = []
+        for row in ok:
+            if row["backend"] != names[0]:
+                continue
+            match = index.get((row["variant"], row["mode"], row["size"], row["batch"], other))
+            if match:
+                parts.append(f"{row['variant']} {row['mode']} {row['size']}: "
+                             f"{match['p50_ms'] / row['p50_ms']:.2f}")
+        if parts:
+            lines.append(f"p50 {other} / {names[0]} (>1: {names[0]} faster): " + "; ".join(parts))
+    return lines
+
+
+def host_line(run: LatencyRun) -> str:
+    """The host and its load during the run: a loaded machine explains noisy numbers."""
+    before, after = run.host_before, run.host_after
+    cpus = before.get("usable_cpus") or 1
+    text = f"host: {before.get('cpu_model')}, {cpus} usable CPUs"
+    if before.get("load_average_1_5_15") and after.get("load_average_1_5_15"):
+        start, end = before["load_average_1_5_15"][0], after["load_average_1_5_15"][0]
+        text += f", 1-min load average {start:.1f} at start, {end:.1f} at end"
+        # At the start the load is other processes'; at the end it includes this run's own
+        # threads (up to one per CPU), so only the excess over that counts.
+        if start > 0.5 * cpus or end > 1.5 * cpus:
+            text += " (other processes competed for the CPUs: expect noisy timings)"
+    return text
+
+
+def render_text(run: LatencyRun, table_format: str = "plain") -> str:
+    """Table, footnotes, backend ratios and the host's load, as printed to the console."""
+    parts = [format_table(run.rows, table_format), ""]
+    parts += footnotes(run.rows) + backend_ratios(run.rows) + [host_line(run)]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def make_latency_record(run: LatencyRun, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON record: provenance (records.make_record), options, environment, rows, method."""
+    environment = {"host": run.host_before, "host_after": run.host_after,
+                   "backends": run.environments}
+    return make_record(
+        "latency", rows=run.rows, environment=environment,
+        options={**options, "interleaving": run.interleaving,
+                 "policies": {device: policy.describe() for device, policy in
+                              run.policies.items()}},
+        methodology=METHODOLOGY)
+
+
+def run_from_record(record: Mapping[str, Any]) -> LatencyRun:
+    """A stored latency record back as a LatencyRun, to re-render its table or Markdown."""
+    if record.get("kind") != "latency":
+        raise UsageError(f"not a latency record (kind {record.get('kind')!r})")
+    environment = record["environment"]
+    return LatencyRun(list(record["rows"]), dict(environment["backends"]),
+                      record["options"]["interleaving"], {}, dict(environment["host"]),
+                      dict(environment.get("host_after") or {}))
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        confidence = row.get("confidence") or {}
+        ci = confidence.get("median_ci95_ms") or (None, None)
+        flat = {**row, "median_ci95_low_ms": ci[0], "median_ci95_high_ms": ci[1],
+                "p90_upper_bound_ms": confidence.get("p90_upper_bound_ms"),
+                "samples_ms": ";".join(f"{s:.4f}" for s in row["samples_ms"])}
+        writer.writerow({key: "" if flat.get(key) is None else flat[key] for key in CSV_FIELDS})
+    return buffer.getvalue()
+
+
+def markdown_text(record: Mapping[str, Any], run: LatencyRun) -> str:
+    """A self-contained report: when/where, the GitHub table, notes, the environment, the method."""
+    prov = record["provenance"]
+    git = prov["git"]
+    lines = [
+        "# fcn-bench latency", "",
+        f"{prov['utc_time']}, commit {git['commit'] or 'unknown'}"
+        f"{' (dirty)' if git['dirty'] else ''}; {host_line(run)}.", "",
+        format_table(run.rows, "github"), "",
+    ]
+    lines += [f"- {note}" for note in footnotes(run.rows) + backend_ratios(run.rows)]
+    lines += ["", "## Environment", ""]
+    for name, env in run.environments.items():
+        lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    options = record["options"]
+    lines += ["", "## Method", "", f"Interleaving: {options['interleaving']}. "
+              + " ".join(f"{device}: {text}." for device, text in options["policies"].items()),
+              "", METHODOLOGY, ""]
+    return "\n".join(lines)
+
+
+def write_output(path: str | Path, record: Mapping[str, Any], run: LatencyRun) -> None:
+    """Write the record as .json, .csv or .md (atomically: never half a file)."""
+    kind = output_kind(path)
+    if kind == "json":
+        write_json(path, record)
+    elif kind == "csv":
+        atomic_write_text(path, csv_text(run.rows))
+    else:
+        atomic_write_text(path, markdown_text(record, run))
+
+
+def write_plot(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Latency distribution per finished cell (box = quartiles, points = every raw sample)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    ok = [row for row in rows if row["status"] == "ok" and row["samples_ms"]]
+    if not ok:
+        raise UsageError(f"--plot {path}: no cell finished, nothing to plot")
+    labels = [f"{r['variant']} {r['backend']} {r['mode']} {r['size']} bs{r['batch']}" for r in ok]
+    figure, axes = plt.subplots(figsize=(0.6 * len(ok) + 3, 6))
+    axes.boxplot([r["samples_ms"] for r in ok], showfliers=False)
+    for position, row in enumerate(ok, start=1):
+        axes.plot([position] * len(row["samples_ms"]), row["samples_ms"], "o", alpha=0.4,
+                  markersize=3, color="tab:blue")
+    axes.set_xticks(range(1, len(ok) + 1), labels, rotation=60, ha="right", fontsize=8)
+    values = [s for r in ok for s in r["samples_ms"]]
+    if max(values) / max(min(values), 1e-9) > 20:
+        axes.set_yscale("log")  # cells of very different cost share one readable axis
+    axes.set_ylabel("latency per call (ms)")
+    axes.set_title(f"fcn-bench latency ({', '.join(sorted({r['device'] for r in ok}))}, "
+                   f"{ok[0]['precision']})")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=120)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
