@@ -66,7 +66,7 @@ class BenchSettings:
 
 @pytest.fixture(scope="session")
 def bench_settings(request: pytest.FixtureRequest) -> BenchSettings:
-    from commands.latency import parse_size
+    from commands._options import parse_size
 
     height, width = parse_size(request.config.getoption("--fcn-size"))
     return BenchSettings(height, width, request.config.getoption("--fcn-device"),

@@ -33,6 +33,7 @@ from bench.golden import (
     render_golden,
     run_golden,
 )
+from bench.outputs import check_writable
 from bench.records import atomic_write_text, write_json
 from bench.spec import VARIANTS
 
@@ -109,6 +110,10 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     """
     from backends import BACKEND_NAMES, RunOptions, create_backend
 
+    if output is not None:
+        check_writable(output, what="golden record")
+    if record is not None:
+        check_writable(record, what="golden record")
     names = _backends(backend_names)
     selected = list(variants) or list(VARIANTS)
     tolerances = load_tolerances(tolerances_file)

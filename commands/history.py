@@ -17,6 +17,7 @@ from bench.history import (
     render_history,
     write_csv,
 )
+from bench.outputs import check_writable
 
 
 @click.command(name="history")
@@ -42,6 +43,9 @@ def command(directory: Path, fmt: str, metrics: tuple[str, ...], plot: Path | No
       python cli.py history results/ --format github
       python cli.py history results/ --plot history.png --csv history.csv --metric p90_ms
     """
+    for path, what in ((plot, "plot"), (csv_path, "CSV")):
+        if path is not None:
+            check_writable(path, what=what)
     frame = load_history(directory, metrics or DEFAULT_METRICS)
     if csv_path is not None:
         write_csv(frame, csv_path)

@@ -7,7 +7,6 @@ through backends.create_backend, inside the command.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -34,19 +33,12 @@ from bench.latency_report import (
     write_output,
     write_plot,
 )
+from bench.outputs import check_writable
 from bench.references import paper_latency_ms
 from bench.spec import VARIANTS, build_spec
+from commands._options import parse_size
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _CPU, _GPU = DEFAULT_POLICIES["cpu"], DEFAULT_POLICIES["cuda"]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'375x500' -> (375, 500): height x width, both >= 1."""
-    match = _SIZE.match(text)
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise click.BadParameter(f"{text!r} is not a size; write HEIGHTxWIDTH, e.g. 500x500")
-    return int(match[1]), int(match[2])
 
 
 def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
@@ -163,8 +155,10 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
     # Option-level checks first: nothing runs if the command line is wrong (exit 2).
     for output in outputs:
         output_kind(output)
+        check_writable(output, what="latency results")
     if plot:
         check_plot_path(plot)
+        check_writable(plot, what="plot")
     names = resolve_backends(backend_names)
     modes = default_modes(device) if mode is None else MODES if mode == "both" else (mode,)
     variants = tuple(dict.fromkeys(variants)) or VARIANTS

@@ -13,14 +13,13 @@ import numpy as np
 
 from backends.base import PRECISIONS
 from bench.spec import VARIANTS
-from commands._options import device_option
-from commands.latency import parse_size
+from commands._options import device_option, parse_size
 
 REFERENCE = "reference"
 
 
 def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    """--size HxW -> (H, W), with the one HxW parser the latency command defines."""
+    """--size HxW -> (H, W), with the one HxW parser shared by the commands."""
     return parse_size(value)
 
 

@@ -34,7 +34,7 @@ def latency_record(cells: dict[str, list[float]], *, calibration_ms: float | Non
         if status and variant in status:
             result = CellResult(error=status[variant])
         rows.append(make_row(key, result, device="cpu", precision="fp32", gflops=1.0))
-    record = make_latency_record(LatencyRun(rows, {}, "all cells", {}), {}, host={})
+    record = make_latency_record(LatencyRun(rows, {}, "all cells", {}), {})
     if calibration_ms is not None:
         record["calibration_ms"] = calibration_ms
     return record

@@ -676,7 +676,12 @@ def test_real_backend_smoke_run(name, tmp_path):
         assert row["first_call_ms"] > 0 and row["gflops"] > 0
     env = record["environment"]["backends"][name]
     assert env["framework_version"] and env["precision"] == "fp32"
-    assert env["intra_op_threads"] == 1
+    if name == "tensorflow" and env.get("threads_note"):
+        # TF fixes its thread pools when it first runs (earlier tests in this process): the
+        # request cannot apply, and the record must say so rather than claim 1 thread.
+        assert "already initialised" in env["threads_note"] and env["intra_op_threads"] != 1
+    else:
+        assert env["intra_op_threads"] == 1
 
 
 @pytest.mark.slow
