@@ -41,7 +41,7 @@ def _reference_grads(spec, params, recipe, pairs, seeds):
     variables = [model.params[name] for name in names]
     total = [tf.zeros_like(v) for v in variables]
     for (image, label), seed in zip(pairs, seeds, strict=True):
-        model._dropout_rng.reset_from_seed(seed)
+        model.reseed_dropout(seed)
         with tf.GradientTape() as tape:
             tape.watch(variables)
             scores = model(tf.constant(image.transpose(1, 2, 0)[None]), training=True)

@@ -81,6 +81,10 @@ class FcnModule(tf.Module):
         }
         self._dropout_rng = tf.random.Generator.from_seed(seed)
 
+    def reseed_dropout(self, seed: int) -> None:
+        """Restart the dropout stream: the trainer reseeds per iteration so resume is exact."""
+        self._dropout_rng.reset_from_seed(seed)
+
     # -- weights in canonical layout -------------------------------------------------------
 
     def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:

@@ -117,7 +117,7 @@ class TensorflowTrainer:
         images, labels = self._inputs(image, label)
         # Dropout masks come from the model's stateless generator; resetting it per forward pass
         # makes them a function of (seed, iteration, image), hence resumable.
-        self.model._dropout_rng.reset_from_seed(dropout_seed)
+        self.model.reseed_dropout(dropout_seed)
         with devices.precision_scope(FP32), tf.device(self._tf_device):
             return float(self._train_step(images, labels))
 
