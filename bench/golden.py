@@ -42,7 +42,7 @@ from bench.latency import describe_error
 from bench.metrics import ConfusionMatrix
 from bench.parity import compare_blob, label_agreement
 from bench.records import REPO_ROOT, make_record
-from bench.spec import VARIANTS, Conv, Crop, Dropout, FcnSpec, Scale, Sum, build_spec
+from bench.spec import VARIANTS, Conv, Crop, Dropout, FcnSpec, Layer, Scale, Sum, build_spec
 from bench.synthetic import make_voc
 from bench.voc import VOCDataset, read_id_list, voc_dir
 
@@ -107,14 +107,19 @@ def golden_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
 # Faults, for proving that the suite notices broken geometry (tests, docs/ci.md)
 
 
+def _replace_layer(spec: FcnSpec, name: str, kind: type, make: Callable[[Any], Layer]) -> FcnSpec:
+    """A copy of `spec` whose layer `name` (which must be a `kind`) is replaced by make(layer)."""
+    layer = spec.layer(name)
+    if not isinstance(layer, kind):
+        raise UsageError(f"{spec.variant}: {name!r} is not a {kind.__name__} layer")
+    layers = tuple(make(item) if item.name == name else item for item in spec.layers)
+    return dataclasses.replace(spec, layers=layers)
+
+
 def with_crop_offset(spec: FcnSpec, crop: str, delta: int) -> FcnSpec:
     """A copy of `spec` whose Crop layer `crop` is `delta` pixels off its derived offset."""
-    layer = spec.layer(crop)
-    if not isinstance(layer, Crop):
-        raise UsageError(f"{spec.variant}: {crop!r} is not a Crop layer")
-    layers = tuple(dataclasses.replace(item, offset=item.offset + delta) if item.name == crop
-                   else item for item in spec.layers)
-    return dataclasses.replace(spec, layers=layers)
+    return _replace_layer(spec, crop, Crop,
+                          lambda layer: dataclasses.replace(layer, offset=layer.offset + delta))
 
 
 def without_skip(spec: FcnSpec, fuse: str) -> FcnSpec:
@@ -123,23 +128,14 @@ def without_skip(spec: FcnSpec, fuse: str) -> FcnSpec:
     The blob keeps its name (an identity Dropout at inference), so every later layer and every
     parameter stay in place: only the fusion is gone.
     """
-    layer = spec.layer(fuse)
-    if not isinstance(layer, Sum):
-        raise UsageError(f"{spec.variant}: {fuse!r} is not a Sum layer")
-    layers = tuple(Dropout(item.name, layer.bottoms[0]) if item.name == fuse else item
-                   for item in spec.layers)
-    return dataclasses.replace(spec, layers=layers)
+    return _replace_layer(spec, fuse, Sum, lambda layer: Dropout(layer.name, layer.bottoms[0]))
 
 
 def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
     """A copy of `spec` whose Conv `conv` pads `delta` more (crop offsets left as derived before),
     like a port that drops or changes the pad of 100 but keeps the published offsets."""
-    layer = spec.layer(conv)
-    if not isinstance(layer, Conv):
-        raise UsageError(f"{spec.variant}: {conv!r} is not a Conv layer")
-    layers = tuple(dataclasses.replace(item, pad=item.pad + delta) if item.name == conv
-                   else item for item in spec.layers)
-    return dataclasses.replace(spec, layers=layers)
+    return _replace_layer(spec, conv, Conv,
+                          lambda layer: dataclasses.replace(layer, pad=layer.pad + delta))
 
 
 def geometry_faults(spec: FcnSpec) -> list[tuple[str, Callable[[FcnSpec], FcnSpec]]]:
