@@ -588,3 +588,40 @@ def check_resume_is_exact(backend: str, data_root: Path, tmp: Path) -> None:
             np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
     # ...and the run really moved: the momentum is not still zero.
     assert any(np.abs(v).max() > 0 for v in straight.values())
+
+
+def caffe_softmax_loss(scores_nchw: np.ndarray, labels: np.ndarray, normalize: bool) -> float:
+    """Caffe SoftmaxWithLoss written out in float64, independent of both frameworks.
+
+    Sum over pixels whose label is not 255 of -log softmax(scores)[label]; with normalize, divided
+    by the number of such pixels (floored at 1, Caffe's VALID mode). scores (1, C, H, W).
+    """
+    logits = scores_nchw[0].astype(np.float64)
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
+    total, count = 0.0, 0
+    for (row, col), label in np.ndenumerate(labels[0]):
+        if label != 255:
+            total -= log_softmax[label, row, col]
+            count += 1
+    return total / max(count, 1) if normalize else total
+
+
+def loss_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random (1, 21, 5, 7) scores of magnitude ~10 and labels with a void border."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal((1, 21, 5, 7)) * 10).astype(np.float32)
+    labels = rng.integers(0, 21, (1, 5, 7))
+    labels[:, 0, :] = 255
+    labels[:, :, -1] = 255
+    return scores, labels
+
+
+def test_caffe_softmax_loss_reference_itself():
+    # Uniform scores: every valid pixel costs ln(21); 4 x 6 = 24 valid pixels of 35.
+    labels = np.zeros((1, 5, 7), np.int64)
+    labels[:, 0, :] = 255
+    labels[:, :, -1] = 255
+    uniform = np.zeros((1, 21, 5, 7), np.float32)
+    assert np.isclose(caffe_softmax_loss(uniform, labels, False), 24 * np.log(21))
+    assert np.isclose(caffe_softmax_loss(uniform, labels, True), np.log(21))

@@ -12,9 +12,11 @@ tf = pytest.importorskip("tensorflow")
 
 from test_train import (  # noqa: E402
     NARROW,
+    caffe_softmax_loss,
     check_caffe_step,
     check_learns,
     check_resume_is_exact,
+    loss_case,
     make_tiny_data,
     tiny_image,
 )
@@ -95,3 +97,15 @@ def test_short_run_learns_generated_data(tiny_data, tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
     check_resume_is_exact("tensorflow", tiny_data, tmp_path)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_loss_is_caffe_softmax_with_loss(normalize):
+    """The heavy recipe's learning rates assume the SUM over non-void pixels (pitfall 3)."""
+    scores, labels = loss_case()
+    loss = summed_pixel_loss(tf.constant(scores.transpose(0, 2, 3, 1)),
+                             tf.constant(labels.astype(np.int32)), normalize)
+    expected = caffe_softmax_loss(scores, labels, normalize)
+    assert np.isclose(float(loss), expected, rtol=1e-5)
+    if not normalize:
+        assert expected > 100  # 24 valid pixels with ~10-magnitude logits: a sum, not a mean

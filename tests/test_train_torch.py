@@ -12,9 +12,11 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from test_train import (  # noqa: E402
     NARROW,
+    caffe_softmax_loss,
     check_caffe_step,
     check_learns,
     check_resume_is_exact,
+    loss_case,
     make_tiny_data,
     tiny_image,
 )
@@ -115,3 +117,14 @@ def test_cli_nan_stops_and_keeps_the_last_snapshot(tiny_data, tmp_path):
     load_archive(SnapshotPaths.at(out, "fcn32s", 1).weights, build_spec("fcn32s",
                                                                         width_divisor=NARROW))
     assert not [p for p in (out / "snapshots").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_loss_is_caffe_softmax_with_loss(normalize):
+    """The heavy recipe's learning rates assume the SUM over non-void pixels (pitfall 3)."""
+    scores, labels = loss_case()
+    loss = summed_pixel_loss(torch.from_numpy(scores), torch.from_numpy(labels), normalize)
+    expected = caffe_softmax_loss(scores, labels, normalize)
+    assert np.isclose(float(loss), expected, rtol=1e-5)
+    if not normalize:
+        assert expected > 100  # 24 valid pixels with ~10-magnitude logits: a sum, not a mean
