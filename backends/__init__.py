@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
+
+import numpy as np
 
 from backends.base import Backend, RunOptions
-from bench.errors import BackendUnavailable, UsageError
+from bench.errors import BackendUnavailable, UsageError, WeightsError
 
 # name -> (module implementing `BACKEND_CLASS`, framework import name, pip extra)
 _REGISTRY = {
@@ -20,7 +23,7 @@ ALIASES = {"tf": "tensorflow", "pytorch": "torch"}
 BACKEND_NAMES = tuple(_REGISTRY)
 
 __all__ = ["BACKEND_NAMES", "Backend", "RunOptions", "available_backends", "canonical_name",
-           "create_backend", "get_backend", "unavailable_reason"]
+           "create_backend", "get_backend", "read_torch_state_dict", "unavailable_reason"]
 
 
 def canonical_name(name: str) -> str:
@@ -58,3 +61,11 @@ def get_backend(name: str) -> type[Backend]:
 
 def create_backend(name: str, spec, options: RunOptions | None = None) -> Backend:
     return get_backend(name)(spec, options)
+
+
+def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+    """A .pth state dict as numpy (backends/torch/pth.py, weights_only); torch imported now."""
+    if unavailable_reason("torch"):
+        raise WeightsError(path, "is a PyTorch file; reading it needs torch: pip install "
+                                 "'fcn-bench[torch]'")
+    return importlib.import_module("backends.torch.pth").read_state_dict(Path(path))

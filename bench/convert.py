@@ -9,12 +9,12 @@ Sources, recognised from their CONTENT (never the file name):
     vgg16_weights_tf_dim_ordering_tf_kernels.h5,
   * a .pth state dict with the canonical FCN names (e.g. wkentaro/pytorch-fcn's converted models),
   * or nothing: `convert_random` writes `bench.init.random_params`.
-The .pth reader is backends/torch/pth.py, imported only when the content is a torch file.
+A .pth needs torch to read; bench never imports it: callers pass `read_pth` (the convert command
+passes `backends.read_torch_state_dict`, which imports torch only for a torch file).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 import time
@@ -144,7 +144,8 @@ def detect_format(path: str | Path) -> str:
 def convert(source: str | Path, output: str | Path, *, variant: str | None = None,
             init_for: str | None = None, pth_convention: str = "torchvision",
             num_classes: int = 21, force: bool = False,
-            progress: Progress | None = None) -> Conversion:
+            progress: Progress | None = None,
+            read_pth: Callable[[Path], Mapping[str, np.ndarray]] | None = None) -> Conversion:
     """Convert `source` into an archive at `output` (written atomically, complete or absent).
 
     `variant` is needed only where the content cannot tell (e.g. pytorch-fcn's at-once model,
@@ -152,6 +153,7 @@ def convert(source: str | Path, output: str | Path, *, variant: str | None = Non
     `init_for` (VGG16 sources only) picks the FCN variant to initialise (default fcn32s).
     `pth_convention` says which input convention a VGG16 .pth expects: "torchvision" (RGB,
     0-1, std-normalised: folded into conv1_1) or "caffe" (e.g. pytorch-fcn's vgg16_from_caffe).
+    `read_pth(path)` reads a PyTorch file into numpy arrays (framework code, so it is injected).
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
@@ -173,7 +175,10 @@ def convert(source: str | Path, output: str | Path, *, variant: str | None = Non
         params, metadata = _from_named_layers(source, layers, "caffe", variant, init_for,
                                               num_classes, source_sha)
     elif source_format == "torch":
-        state = _read_pth(source)
+        if read_pth is None:
+            raise WeightsError(source, "is a PyTorch file; this caller cannot read .pth files "
+                                       "(use `python cli.py convert`)")
+        state = read_pth(source)
         params, metadata = _from_state_dict(source, state, variant, init_for, pth_convention,
                                             num_classes, source_sha)
     else:  # hdf5
@@ -461,18 +466,7 @@ def _width_divisor(path: Path, conv1_1_blobs: list[np.ndarray]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# PyTorch .pth (read in backends/torch/pth.py)
-
-
-def _read_pth(path: Path) -> dict[str, np.ndarray]:
-    try:
-        reader = importlib.import_module("backends.torch.pth")
-    except ImportError as error:
-        if getattr(error, "name", None) == "torch":
-            raise WeightsError(path, "is a PyTorch file; reading it needs torch: pip install "
-                               "'fcn-bench[torch]'") from None
-        raise
-    return reader.read_state_dict(path)
+# PyTorch state dicts (read by the injected `read_pth`)
 
 
 def _from_state_dict(path: Path, state: Mapping[str, np.ndarray], variant: str | None,

@@ -1,13 +1,14 @@
 """`convert`: weights from Caffe / PyTorch / Keras / safetensors (or random) -> the neutral archive.
 
 Thin: parses options, shows progress, prints one summary line. The work is bench/convert.py;
-torch is imported (by backends/torch/pth.py) only when the input is a .pth file.
+torch is imported (backends.read_torch_state_dict) only when the input is a .pth file.
 """
 
 from __future__ import annotations
 
 import click
 
+from backends import read_torch_state_dict
 from bench.errors import UsageError
 from bench.spec import VARIANTS
 
@@ -74,7 +75,7 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
     try:
         result = convert(paths[0], paths[1], variant=variant, init_for=init_for,
                          pth_convention=pth_convention, num_classes=num_classes, force=force,
-                         progress=bars)
+                         progress=bars, read_pth=read_torch_state_dict)
     finally:
         bars.close()
     rate = result.source_bytes / 2**20 / max(result.seconds, 1e-9)

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 
+import bench.convert
+from backends import read_torch_state_dict
 from bench.caffe import write_caffemodel
 from bench.convert import (
     KERAS_NAMES,
@@ -20,7 +22,6 @@ from bench.convert import (
     TORCHVISION_NAMES,
     TORCHVISION_STD_RGB,
     TRUNK_LAYERS,
-    convert,
     convert_random,
     detect_format,
     fold_torchvision_conv1_1,
@@ -33,6 +34,19 @@ from bench.weights import load_archive, sha256_file
 from cli import cli
 
 NARROW = 16  # conv1_1 has 4 filters, fc6/fc7 256: every code path, tiny files
+
+def convert(source, output, **options):
+    """bench.convert.convert as the convert command calls it (with the torch .pth reader)."""
+    return bench.convert.convert(source, output, read_pth=read_torch_state_dict, **options)
+
+
+def test_library_callers_without_a_pth_reader_get_a_clear_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match=r"is a PyTorch file; this caller cannot read \.pth"):
+        bench.convert.convert(path, tmp_path / "out.safetensors")
+
 
 
 # ----------------------------------------------------------------------------------------------
