@@ -28,7 +28,7 @@ import numpy as np
 from bench import __version__
 from bench.caffe import read_caffemodel
 from bench.errors import UsageError, WeightsError
-from bench.init import fixed_params, random_params
+from bench.init import fixed_params, new_layer_params, random_params
 from bench.outputs import check_writable
 from bench.spec import VARIANTS, VGG16_STAGES, Conv, FcnSpec, build_spec
 from bench.voc import MEAN_BGR
@@ -602,11 +602,7 @@ def vgg16_init_params(trunk: Trunk, spec: FcnSpec, path: str | Path = "<vgg16>"
             params[key] = value
     if problems:
         raise WeightsError(path, "VGG16 weights do not fit the FCN trunk: " + "; ".join(problems))
-    for layer in spec.layers:
-        if isinstance(layer, Conv) and layer.zero_init:
-            params[f"{layer.name}.weight"] = np.zeros(shapes[f"{layer.name}.weight"], np.float32)
-            params[f"{layer.name}.bias"] = np.zeros(shapes[f"{layer.name}.bias"], np.float32)
-    params.update(fixed_params(spec))
+    params.update(new_layer_params(spec))
     return {p.name: params[p.name] for p in spec.parameters()}
 
 

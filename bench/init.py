@@ -37,6 +37,31 @@ def fixed_params(spec: FcnSpec) -> dict[str, np.ndarray]:
     return params
 
 
+def new_layer_params(spec: FcnSpec) -> dict[str, np.ndarray]:
+    """What the reference surgery writes on a fresh net, beside the copied trunk.
+
+    Score layers zero (no filler in the prototxts = Caffe's constant 0), bilinear upsampling
+    kernels and the at-once scales (`fixed_params`).
+    """
+    params = fixed_params(spec)
+    for layer in spec.layers:
+        if isinstance(layer, Conv) and layer.zero_init:
+            params[f"{layer.name}.weight"] = np.zeros(
+                (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel), np.float32)
+            params[f"{layer.name}.bias"] = np.zeros(layer.out_channels, np.float32)
+    return params
+
+
+def placeholder_params(spec: FcnSpec) -> dict[str, np.ndarray]:
+    """A freshly built module before weights are loaded: zero trunk + `new_layer_params`.
+
+    The same in every backend, so two fresh modules compute the same (trivial) function.
+    """
+    params = {p.name: np.zeros(p.shape, np.float32) for p in spec.parameters()}
+    params.update(new_layer_params(spec))
+    return params
+
+
 def random_params(spec: FcnSpec, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic random weights for every tensor of `spec` (same seed -> same bytes anywhere).
 

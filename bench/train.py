@@ -32,13 +32,19 @@ from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
-from bench.init import fixed_params, random_params
+from bench.init import fixed_params, new_layer_params, random_params
 from bench.metrics import ConfusionMatrix, evaluation_record
 from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
 from bench.spec import NUM_CLASSES, Conv, FcnSpec, build_spec
 from bench.voc import prefetch
 from bench.weights import BACKBONE as VGG16
-from bench.weights import detect_variant, load_archive, save_archive, spec_from_archive
+from bench.weights import (
+    detect_variant,
+    load_archive,
+    save_archive,
+    sha256_file,
+    spec_from_archive,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Recipes (fcn_facts.md §5). Iterations count solver updates, as Caffe's `iter` does; one update
@@ -278,10 +284,7 @@ def random_initial_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
     """
     params = random_params(spec, seed)
     params["conv1_1.weight"] /= np.float32(RANDOM_INPUT_SCALE)
-    for layer in spec.layers:
-        if isinstance(layer, Conv) and layer.zero_init:
-            params[f"{layer.name}.weight"][...] = 0
-            params[f"{layer.name}.bias"][...] = 0
+    params.update(new_layer_params(spec))
     return params
 
 
@@ -431,16 +434,9 @@ class SnapshotPaths:
             path.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def data_fingerprint(train_ids: Sequence[str], val_ids: Sequence[str]) -> str:
-    """Hash of the ordered id lists: the sampler's order depends on them, so resume checks it."""
+def id_lists_fingerprint(train_ids: Sequence[str], val_ids: Sequence[str]) -> str:
+    """Hash of the ordered id lists (not file contents): the sampler's order depends on them,
+    so resume checks it. Unlike runner.data_fingerprint, which hashes the label files."""
     digest = hashlib.sha256()
     for name, ids in (("train", train_ids), ("val", val_ids)):
         digest.update(f"{name}:{len(ids)}\n".encode())
@@ -466,8 +462,8 @@ def save_snapshot(out_dir: Path, config: TrainConfig, iteration: int,
     record = make_record(
         "train-solver-state", iteration=iteration, config=config.to_json(),
         sampler=sampler.state(), images_per_update=config.recipe.iter_size,
-        weights_file=paths.weights.name, weights_sha256=_sha256(paths.weights),
-        solver_file=paths.solver.name, solver_sha256=_sha256(paths.solver), **extra)
+        weights_file=paths.weights.name, weights_sha256=sha256_file(paths.weights),
+        solver_file=paths.solver.name, solver_sha256=sha256_file(paths.solver), **extra)
     write_json(paths.state, record)
     return paths
 
@@ -523,7 +519,7 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
                             f"{'; '.join(changed)}; resume with the original settings or start "
                             f"a new --out")
     for path, key in ((paths.weights, "weights_sha256"), (paths.solver, "solver_sha256")):
-        if not path.is_file() or _sha256(path) != record[key]:
+        if not path.is_file() or sha256_file(path) != record[key]:
             raise WeightsError(path, "missing or does not match the hash in its solver state; "
                                "delete this snapshot to resume from the previous one")
     params, _ = load_archive(paths.weights, spec)

@@ -20,8 +20,8 @@ from bench.train import (
     RANDOM_INIT,
     RECIPES,
     TrainConfig,
-    data_fingerprint,
     get_recipe,
+    id_lists_fingerprint,
     list_snapshots,
     load_init,
     load_resume_state,
@@ -139,7 +139,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         raise UsageError("data-parallel training (torchrun) is implemented for the torch "
                          "backend only; run the tensorflow backend as one process")
     train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
-    fingerprint = data_fingerprint(train_set.ids, val_ids)
+    fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
     resume_state = (load_resume_state(out_dir, config, spec, fingerprint, world_size)
                     if resume else None)

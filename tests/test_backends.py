@@ -368,3 +368,17 @@ def test_torch_channels_last_computes_the_same_scores():
     assert backend.environment()["channels_last"] is True
     np.testing.assert_allclose(backend.predict(batch), reference, rtol=0,
                                atol=1e-5 * np.abs(reference).max())
+
+
+def test_fresh_modules_hold_the_same_placeholder_values_in_both_backends():
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    from backends.tensorflow.model import FcnModule as TfModule
+    from backends.torch.model import FcnModule as TorchModule
+    from bench.init import placeholder_params
+
+    spec = build_spec("fcn8s-atonce", width_divisor=32)
+    expected = placeholder_params(spec)
+    for module in (TorchModule(spec), TfModule(spec)):
+        got = module.canonical_params()
+        assert all(np.array_equal(got[name], expected[name]) for name in expected)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.init import bilinear_filter, bilinear_upsample_weight, fixed_params, random_params
+from bench.init import (
+    bilinear_filter,
+    bilinear_upsample_weight,
+    fixed_params,
+    new_layer_params,
+    placeholder_params,
+    random_params,
+)
 from bench.spec import VARIANTS, build_spec
 
 
@@ -52,3 +59,16 @@ def test_random_params_are_he_scaled():
     weight = random_params(spec, 0)["conv3_2.weight"]
     fan_in = weight.shape[1] * 9
     assert abs(weight.std() - np.sqrt(2 / fan_in)) < 0.05 * np.sqrt(2 / fan_in)
+
+
+def test_new_layer_params_are_the_reference_surgery():
+    spec = build_spec("fcn8s-atonce", width_divisor=16)
+    params = new_layer_params(spec)
+    assert set(params) == {"score_fr.weight", "score_fr.bias", "score_pool4.weight",
+                           "score_pool4.bias", "score_pool3.weight", "score_pool3.bias",
+                           *fixed_params(spec)}
+    assert not any(params[name].any() for name in params if name.startswith("score"))
+    placeholder = placeholder_params(spec)
+    assert {k: v.shape for k, v in placeholder.items()} == spec.param_shapes()
+    assert not placeholder["conv1_1.weight"].any()
+    assert np.array_equal(placeholder["upscore8.weight"], params["upscore8.weight"])

@@ -34,8 +34,8 @@ from bench.train import (
     TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
-    data_fingerprint,
     dropout_seed,
+    id_lists_fingerprint,
     initial_params,
     list_snapshots,
     load_init,
@@ -301,7 +301,7 @@ def _setup(tmp_path, iters=6, **overrides):
                          snapshot_every=overrides.pop("snapshot_every", 2),
                          width_divisor=NARROW, log_every=1, val_split="fake", **overrides)
     train, val = FakeDataset(7, "train"), FakeDataset(3, "val")
-    fingerprint = data_fingerprint(train.ids, val.ids)
+    fingerprint = id_lists_fingerprint(train.ids, val.ids)
     params = random_initial_params(spec, 0)
     return spec, config, train, val, fingerprint, params
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bench.init import fixed_params
+from bench.init import placeholder_params
 from bench.spec import Conv, Crop, Dropout, FcnSpec, Layer, MaxPool, Scale, Sum, Upsample
 from bench.weights import check_params
 
@@ -60,10 +60,10 @@ def caffe_max_pool(x: tf.Tensor, kernel: int, stride: int) -> tf.Tensor:
 class FcnModule(tf.Module):
     """One FCN variant: __call__(NHWC images, training=False) -> NHWC scores.
 
-    Freshly built, the fixed tensors hold their reference values (bilinear kernels, at-once
-    scales), score layers are zero like Caffe's default filler and the trunk is He-normal from
-    `seed`; load real or `bench.init.random_params` weights with `load_canonical`. `training=True`
-    turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
+    Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
+    layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
+    as the torch module): load real or `bench.init.random_params` weights with `load_canonical`.
+    `training=True` turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
     """
 
     def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32):
@@ -71,7 +71,7 @@ class FcnModule(tf.Module):
         self.spec = spec
         self.compute_dtype = compute_dtype
         self._layouts = {p.name: p.layout for p in spec.parameters()}
-        initial = _initial_params(spec, seed)
+        initial = placeholder_params(spec)
         # Canonical name -> variable (TF layout). A dict attribute is tracked by tf.Module, so
         # `trainable_variables` sees exactly the spec's lr_mult > 0 tensors.
         self.params = {
@@ -158,18 +158,3 @@ class FcnModule(tf.Module):
             offset = layer.offset
             return x[:, offset:offset + size[0], offset:offset + size[1], :]
         raise TypeError(f"unsupported layer {layer!r}")
-
-
-def _initial_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
-    """Canonical starting values: fixed tensors exact, score layers zero, trunk He-normal."""
-    params = fixed_params(spec)
-    rng = np.random.default_rng(seed)
-    for layer in spec.layers:
-        if not isinstance(layer, Conv):
-            continue
-        shape = (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
-        std = 0.0 if layer.zero_init else np.sqrt(2.0 / (layer.in_channels * layer.kernel ** 2))
-        params[f"{layer.name}.weight"] = (rng.standard_normal(shape, dtype=np.float32)
-                                          * np.float32(std))
-        params[f"{layer.name}.bias"] = np.zeros(layer.out_channels, np.float32)
-    return params

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.init import fixed_params
+from bench.init import new_layer_params
 from bench.spec import (
     Conv,
     Crop,
@@ -78,10 +78,10 @@ def _last_uses(spec: FcnSpec) -> dict[str, int]:
 class FcnModule(nn.Module):
     """One FCN variant. forward(NCHW images) -> NCHW scores; `blobs()` gives named intermediates.
 
-    Freshly built, the fixed tensors hold their reference values (bilinear kernels on the channel
-    diagonal, at-once scales), score layers are zero like Caffe's default filler, and the trunk
-    has torch's default init: load real or `bench.init.random_params` weights with
-    `load_canonical`. `.train()` turns element-wise dropout on; `.eval()` makes it the identity.
+    Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
+    layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
+    as the TF module): load real or `bench.init.random_params` weights with `load_canonical`.
+    `.train()` turns element-wise dropout on; `.eval()` makes it the identity.
     """
 
     def __init__(self, spec: FcnSpec):
@@ -92,14 +92,13 @@ class FcnModule(nn.Module):
             if module is not None:
                 self.add_module(layer.name, module)
         self._last_use = _last_uses(spec)
+        # Same placeholder values as the TF module (bench.init.placeholder_params): zero trunk,
+        # then what the reference surgery writes (zero score layers, bilinear kernels, scales).
         with torch.no_grad():
-            for name, value in fixed_params(spec).items():
+            for param in self.parameters():
+                param.zero_()
+            for name, value in new_layer_params(spec).items():
                 self.get_parameter(name).copy_(torch.from_numpy(value))
-            for layer in spec.layers:
-                if isinstance(layer, Conv) and layer.zero_init:
-                    conv = self.get_submodule(layer.name)
-                    conv.weight.zero_()
-                    conv.bias.zero_()
 
     # -- weights in canonical layout (identical to torch's) -------------------------------------
 
