@@ -633,8 +633,11 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
             cell.release()
         for (_, name), backend in pool.instances():
             if name not in environments:
-                with contextlib.suppress(Exception):  # a description must not sink the results
+                try:
                     environments[name] = dict(backend.environment())
+                except Exception as error:  # a description must not sink the results...
+                    # ...but the record must say it is missing, and why.
+                    environments[name] = {"error": describe_error(error)}
         pool.clear()
     return LatencyRun([rows_by_key[k] for k in keys], environments, interleaving, policies,
                       host_before, host_info())
