@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ ALIASES = {"tf": "tensorflow", "pytorch": "torch"}
 BACKEND_NAMES = tuple(_REGISTRY)
 
 __all__ = ["BACKEND_NAMES", "Backend", "RunOptions", "available_backends", "canonical_name",
-           "create_backend", "get_backend", "read_torch_state_dict", "unavailable_reason"]
+           "create_backend", "get_backend", "read_torch_state_dict", "resolve_backend_choice",
+           "resolve_backend_choices", "unavailable_reason"]
 
 
 def canonical_name(name: str) -> str:
@@ -47,6 +49,30 @@ def unavailable_reason(name: str) -> str | None:
 
 def available_backends() -> list[str]:
     return [name for name in BACKEND_NAMES if unavailable_reason(name) is None]
+
+
+def resolve_backend_choice(choice: str) -> list[str]:
+    """Backend names to run for a `--backend` choice: one (aliases resolved, refused with the
+    reason when not installed) or every available one for "all"."""
+    if choice == "all":
+        names = available_backends()
+        if not names:
+            raise BackendUnavailable("no backend is installed; pip install 'fcn-bench[torch]' "
+                                     "and/or 'fcn-bench[tensorflow]'")
+        return names
+    name = canonical_name(choice)
+    reason = unavailable_reason(name)
+    if reason:
+        raise BackendUnavailable(reason)
+    return [name]
+
+
+def resolve_backend_choices(choices: Iterable[str]) -> list[str]:
+    """Canonical backend names for several `--backend` values (none = every available one),
+    in order, without repeats; each must be installed."""
+    names = (name for choice in (tuple(choices) or ("all",))
+             for name in resolve_backend_choice(choice))
+    return list(dict.fromkeys(names))
 
 
 def get_backend(name: str) -> type[Backend]:

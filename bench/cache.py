@@ -6,6 +6,7 @@ The cache is `$FCN_BENCH_CACHE` when set, else `~/.cache/fcn-bench`:
     downloads/             archives and caffemodels exactly as downloaded (`*.part` while partial)
     weights/<variant>.safetensors
                            the converted official weights `reproduce` uses by default
+    checkpoints/           partial `reproduce` runs, one file per variant, backend and split
     recorded_sha256.json   SHA-256 of files without a published checksum, recorded on first
                            download and enforced afterwards (trust on first use)
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataError
+from bench.outputs import safe_file_part
 from bench.records import atomic_write_text, to_json, utc_now
 from bench.spec import VARIANTS, get_spec
 
@@ -58,6 +60,15 @@ def downloads_dir() -> Path:
 
 def weights_dir() -> Path:
     return cache_dir() / "weights"
+
+
+def checkpoints_dir() -> Path:
+    return cache_dir() / "checkpoints"
+
+
+def reproduce_checkpoint_path(variant: str, backend: str, split_name: str) -> Path:
+    """Where `reproduce` keeps the checkpoint of one backend's run of `variant` on a split."""
+    return checkpoints_dir() / f"reproduce-{variant}-{backend}-{safe_file_part(split_name)}.json"
 
 
 def default_data_root() -> Path:

@@ -9,6 +9,7 @@ torch or tensorflow.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +66,8 @@ def writing(path: str | Path, what: str = "output") -> Iterator[Path]:
     except OSError as error:
         problem = _blocker(path, folder=False) or error.strerror or str(error)
         raise DataError(path, f"cannot write the {what}: {problem}") from None
+
+
+def safe_file_part(name: str) -> str:
+    """`name` (e.g. a split, which may be a path) made safe inside a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

@@ -8,12 +8,18 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.labels import VOC_CLASSES
 from bench.metrics import nanmean
-from bench.outputs import writing
+from bench.outputs import safe_file_part, writing
 from bench.records import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from bench.references import Reference
+    from bench.report import BackendRun
 
 
 def _pyplot():
@@ -99,3 +105,24 @@ def confusion_heatmap(path: str | Path, matrix: np.ndarray, class_names: Sequenc
     axes.set_title(title)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the row")
     return _save(figure, path)
+
+
+def write_reproduce_plots(plots_dir: Path, variant: str, split_name: str,
+                          runs: Sequence[BackendRun], paper: Mapping[str, Reference]
+                          ) -> list[Path]:
+    """A reproduction's figures: per-class IU bars of every backend (and the paper's, where it
+    has per-class numbers), then one confusion heat map per backend. Returns the files."""
+    safe = safe_file_part(split_name)
+    paper_values = {name: ref.value for name, ref in paper.items()}
+    paper_label = f"paper ({next(iter(paper.values())).source})" if paper else "paper"
+    written = [per_class_iou_bars(
+        plots_dir / f"{variant}-{safe}-per-class-iou.png",
+        {run.name: run.summary["per_class_iou"] for run in runs}, VOC_CLASSES,
+        paper=paper_values or None, paper_label=paper_label,
+        title=f"{variant} on {split_name}: per-class IU")]
+    for run in runs:
+        written.append(confusion_heatmap(
+            plots_dir / f"{variant}-{safe}-{run.name}-confusion.png",
+            run.result.confusion.matrix, VOC_CLASSES,
+            title=f"{variant} on {split_name} ({run.name}), row-normalised"))
+    return written

@@ -436,6 +436,18 @@ def resolve_split(data_root: str | Path, split: str) -> VOCDataset:
                      f"{', '.join(VOC_SPLITS)} or a path to a file of image ids")
 
 
+def resolve_split_prefix(data_root: str | Path, split: str, limit: int | None
+                         ) -> tuple[VOCDataset, int]:
+    """`resolve_split`, keeping only the first `limit` ids (all when None), and the full split's
+    size (so callers can tell a quick subset from the split)."""
+    dataset = resolve_split(data_root, split)
+    full = len(dataset)
+    if limit is not None and limit < full:
+        dataset = VOCDataset(dataset.voc_dir, dataset.ids[:limit], name=dataset.name,
+                             source=dataset.source)
+    return dataset, full
+
+
 # -- prefetching ----------------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from bench import __version__
-from bench.cache import file_digests
+from bench.cache import default_weights_path, file_digests
 from bench.errors import WeightsError
 from bench.outputs import writing
 from bench.records import atomic_path, utc_now
@@ -310,6 +310,26 @@ def load_weights(path: str | Path, variant: str | None = None
             else build_spec(variant, found.num_classes, found.width_divisor))
     params, metadata = load_archive(path, spec)
     return spec, params, metadata
+
+
+def load_voc_weights(variant: str, weights: Path | None
+                     ) -> tuple[Path, FcnSpec, dict[str, np.ndarray], dict[str, str]]:
+    """(path, spec, params, metadata) of PASCAL VOC weights for `variant`: the given file, or the
+    converted official weights in the cache; another variant's or a non-21-class net is refused,
+    and a missing file names the command that fetches it."""
+    path = weights if weights is not None else default_weights_path(variant)
+    if not path.exists():
+        if weights is not None:
+            raise WeightsError(path, "no such file")
+        raise WeightsError(path, f"no converted {variant} weights in the cache: run `python "
+                                 f"cli.py download weights {variant}` (fetches the official "
+                                 "caffemodel and converts it here), or convert a caffemodel you "
+                                 f"have: `python cli.py convert FILE.caffemodel {path}`; or pass "
+                                 "--weights FILE")
+    spec, params, metadata = load_weights(path, variant)
+    if spec.num_classes != 21:
+        raise WeightsError(path, f"has {spec.num_classes} classes; PASCAL VOC needs 21")
+    return path, spec, params, metadata
 
 
 def check_params(params: Mapping[str, np.ndarray], spec: FcnSpec,

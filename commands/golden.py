@@ -23,7 +23,7 @@ from bench.compare import (
     rows_from_document,
     rows_from_record,
 )
-from bench.errors import BackendUnavailable, DataError, FcnBenchError, UsageError
+from bench.errors import DataError, FcnBenchError, UsageError
 from bench.golden import (
     GOLDEN_BASELINE,
     check_golden,
@@ -40,20 +40,9 @@ from bench.spec import VARIANTS
 
 def _backends(requested: tuple[str, ...]) -> list[str]:
     """The requested backends (all installed ones by default), each checked to be available."""
-    from backends import available_backends, canonical_name, unavailable_reason
+    from backends import resolve_backend_choices
 
-    if not requested:
-        installed = available_backends()
-        if not installed:
-            raise BackendUnavailable("no backend is installed: pip install 'fcn-bench[torch]' "
-                                     "and/or 'fcn-bench[tensorflow]'")
-        return installed
-    names = list(dict.fromkeys(canonical_name(name) for name in requested))
-    for name in names:
-        reason = unavailable_reason(name)
-        if reason:
-            raise BackendUnavailable(reason)
-    return names
+    return resolve_backend_choices(requested)
 
 
 def _read_baseline(path: Path) -> dict:

@@ -14,7 +14,7 @@ import click
 
 import backends
 from backends.base import PRECISIONS, RunOptions
-from bench.errors import BackendUnavailable, FcnBenchError, UsageError
+from bench.errors import FcnBenchError, UsageError
 from bench.init import random_params
 from bench.latency import (
     DEFAULT_POLICIES,
@@ -54,17 +54,7 @@ def _backend_names(ctx: click.Context, param: click.Parameter, values: tuple[str
 
 def resolve_backends(requested: tuple[str, ...]) -> list[str]:
     """The requested backends (each must be installed), or every installed one."""
-    if requested:
-        for name in requested:
-            reason = backends.unavailable_reason(name)
-            if reason:
-                raise BackendUnavailable(reason)
-        return list(requested)
-    names = backends.available_backends()
-    if not names:
-        raise BackendUnavailable("no backend is installed; pip install 'fcn-bench[torch]' "
-                                 "and/or 'fcn-bench[tensorflow]'")
-    return names
+    return backends.resolve_backend_choices(requested)
 
 
 def backend_factory(options: RunOptions, width_divisor: int, seed: int, log):

@@ -165,7 +165,7 @@ def test_unknown_split_lists_the_choices(work):
 
 def test_table_for_official_weights_shows_both_reevaluations_and_the_verdict():
     from bench.references import acceptance, compare
-    from commands.reproduce import BackendRun, comparison_table
+    from bench.report import BackendRun, comparison_table
 
     summary = {r.metric: r.value for r, _ in acceptance("fcn16s", "seg11valid")
                if r.evaluated_by == "Chainer (converted)"}
