@@ -11,16 +11,17 @@ import click
 from backends import read_torch_state_dict
 from bench.errors import UsageError
 from bench.spec import VARIANTS
+from commands._options import seed_option, variant_choices
 
 
 @click.command(name="convert")
 @click.argument("paths", nargs=-1, metavar="INPUT OUTPUT.safetensors",
                 type=click.Path(dir_okay=False))
-@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+@click.option("--variant", type=click.Choice(variant_choices()), default=None,
               help="FCN variant of INPUT, only where its content cannot tell (e.g. "
                    "pytorch-fcn's at-once .pth); must agree with the file. With --random: the "
                    "variant to generate.")
-@click.option("--init-for", type=click.Choice(VARIANTS), default=None,
+@click.option("--init-for", type=click.Choice(variant_choices()), default=None,
               help="VGG16 ImageNet INPUT: build the training init of this variant (reference "
                    "surgery) [default: fcn32s].")
 @click.option("--pth-convention", type=click.Choice(["torchvision", "caffe"]),
@@ -29,7 +30,7 @@ from bench.spec import VARIANTS
                    "into conv1_1) or caffe (BGR 0-255, e.g. pytorch-fcn's vgg16_from_caffe).")
 @click.option("--random", "random_weights", is_flag=True,
               help="Write deterministic random weights (bench.init.random_params); no INPUT.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@seed_option("--seed", help="Seed for --random.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=21, show_default=True,
               help="Classes of a --random or --init-for archive.")
 @click.option("--width-divisor", type=click.IntRange(min=1), default=1, show_default=True,

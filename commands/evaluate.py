@@ -20,6 +20,7 @@ from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
 from bench.outputs import check_writable, writing
 from bench.records import write_json
 from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
+from commands._options import data_root_option, split_option
 
 
 def prediction_path(predictions_dir: Path, image_id: str) -> Path:
@@ -51,11 +52,8 @@ def load_pair(dataset: VOCDataset, predictions_dir: Path, image_id: str
 
 
 @click.command(name="evaluate")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder holding VOCdevkit/ (and splits/) [default: $FCN_BENCH_DATA or ./data].")
-@click.option("--split", default="seg11valid", show_default=True,
-              help="seg11valid (736 images, the paper's), train, val, trainval (VOC2012 lists) "
-                   "or a path to a file of image ids.")
+@data_root_option()
+@split_option()
 @click.option("--predictions", "predictions_dir", required=True,
               type=click.Path(path_type=Path, file_okay=False),
               help="Folder of <id>.png label maps holding class indices 0-20 (palette or grey).")

@@ -36,6 +36,7 @@ from bench.golden import (
 from bench.outputs import check_writable
 from bench.records import atomic_write_text, write_json
 from bench.spec import VARIANTS
+from commands._options import backend_option, variant_option
 
 
 def _backends(requested: tuple[str, ...]) -> list[str]:
@@ -67,10 +68,8 @@ def _read_baseline(path: Path) -> dict:
               help="The committed golden record.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this run's golden record here (e.g. a CI artifact).")
-@click.option("--backend", "backend_names", multiple=True, metavar="NAME",
-              help="Backend to run (repeatable; default: every installed backend).")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
-              help="Variant to run (repeatable; default: all four).")
+@backend_option(several=True, name="backend_names")
+@variant_option(multiple=True, default_help="all four")
 @click.option("--full-width/--no-full-width", default=True, show_default=True,
               help="Also run the full-width (real VGG16 channels) FCN-8s check.")
 @click.option("--check-faults", is_flag=True,

@@ -14,7 +14,7 @@ import click
 
 import backends
 from backends.base import PRECISIONS, RunOptions
-from bench.errors import FcnBenchError, UsageError
+from bench.errors import FcnBenchError
 from bench.init import random_params
 from bench.latency import (
     DEFAULT_POLICIES,
@@ -36,20 +36,20 @@ from bench.latency_report import (
 from bench.outputs import check_writable
 from bench.references import paper_latency_ms
 from bench.spec import VARIANTS, build_spec
-from commands._options import parse_size
+from commands._options import (
+    SIZE,
+    FiniteFloat,
+    backend_option,
+    device_option,
+    seed_option,
+    variant_option,
+)
 
 _CPU, _GPU = DEFAULT_POLICIES["cpu"], DEFAULT_POLICIES["cuda"]
 
 
-def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    return tuple(dict.fromkeys(parse_size(v) for v in values)) or ((500, 500),)
-
-
-def _backend_names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    try:
-        return tuple(dict.fromkeys(backends.canonical_name(v) for v in values))
-    except UsageError as error:
-        raise click.BadParameter(str(error)) from error
+def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[tuple[int, int], ...]):
+    return tuple(dict.fromkeys(values)) or ((500, 500),)
 
 
 def resolve_backends(requested: tuple[str, ...]) -> list[str]:
@@ -84,13 +84,10 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 
 
 @click.command(name="latency", epilog=_EPILOG)
-@click.option("--variant", "variants", type=click.Choice(VARIANTS), multiple=True,
-              help="Variant to time (repeatable).  [default: all four]")
-@click.option("--backend", "backend_names", multiple=True, callback=_backend_names, metavar="NAME",
-              help="torch or tensorflow (alias tf); repeatable.  [default: every installed one]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto = cuda when the framework sees one, else cpu.")
-@click.option("--size", "sizes", multiple=True, callback=_sizes, metavar="HxW",
+@variant_option(multiple=True, default_help="all four")
+@backend_option(several=True, name="backend_names")
+@device_option
+@click.option("--size", "sizes", type=SIZE, multiple=True, callback=_sizes, metavar="HxW",
               help="Input height x width (repeatable).  [default: 500x500, the paper's input]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per call (latency is per call).")
@@ -108,13 +105,12 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 @click.option("--iters", type=click.IntRange(min=1), default=None,
               help=f"Minimum timed calls per cell.  [default: {_CPU.min_iters} on cpu, "
               f"{_GPU.min_iters} on cuda]")
-@click.option("--min-time", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--min-time", type=FiniteFloat(min=0), default=None, metavar="SECONDS",
               help=f"Minimum summed timed seconds per cell.  [default: {_CPU.min_time_s:g} on "
               f"cpu, {_GPU.min_time_s:g} on cuda]")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op CPU threads.  [default: the framework's own]")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the random weights, input and round order.")
+@seed_option("--seed", help="Seed of the random weights, input and round order.")
 @click.option("--output", "outputs", type=click.Path(dir_okay=False), multiple=True,
               help="Write the results: .json (record with raw samples), .csv or .md "
               "(repeatable: one run, several files).")

@@ -14,8 +14,7 @@ import click
 import numpy as np
 
 from backends.base import PRECISIONS
-from bench.spec import VARIANTS
-from commands._options import device_option
+from commands._options import backend_option, device_option, variant_option, weights_option
 
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay (background pixels untouched)
 
@@ -42,12 +41,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 @click.command(name="predict")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None,
-              help="FCN variant  [default: detected from --weights]")
-@click.option("--backend", "backend_name", default="torch", show_default=True,
-              help="torch or tensorflow (tf).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="fcn-bench weight archive (.safetensors), e.g. from `cli.py convert`.")
+@variant_option(default=None, default_help="detected from --weights, else fcn8s")
+@backend_option(several=False, name="backend_name")
+@weights_option()
 @click.option("--image", "image_path", type=click.Path(path_type=Path, dir_okay=False),
               required=True, help="A JPEG/PNG photo.")
 @click.option("--out-labels", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -68,8 +64,13 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
 
     \b
     Example:
-      python cli.py predict --backend torch --weights weights/fcn8s.safetensors \\
-          --image photo.jpg --out-labels photo-labels.png --overlay photo-overlay.png
+      python cli.py demo --data-root demo
+      python cli.py predict --backend torch --weights demo/weights/fcn8s.safetensors \\
+          --image demo/VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg \\
+          --out-labels labels.png --overlay overlay.png
+      python cli.py download weights fcn8s
+      python cli.py predict --image demo/VOCdevkit/VOC2012/JPEGImages/2007_000001.jpg \\
+          --overlay overlay.png                     # the cached official fcn8s weights
     """
     import backends
     from backends.base import RunOptions

@@ -17,10 +17,14 @@ from bench.cache import checkpoints_dir, default_data_root, reproduce_checkpoint
 from bench.errors import FcnBenchError
 from bench.references import compare, per_class_iou, run_weights_kind
 from bench.report import BackendRun, reproduce_notes, results_text, run_verdict, weights_summary
-from bench.spec import VARIANTS
-from commands._options import device_option
-
-BACKEND_CHOICES = ("torch", "tensorflow", "tf", "all")
+from commands._options import (
+    backend_option,
+    data_root_option,
+    device_option,
+    split_option,
+    variant_option,
+    weights_option,
+)
 
 
 def check_outputs(output: Path | None, save_predictions: Path | None,
@@ -37,19 +41,12 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 
 
 @click.command(name="reproduce")
-@click.option("--variant", type=click.Choice(VARIANTS), default="fcn8s", show_default=True,
-              help="FCN variant; the weights must hold this variant (detected, not guessed).")
-@click.option("--backend", "backend_choice", type=click.Choice(BACKEND_CHOICES),
-              default="torch", show_default=True,
-              help="Framework, or `all` for every available backend side by side.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder holding VOCdevkit/ (and splits/) [default: $FCN_BENCH_DATA or ./data].")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="fcn-bench weights archive [default: the converted official weights of the "
-                   "variant in the cache, from `download weights VARIANT`].")
-@click.option("--split", default="seg11valid", show_default=True,
-              help="seg11valid (736 images, the paper's), train, val, trainval (VOC2012 lists) "
-                   "or a path to a file of image ids.")
+@variant_option()
+@backend_option(several=True, default="torch", name="backend_choice",
+                extra_help="Several: one column per backend.")
+@data_root_option()
+@weights_option()
+@split_option()
 @device_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N images of the split (quick check; no verdict).")
@@ -73,8 +70,8 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
                    "often fastest on a busy shared machine.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
-def command(variant: str, backend_choice: str, data_root: Path | None, weights: Path | None,
-            split: str, device: str, limit: int | None, output: Path | None,
+def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | None,
+            weights: Path | None, split: str, device: str, limit: int | None, output: Path | None,
             save_predictions: Path | None, plots_dir: Path | None, resume: bool,
             checkpoint_every: int, workers: int, threads: int | None, progress: bool) -> None:
     """Reproduce the paper's segmentation scores with one or every backend.
@@ -94,13 +91,13 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
       python cli.py reproduce --variant fcn32s --backend all --output fcn32s.json --plots figs/
       python cli.py reproduce --variant fcn8s --backend tf --resume --save-predictions preds/
     """
-    from backends import RunOptions, create_backend, resolve_backend_choice
+    from backends import RunOptions, create_backend, resolve_backend_choices
     from bench.checkpoint import Checkpoint
     from bench.runner import data_fingerprint, run_evaluation
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
 
-    backends = resolve_backend_choice(backend_choice)
+    backends = resolve_backend_choices(backend_choice)
     weights_path, spec, params, metadata = load_voc_weights(variant, weights)
     root = data_root if data_root is not None else default_data_root()
     dataset, full_count = resolve_split_prefix(root, split, limit)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bench.errors import UsageError
-from bench.spec import NUM_CLASSES, VARIANTS, build_spec
+from bench.spec import NUM_CLASSES, build_spec
 from bench.train import (
     DEFAULT_SEED,
     RANDOM_INIT,
@@ -29,15 +29,22 @@ from bench.train import (
     run_training,
     solver_plan,
 )
+from commands._options import (
+    SPLIT_HELP,
+    FiniteFloat,
+    backend_option,
+    data_root_option,
+    device_option,
+    seed_option,
+    split_option,
+    variant_option,
+)
 
 
 @click.command(name="train")
-@click.option("--variant", type=click.Choice(VARIANTS), required=True,
-              help="Variant to train (staged: fcn32s, then fcn16s from it, then fcn8s).")
-@click.option("--backend", default="torch", show_default=True,
-              help="torch or tensorflow (tf). torchrun runs torch data-parallel.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder holding benchmark_RELEASE/ (SBD, training) and VOCdevkit/ (val).")
+@variant_option(default=None, required=True)
+@backend_option(several=False, extra_help="torchrun runs torch data-parallel.")
+@data_root_option()
 @click.option("--init", "init", default=None,
               help="Init archive: VGG16 (convert output) for fcn32s/fcn8s-atonce, the fcn32s "
                    "snapshot for fcn16s, fcn16s for fcn8s; 'random' for smoke tests. Ignored "
@@ -58,16 +65,15 @@ from bench.train import (
               help="Validate every N updates [heavy 4000, cvpr 200].")
 @click.option("--snapshot-every", type=click.IntRange(1), default=None,
               help="Snapshot every N updates [heavy 4000, cvpr 200].")
-@click.option("--val-split", default="seg11valid", show_default=True,
-              help="Validation split: seg11valid, train/val/trainval (VOC2012) or an id list.")
+@split_option("--val-split", help="Validation split: " + SPLIT_HELP)
 @click.option("--val-limit", type=click.IntRange(0), default=None,
               help="Validate on the first N images only (0 = no validation).")
 @click.option("--train-split", default="train", show_default=True,
               help="SBD list: train (8498 images, REF), val, or a path to an id list.")
-@click.option("--lr", "base_lr", type=float, default=None,
+@click.option("--lr", "base_lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Override the recipe's base learning rate (lr_mult still applies).")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
-              help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
+@seed_option("--seed", default=DEFAULT_SEED,
+             help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True,
               help="Write the mean training loss to the CSV every N updates.")
 @click.option("--keep-snapshots", type=click.IntRange(0), default=0, show_default=True,
@@ -75,14 +81,14 @@ from bench.train import (
 @click.option("--plots", is_flag=True, help="Write curves.png (loss and validation metrics).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path),
               default=None, help="Also write TensorBoard scalars to this folder.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto = cuda when present, else cpu.")
+@device_option
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Intra-op CPU threads (default: the framework's).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only on a terminal].")
-@click.option("--width-divisor", type=click.IntRange(1), default=1, hidden=True,
-              help="Test only: narrow network (channels // N).")
+@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Narrow network (channels // N) for demos and tests; 1 = VGG16. Needs "
+                   "--init random or an archive of the same width.")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
             recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
             snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
