@@ -18,8 +18,8 @@ from bench import __version__
 from bench.errors import FcnBenchError
 
 # Order shown in --help: the user's path from data to results.
-COMMAND_MODULES = ("download", "convert", "predict", "parity", "evaluate", "reproduce", "latency",
-                   "golden", "compare", "history", "train")
+COMMAND_MODULES = ("demo", "download", "convert", "predict", "parity", "evaluate", "reproduce",
+                   "latency", "golden", "compare", "history", "train")
 
 
 class FcnBenchGroup(click.Group):

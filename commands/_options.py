@@ -218,11 +218,11 @@ def _data_root(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return value if value is not None else default_data_root()
 
 
-def data_root_option() -> callable:
+def data_root_option(*, required: bool = False) -> callable:
     """--data-root, defaulting to $FCN_BENCH_DATA or ./data (the body always gets a Path)."""
     return click.option(
         "--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-        callback=_data_root, metavar="DIR",
+        callback=_data_root, metavar="DIR", required=required,
         help="Folder of the data sets: VOCdevkit/ (VOC2011, VOC2012), benchmark_RELEASE/ (SBD) "
              "and splits/, as `download` or `demo` write them [default: $FCN_BENCH_DATA or "
              "./data].")

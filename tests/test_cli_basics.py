@@ -226,3 +226,30 @@ def test_predict_and_parity_default_to_the_cached_official_weights(tmp_path, mon
     assert param.process_value(ctx, None) == cached
     ctx.params.update(width_divisor=8)  # a narrow net asks for random weights
     assert param.process_value(ctx, None) is None
+
+
+# -- quiet by default --------------------------------------------------------------------------
+
+def test_native_stderr_filter_drops_only_the_known_lines(capfd):
+    import os
+
+    from backends.native_stderr import without_lines
+
+    with without_lines([r"I\d+ noise \d+"]):
+        os.write(2, b"I0000 noise 42\nE0000 a real error\n")
+        os.write(2, b"I0000 noise 43\n")
+    assert capfd.readouterr().err == "E0000 a real error\n"
+    with pytest.raises(RuntimeError), without_lines([r"x"]):
+        os.write(2, b"kept when the block fails\n")
+        raise RuntimeError
+    assert capfd.readouterr().err == "kept when the block fails\n"
+
+
+@pytest.mark.tensorflow
+def test_importing_the_tensorflow_backend_prints_nothing():
+    pytest.importorskip("tensorflow")
+    result = subprocess.run([sys.executable, "-c", "import backends.tensorflow"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr, \
+        result.stderr

@@ -1,0 +1,147 @@
+"""`demo`: a generated VOC2011/VOC2012/SBD tree and random weights, to try every command offline.
+
+The data is bench.synthetic's (seeded: everybody gets the same bytes); the weights are
+bench.convert.convert_random archives. The command ends by printing the walkthrough of the
+README section "Try it without downloads", with this run's paths filled in. Imports no framework.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from bench.synthetic import DEMO_MARKER, DEMO_MAX_SIZE, DEMO_MIN_SIZE, DEMO_SEED
+from commands._options import data_root_option, seed_option, variant_option
+
+# The walkthrough's training run (README "Try it without downloads" says why): a narrow FCN-8s
+# from random weights, 200 updates, validated on the demo's val split.
+TRAIN_VARIANT = "fcn8s"
+TRAIN_WIDTH_DIVISOR = 16
+TRAIN_LR = "2e-9"
+TRAIN_ITERS = 200
+WEIGHTS_SEED = 0
+
+
+def walkthrough(data_root: Path, variant: str, first_val_id: str,
+                backends: list[str]) -> list[tuple[str, list[str]]]:
+    """(what it shows, argv after `python cli.py`) for every step of the README walkthrough."""
+    root = str(data_root)
+    runs = data_root / "runs"
+    weights = str(data_root / "weights" / f"{variant}.safetensors")
+    preds = runs / "predictions"
+    # reproduce writes one sub-folder per backend only when it runs several.
+    first_preds = preds / backends[0] if len(backends) > 1 else preds
+    image = data_root / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{first_val_id}.jpg"
+    train_out = runs / f"train-{TRAIN_VARIANT}"
+    return [
+        ("score the random weights on the demo's val split, every installed backend",
+         ["reproduce", "--variant", variant, "--backend", "all", "--data-root", root,
+          "--split", "val", "--weights", weights, "--save-predictions", str(preds),
+          "--output", str(runs / f"reproduce-{variant}.json")]),
+        ("re-score the saved label PNGs (any framework's predictions work)",
+         ["evaluate", "--data-root", root, "--split", "val", "--predictions", str(first_preds),
+          "--output", str(runs / f"evaluate-{backends[0]}.json")]),
+        ("segment one photo: labels, overlay with a class legend",
+         ["predict", "--variant", variant, "--weights", weights, "--image", str(image),
+          "--out-labels", str(runs / "labels.png"), "--overlay", str(runs / "overlay.png")]),
+        (f"train a narrow {TRAIN_VARIANT} for {TRAIN_ITERS} updates: mean IU climbs above the "
+         "all-background score",
+         ["train", "--variant", TRAIN_VARIANT, "--backend", backends[0], "--data-root", root,
+          "--init", "random", "--width-divisor", str(TRAIN_WIDTH_DIVISOR), "--lr", TRAIN_LR,
+          "--iters", str(TRAIN_ITERS), "--eval-every", str(TRAIN_ITERS // 2),
+          "--snapshot-every", str(TRAIN_ITERS), "--val-split", "val", "--out", str(train_out),
+          "--plots"]),
+        ("the two backends layer by layer on these weights",
+         ["parity", "--variant", variant, "--weights", weights]),
+        ("the deterministic CI suite against the committed baseline, keeping this run's record",
+         ["golden", "--record", str(runs / "golden.json")]),
+        ("this run's golden record against the committed baseline, as a PR table",
+         ["compare", "reference_results/ci/golden.json", str(runs / "golden.json"),
+          "--format", "github"]),
+        ("every record written above, as one table",
+         ["history", str(runs)]),
+    ]
+
+
+def format_command(argv: list[str]) -> str:
+    return "python cli.py " + " ".join(shlex.quote(arg) for arg in argv)
+
+
+def _check_root(data_root: Path) -> None:
+    """Refuse to mix generated images into a real data set (a folder with data but no marker)."""
+    from bench.errors import UsageError
+
+    if not data_root.exists() or (data_root / DEMO_MARKER).is_file():
+        return
+    if not data_root.is_dir():
+        raise UsageError(f"--data-root {data_root} is a file; give a folder for the demo data")
+    if any(data_root.iterdir()):
+        raise UsageError(f"--data-root {data_root} is not empty and holds no earlier demo "
+                         f"({DEMO_MARKER}); give a new folder so generated images never mix "
+                         "with real data")
+
+
+@click.command(name="demo")
+@data_root_option(required=True)
+@click.option("--num-images", type=click.IntRange(2, 2000), default=24, show_default=True,
+              help="Generated images: even positions train, odd ones val.")
+@seed_option("--seed", default=DEMO_SEED, help="Seed of the generated images.")
+@variant_option(multiple=True, default_help="all four")
+@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Random weights for a narrow net (channels // N); 1 = VGG16 (~540 MB a "
+                   "variant).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr.")
+def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ...],
+            width_divisor: int, progress: bool) -> None:
+    """Write a generated VOC2011/VOC2012/SBD data set and random weights; print what to try next.
+
+    The images are VOC-sized (375-500 px a side), seeded (the same bytes everywhere) and
+    learnable: every class is drawn in its own colour, with VOC's void borders. Weights are
+    seeded random archives of every variant in DATA_ROOT/weights/. No download, no GPU.
+    Running it again on the same folder rewrites the same files and keeps existing weights.
+
+    \b
+    Examples:
+      python cli.py demo --data-root demo
+      python cli.py demo --data-root demo --variant fcn8s --width-divisor 8 --num-images 8
+    """
+    from tqdm import tqdm
+
+    from backends import available_backends
+    from bench.convert import convert_random
+    from bench.records import atomic_write_text
+    from bench.spec import VARIANTS
+    from bench.synthetic import make_demo_tree
+
+    _check_root(data_root)
+    variants = tuple(dict.fromkeys(variants)) or VARIANTS
+    with tqdm(total=num_images, desc="demo images", unit="img", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as bar:
+        lists = make_demo_tree(data_root, num_images=num_images, seed=seed,
+                               progress=lambda done, total: bar.update(1))
+    atomic_write_text(data_root / DEMO_MARKER, json.dumps({
+        "kind": "demo", "seed": seed, "num_images": num_images, "sizes_px":
+        [DEMO_MIN_SIZE, DEMO_MAX_SIZE], "weights_seed": WEIGHTS_SEED,
+        "width_divisor": width_divisor, "variants": list(variants)}, indent=2) + "\n")
+    click.echo(f"wrote {num_images} images ({len(lists['train'])} train, {len(lists['val'])} "
+               f"val, {DEMO_MIN_SIZE}-{DEMO_MAX_SIZE} px) to {data_root}/VOCdevkit and "
+               f"{data_root}/benchmark_RELEASE")
+    for variant in tqdm(variants, desc="random weights", unit="variant", file=sys.stderr,
+                        disable=not progress, dynamic_ncols=True):
+        path = data_root / "weights" / f"{variant}.safetensors"
+        if path.exists():
+            click.echo(f"kept {path}")
+            continue
+        result = convert_random(path, variant, WEIGHTS_SEED, width_divisor=width_divisor)
+        click.echo(result.summary())
+
+    backends = available_backends() or ["torch"]
+    variant = "fcn8s" if "fcn8s" in variants else variants[0]
+    click.echo("\nnext (README \"Try it without downloads\"):")
+    for what, argv in walkthrough(data_root, variant, lists["val"][0], backends):
+        click.echo(f"  # {what}\n  {format_command(argv)}")
