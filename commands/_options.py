@@ -309,3 +309,10 @@ def weights_option(*, random_fallback: bool = False) -> callable:
         callback=default, metavar="FILE",
         help=f"{WEIGHTS_HELP} [default: the converted official weights of the variant in the "
              f"cache, from `download weights VARIANT`{fallback}].")
+
+
+# -- wording --------------------------------------------------------------------------------------
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 variant', '2 variants', '1 batch', '3 batches' (give `many` for irregular nouns)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

@@ -15,12 +15,12 @@ from pathlib import Path
 import click
 
 from bench.synthetic import DEMO_MARKER, DEMO_MAX_SIZE, DEMO_MIN_SIZE, DEMO_SEED
-from commands._options import data_root_option, seed_option, variant_option
+from commands._options import data_root_option, plural, seed_option, variant_option
 
 # The walkthrough's training run (README "Try it without downloads" says why): a narrow FCN-8s
 # from random weights, 200 updates, validated on the demo's val split.
 TRAIN_VARIANT = "fcn8s"
-TRAIN_WIDTH_DIVISOR = 16
+TRAIN_WIDTH_DIVISOR = 8
 TRAIN_LR = "2e-9"
 TRAIN_ITERS = 200
 WEIGHTS_SEED = 0
@@ -128,9 +128,9 @@ def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ..
         "kind": "demo", "seed": seed, "num_images": num_images, "sizes_px":
         [DEMO_MIN_SIZE, DEMO_MAX_SIZE], "weights_seed": WEIGHTS_SEED,
         "width_divisor": width_divisor, "variants": list(variants)}, indent=2) + "\n")
-    click.echo(f"wrote {num_images} images ({len(lists['train'])} train, {len(lists['val'])} "
-               f"val, {DEMO_MIN_SIZE}-{DEMO_MAX_SIZE} px) to {data_root}/VOCdevkit and "
-               f"{data_root}/benchmark_RELEASE")
+    click.echo(f"wrote {plural(num_images, 'image')} ({len(lists['train'])} train, "
+               f"{len(lists['val'])} val, {DEMO_MIN_SIZE}-{DEMO_MAX_SIZE} px) to "
+               f"{data_root}/VOCdevkit and {data_root}/benchmark_RELEASE")
     for variant in tqdm(variants, desc="random weights", unit="variant", file=sys.stderr,
                         disable=not progress, dynamic_ncols=True):
         path = data_root / "weights" / f"{variant}.safetensors"

@@ -20,7 +20,7 @@ from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
 from bench.outputs import check_writable, writing
 from bench.records import write_json
 from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
-from commands._options import data_root_option, split_option
+from commands._options import data_root_option, plural, split_option
 
 
 def prediction_path(predictions_dir: Path, image_id: str) -> Path:
@@ -98,7 +98,8 @@ def command(data_root: Path | None, split: str, predictions_dir: Path, output: P
                                split_source=str(dataset.source), voc_dir=str(dataset.voc_dir))
     metrics = record["metrics"]
     click.echo(metrics_table(metrics, tablefmt=table_format))
-    click.echo(f"\n{len(dataset)} images, {metrics['num_pixels']} scored pixels, "
+    click.echo(f"\n{plural(len(dataset), 'image')}, "
+               f"{plural(metrics['num_pixels'], 'scored pixel')}, "
                f"split '{dataset.name}' ({dataset.source})")
     if metrics["absent_from_ground_truth"]:
         click.echo("classes without ground-truth pixels (excluded from mean acc.; mean IU counts "

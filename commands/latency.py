@@ -41,6 +41,7 @@ from commands._options import (
     FiniteFloat,
     backend_option,
     device_option,
+    plural,
     seed_option,
     variant_option,
 )
@@ -161,8 +162,9 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
         log(f"{phase} round {round_index}: {active} cell{'s' if active != 1 else ''}")
 
     specs = {v: build_spec(v, width_divisor=width_divisor) for v in variants}
-    log(f"latency: {len(keys)} cells ({len(specs)} variants x {len(names)} backends x "
-        f"{len(sizes)} sizes x {len(modes)} modes), precision {precision}")
+    log(f"latency: {plural(len(keys), 'cell')} ({plural(len(specs), 'variant')} x "
+        f"{plural(len(names), 'backend')} x {plural(len(sizes), 'size')} x "
+        f"{plural(len(modes), 'mode')}), precision {precision}")
     run = measure(
         keys, backend_factory(options, width_divisor, seed, log), precision=precision,
         gflops_of=lambda k: specs[k.variant].flops(k.height, k.width) * k.batch / 1e9,

@@ -16,22 +16,7 @@ import numpy as np
 from backends.base import PRECISIONS
 from commands._options import backend_option, device_option, variant_option, weights_option
 
-OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay (background pixels untouched)
-
-
-def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> bytes:
-    """PNG bytes of the photo with every non-background pixel blended with its VOC colour."""
-    from PIL import Image
-
-    from bench.labels import VOC_PALETTE
-
-    colours = VOC_PALETTE[labels].astype(np.float32)  # (H, W, 3)
-    blended = rgb.astype(np.float32)
-    foreground = labels > 0
-    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
-    return buffer.getvalue()
+# The overlay (blended photo + class legend) is drawn by bench/overlay.py.
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -75,8 +60,9 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     import backends
     from backends.base import RunOptions
     from bench.errors import UsageError
-    from bench.labels import VOC_CLASSES, write_label_png
+    from bench.labels import write_label_png
     from bench.outputs import check_writable, writing
+    from bench.overlay import class_name, class_shares, overlay_png
     from bench.records import atomic_write_bytes
     from bench.voc import load_image, preprocess
     from bench.weights import load_weights
@@ -116,9 +102,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
             atomic_write_bytes(overlay, overlay_png(rgb, labels))
 
     height, width = labels.shape
-    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
-    present = [f"{VOC_CLASSES[c] if c < len(VOC_CLASSES) else c} {counts[c] / labels.size:.1%}"
-               for c in np.argsort(-counts) if counts[c]]
+    present = [f"{class_name(c)} {share}" for c, share in class_shares(labels)]
     click.echo(f"{image_path}: {width}x{height}, {spec.variant} on {backend_name} "
                f"({backend.device}, {precision}), forward {elapsed_ms:.0f} ms "
                f"(first call, includes set-up)")

@@ -21,6 +21,7 @@ from commands._options import (
     backend_option,
     data_root_option,
     device_option,
+    plural,
     split_option,
     variant_option,
     weights_option,
@@ -112,7 +113,7 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     for note in notes:
         click.echo(f"note: {note}", err=True)
 
-    click.echo(f"hashing weights and data ({len(dataset)} images) for the record and the "
+    click.echo(f"hashing weights and data ({plural(len(dataset), 'image')}) for the record and the "
                "checkpoint key ...", err=True)
     weights_sha = sha256_file(weights_path)
     fingerprint = data_fingerprint(dataset)
@@ -152,8 +153,10 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
         del backend  # free one framework's memory before the next starts
 
     paper_classes = per_class_iou(variant, split, weights=None)
-    click.echo(f"\n{variant} on '{dataset.name}' ({len(dataset)} images), weights "
-               f"{weights_path} ({run_weights}, sha256 {weights_sha[:12]}...)\n")
+    # Weights that are no official conversion are named by their archive kind (random, trained).
+    weights_kind = run_weights if run_weights != "other" else metadata.get("kind") or "other"
+    click.echo(f"\n{variant} on '{dataset.name}' ({plural(len(dataset), 'image')}), weights "
+               f"{weights_path} ({weights_kind}, sha256 {weights_sha[:12]}...)\n")
     click.echo(results_text(runs, subset, paper_classes))
 
     if output is not None:
