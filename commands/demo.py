@@ -59,16 +59,33 @@ def walkthrough(data_root: Path, variant: str, first_val_id: str,
          ["parity", "--variant", variant, "--weights", weights]),
         ("the deterministic CI suite against the committed baseline, keeping this run's record",
          ["golden", "--record", str(runs / "golden.json")]),
-        ("this run's golden record against the committed baseline, as a PR table",
+        ("this run's golden record against the committed baseline (a PR comment: failures only)",
          ["compare", "reference_results/ci/golden.json", str(runs / "golden.json"),
-          "--format", "github"]),
-        ("every record written above, as one table",
-         ["history", str(runs)]),
+          "--format", "github", "--failures-only"]),
+        ("the training run's validation records over its iterations",
+         ["history", str(train_out / "eval"), "--format", "github"]),
     ]
 
 
-def format_command(argv: list[str]) -> str:
-    return "python cli.py " + " ".join(shlex.quote(arg) for arg in argv)
+def format_command(argv: list[str], width: int = 96) -> str:
+    """`python cli.py ARGV`, shell-quoted, wrapped with backslashes between options so that a
+    line stays under `width` columns (an option and its value stay together)."""
+    groups: list[str] = []
+    for arg in argv:
+        quoted = shlex.quote(arg)
+        if groups and groups[-1].startswith("--") and " " not in groups[-1] and \
+                not arg.startswith("--"):
+            groups[-1] += " " + quoted
+        else:
+            groups.append(quoted)
+    lines = ["python cli.py"]
+    for group in groups:
+        if len(lines[-1]) + 1 + len(group) > width:
+            lines[-1] += " \\"
+            lines.append("    " + group)
+        else:
+            lines[-1] += " " + group
+    return "\n".join(lines)
 
 
 def _check_root(data_root: Path) -> None:
@@ -142,6 +159,6 @@ def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ..
 
     backends = available_backends() or ["torch"]
     variant = "fcn8s" if "fcn8s" in variants else variants[0]
-    click.echo("\nnext (README \"Try it without downloads\"):")
+    click.echo("\nnext: the README's \"Try it without downloads\", with these paths (bash):\n")
     for what, argv in walkthrough(data_root, variant, lists["val"][0], backends):
-        click.echo(f"  # {what}\n  {format_command(argv)}")
+        click.echo(f"# {what}\n{format_command(argv)}")
