@@ -99,8 +99,11 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
 
     \b
     Examples:
+      python cli.py train --variant fcn8s --data-root demo --init random --width-divisor 8 \\
+          --lr 2e-9 --iters 200 --val-split val --out demo/runs/train-fcn8s   # after `demo`
+      python cli.py convert VGG_ILSVRC_16_layers.caffemodel vgg16-fcn32s.safetensors
       python cli.py train --variant fcn32s --backend torch --data-root data \\
-          --init weights/vgg16-fcn32s-init.safetensors --out runs/fcn32s
+          --init vgg16-fcn32s.safetensors --out runs/fcn32s
       python cli.py train --variant fcn16s --backend tf --data-root data \\
           --init runs/fcn32s/snapshots/fcn32s_iter_0100000.safetensors --out runs/fcn16s
       python cli.py train --variant fcn32s --data-root data --out runs/fcn32s --resume
