@@ -153,8 +153,8 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
         del backend  # free one framework's memory before the next starts
 
     paper_classes = per_class_iou(variant, split, weights=None)
-    # Weights that are no official conversion are named by their archive kind (random, trained).
-    weights_kind = run_weights if run_weights != "other" else metadata.get("kind") or "other"
+    # Random weights say so (as the note does), not just "other".
+    weights_kind = "random" if metadata.get("kind") == "random" else run_weights
     click.echo(f"\n{variant} on '{dataset.name}' ({plural(len(dataset), 'image')}), weights "
                f"{weights_path} ({weights_kind}, sha256 {weights_sha[:12]}...)\n")
     click.echo(results_text(runs, subset, paper_classes))
