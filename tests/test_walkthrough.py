@@ -141,3 +141,15 @@ def test_walkthrough_runs_verbatim_and_training_learns(in_tmp: Path):
     evaluation = json.loads((in_tmp / "demo/runs/train-fcn8s/eval/iter_0000200.json").read_text())
     baseline = background_mean_iou(in_tmp / "demo", "val")
     assert evaluation["metrics"]["mean_iou"] > 1.5 * baseline, (evaluation["metrics"], baseline)
+
+
+def test_missing_data_points_at_the_demo(tmp_path, monkeypatch):
+    """Without data, the error names the downloads and the demo (a split list alone has no
+    images)."""
+    monkeypatch.setenv("FCN_BENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "empty", tmp_path / "absent"):
+        result = CliRunner().invoke(cli, ["evaluate", "--data-root", str(root), "--predictions",
+                                          str(tmp_path)])
+        assert result.exit_code == 1
+        assert "python cli.py demo --data-root demo" in result.output, result.output
