@@ -19,7 +19,7 @@ from bench.compare import (
 )
 from bench.errors import FcnBenchError
 from bench.records import atomic_write_text
-from commands._options import FiniteFloat, seed_option
+from commands._options import FiniteFloat, plural, seed_option
 
 
 @click.command(name="compare")
@@ -77,4 +77,5 @@ def command(baseline: Path, current: Path, fmt: str, tolerances: tuple[str, ...]
         atomic_write_text(output, table)
     click.echo(table, nl=False)
     if comparison.failed:
-        raise FcnBenchError(f"{len(comparison.failures)} failing checks (see the table above)")
+        raise FcnBenchError(f"{plural(len(comparison.failures), 'failing check')} (see the table "
+                            "above)")

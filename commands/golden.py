@@ -36,7 +36,7 @@ from bench.golden import (
 from bench.outputs import check_writable
 from bench.records import atomic_write_text, write_json
 from bench.spec import VARIANTS
-from commands._options import backend_option, variant_option
+from commands._options import backend_option, plural, variant_option
 
 
 def _backends(requested: tuple[str, ...]) -> list[str]:
@@ -130,7 +130,7 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
         _emit(render_faults(results, fmt), output)
         missed = [r for r in results if not r.caught]
         if missed:
-            raise FcnBenchError(f"{len(missed)} injected faults were not caught by the golden "
+            raise FcnBenchError(f"{plural(len(missed), 'injected fault')} not caught by the golden "
                                 f"gates (first: {missed[0].variant} {missed[0].fault})")
         return
 
@@ -148,7 +148,8 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
                               baseline_name=str(baseline))
     _emit(render_golden(comparison, current, fmt, elapsed_s=elapsed), output)
     if comparison.failed:
-        raise FcnBenchError(f"golden suite: {len(comparison.failures)} failing checks (see the "
+        failing = plural(len(comparison.failures), "failing check")
+        raise FcnBenchError(f"golden suite: {failing} (see the "
                             f"tables above); if the change is intended, run "
                             f"`python cli.py golden --update` and commit {baseline}")
 

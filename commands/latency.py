@@ -189,5 +189,6 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
         write_plot(plot, run.rows)
         log(f"wrote {plot}")
     if run.failed:
-        raise FcnBenchError(f"{len(run.failed)} of {len(run.rows)} cells failed (FAILED rows "
+        cells = plural(len(run.rows), "cell")
+        raise FcnBenchError(f"{len(run.failed)} of {cells} failed (FAILED rows "
                             f"above); first: {run.failed[0]['error']}")

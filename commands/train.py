@@ -35,6 +35,7 @@ from commands._options import (
     backend_option,
     data_root_option,
     device_option,
+    plural,
     seed_option,
     split_option,
     variant_option,
@@ -183,7 +184,8 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                        f"process{'es' if trainer.world_size > 1 else ''}): base_lr "
                        f"{config.base_lr:g}, momentum {recipe.momentum}, {config.iters} updates "
                        f"x {recipe.iter_size * trainer.world_size} image(s); "
-                       f"{len(train_set.ids)} training images, {len(val_ids)} validation; "
+                       f"{plural(len(train_set.ids), 'training image')}, "
+                       f"{len(val_ids)} validation; "
                        f"{init_info.get('init') or init_info.get('resumed_from_snapshot')} -> "
                        f"{out_dir}",
                        err=True)

@@ -253,3 +253,15 @@ def test_importing_the_tensorflow_backend_prints_nothing():
     assert result.returncode == 0, result.stderr
     assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr, \
         result.stderr
+
+
+def test_counts_are_pluralised():
+    from commands._options import plural
+
+    assert plural(1, "variant") == "1 variant" and plural(2, "variant") == "2 variants"
+    assert plural(0, "batch", "batches") == "0 batches"
+    # No command prints "{len(...)} things" without going through plural().
+    pattern = re.compile(r"\{len\([^}]*\)\} [a-z]+s\b")
+    offenders = [f"{path.name}: {match[0]}" for path in (ROOT / "commands").glob("*.py")
+                 for match in pattern.finditer(path.read_text())]
+    assert not offenders, offenders
