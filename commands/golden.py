@@ -173,7 +173,7 @@ def _update(current: dict, baseline: Path, tolerances: Tolerances, fmt: str,
     header = f"golden: wrote {baseline} in {elapsed:.1f} s"
     if old is None:
         reason = f"; the old one was unreadable: {problem}" if problem else ""
-        return f"{header} (new baseline, {len(current['rows'])} rows{reason})\n"
+        return f"{header} (new baseline, {plural(len(current['rows']), 'row')}{reason})\n"
     comparison = compare_rows(rows_from_record(old, baseline),
                               rows_from_record(current, Path("this run")), tolerances,
                               CompareOptions(all_metrics=False),
