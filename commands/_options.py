@@ -177,8 +177,9 @@ def backend_option(*, several: bool, default: str | None = None, name: str = "ba
     if given, else every installed backend (the body resolves the empty tuple)."""
     if several:
         none_means = default or "every installed backend"
-        text = (f"{BACKEND_HELP}, or all; repeatable or comma-separated (torch,tf). "
-                f"{extra_help}  [default: {none_means}]").replace(" .", ".")
+        text = " ".join(part for part in (
+            f"{BACKEND_HELP}, or all; repeatable or comma-separated (torch,tf).", extra_help,
+            f" [default: {none_means}]") if part)
         return click.option("--backend", name, type=BackendType(several=True), multiple=True,
                             default=(default,) if default else (), callback=_flatten_backends,
                             metavar="NAME[,NAME]", show_default=False, help=text)
@@ -224,8 +225,8 @@ def data_root_option(*, required: bool = False) -> callable:
         "--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
         callback=_data_root, metavar="DIR", required=required,
         help="Folder of the data sets: VOCdevkit/ (VOC2011, VOC2012), benchmark_RELEASE/ (SBD) "
-             "and splits/, as `download` or `demo` write them [default: $FCN_BENCH_DATA or "
-             "./data].")
+             "and splits/, as `download` or `demo` write them"
+             + ("." if required else " [default: $FCN_BENCH_DATA or ./data]."))
 
 
 SPLIT_HELP = ("seg11valid (736 images, the paper's), train, val, trainval (VOC2012 lists) or a "
