@@ -271,7 +271,7 @@ def _download(urls: Sequence[str], dest: Path, checks: dict, *, http_ok: bool,
     failures: list[str] = []
     for url in urls:
         if not _secure(url):
-            why = (f"https failed: {failures[-1]}" if failures
+            why = ("https failed (the reason is above)" if failures
                    else f"{urlparse(url).netloc} is listed as http-only")
             if not http_ok:
                 failures.append(f"{url}: not tried: plain http for a file with no published "
@@ -304,7 +304,8 @@ def _download(urls: Sequence[str], dest: Path, checks: dict, *, http_ok: bool,
         log(f"{dest}: verified ({matched})")
         return url
     checks_text = ", ".join(f"{k} {v if isinstance(v, str) else ' or '.join(v)}"
-                            for k, v in checks.items() if v and k != "size") or "its content"
+                            for k, v in checks.items() if v and k != "size") or (
+        "its content, then its SHA-256 is recorded")
     raise DownloadError(f"{dest.name}: download failed: " + "; ".join(failures) + "; "
                         + _offline_hint(dest, checks_text, archive_option))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.cache import default_weights_path
 from bench.catalog import get_source, verify_file
 from bench.download import Log, _stderr, fetch_source
-from bench.errors import DataError, UsageError
+from bench.errors import DataError, DownloadError, UsageError
 from bench.extract import leftover_staging, safe_extract
 from bench.fetchlock import exclusive, lock_path_for
 from bench.records import atomic_write_text, to_json, utc_now
@@ -114,8 +114,13 @@ def prepare_dataset(name: str, data_root: str | Path, *, archive: str | Path | N
             "outside fcn-bench); extracting the archive again to be sure")
     if archive is not None:
         path = Path(archive)
-        matched = verify_file(path, size=source.size, md5=source.md5, sha1=source.sha1,
-                              sha256=source.sha256)
+        try:
+            matched = verify_file(path, size=source.size, md5=source.md5, sha1=source.sha1,
+                                  sha256=source.sha256)
+        except DownloadError as error:
+            detail = str(error).split(": ", 1)[-1]
+            raise DataError(path, f"is not the published {name} archive ({detail}); "
+                                  f"{source.filename} is expected") from None
         result.actions.append(f"using local archive {path} ({matched})")
     else:
         path = fetch_source(source, progress=progress, log=log, archive_option=True, **options)

@@ -47,16 +47,16 @@ def _catalog_table(rows: list[dict]) -> str:
     for row in rows:
         size = f"{row['bytes']:,}" if row["bytes"] else "-"
         if row["pinned"]:
-            pinned = "\n".join(_short(c) for c in row["pinned"])
-            unpinned = "sha256: none needed" if not any(
-                c.startswith("sha256") for c in row["pinned"]) else "-"
+            pinned, unpinned = "\n".join(_short(c) for c in row["pinned"]), "-"
         else:
-            pinned = "none published"
             state = row["not_pinned"]
-            unpinned = (f"sha256 {state.split()[1][:12]}... recorded (TOFU)"
-                        if state.startswith("sha256") else "sha256 not yet recorded (TOFU)")
-        table.append([row["name"], row["file"][:36], size, pinned, unpinned])
-    return tabulate(table, headers=["name", "file", "bytes", "pinned checksums", "not pinned"],
+            pinned = "none published"
+            unpinned = (f"sha256 {state.split()[1][:12]}... (TOFU)"
+                        if state.startswith("sha256") else "none recorded yet (TOFU)")
+        file = row["file"] if len(row["file"]) <= 32 else row["file"][:29] + "..."
+        table.append([row["name"], file, size, pinned, unpinned])
+    return tabulate(table, headers=["name", "file", "bytes", "pinned (published)",
+                                   "not pinned"],
                     tablefmt="simple")
 
 
