@@ -139,8 +139,9 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
         if 300 <= error.code < 400:
             # urllib's own text for this is several lines ("...would lead to an infinite loop.
             # The last 30x error message was: ..."): one line instead.
-            raise _Permanent(f"redirect loop or too many redirects (HTTP {error.code} after "
-                             f"{_MAX_REDIRECTS} redirects)") from None
+            raise _Permanent(f"redirect loop or too many redirects (HTTP {error.code}; urllib "
+                             f"stops at {_MAX_REDIRECTS} redirects or the same URL 4 times)"
+                             ) from None
         if error.code == 416 and offset:
             _, total = _content_range(error.headers.get("Content-Range"))
             if total == offset:
