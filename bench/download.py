@@ -57,7 +57,7 @@ from bench.extract import one_line, safe_extract
 from bench.fetchlock import exclusive, lock_path_for
 
 __all__ = ["CATALOG", "DATASETS", "WEIGHTS", "Source", "download_file", "fetch_source",
-           "forget", "get_source", "safe_extract", "verify_file"]
+           "fetch_verified", "forget", "get_source", "safe_extract", "verify_file"]
 
 Log = Callable[[str], None]
 
@@ -65,6 +65,7 @@ USER_AGENT = f"fcn-bench/{__version__} (python-urllib)"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0  # per blocking socket operation, not for the whole transfer
 RETRIES = 4
+MAX_BYTES = 8 << 30  # no catalog file is near 8 GiB (VOC2012: 2 GB); a bound for unsized ones
 BACKOFF_S = 2.0  # 2, 4, 8, 16 s between attempts on the same URL
 SECURE_SCHEMES = ("https",)  # a first download over these may be trusted (recorded)
 HTTP_ORIGIN_SUFFIX = ".via-http"  # beside a cached file that came over plain http, unpinned
@@ -85,6 +86,10 @@ class _Transient(Exception):
 
 class _Permanent(Exception):
     """A failure that retrying the same URL will not fix (404, refused redirect...)."""
+
+
+class _Oversize(_Permanent):
+    """More bytes than the file can have: the partial file is deleted, not resumed."""
 
 
 class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
@@ -211,6 +216,10 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
                     raise _write_error(part, error) from None
                 received += len(chunk)
                 bar.update(len(chunk))
+                if offset + received > (expected_size or MAX_BYTES):
+                    # A server streaming without end must not fill the disk.
+                    raise _Oversize(f"sent more than the {expected_size or MAX_BYTES:,} bytes "
+                                     "expected; not the file (partial file deleted)")
         if remaining is not None and received < remaining:
             raise _Transient(f"connection closed after {offset + received:,} of "
                              f"{offset + remaining:,} bytes")
@@ -252,13 +261,14 @@ def _offline_hint(dest: Path, checks: str, archive_option: bool) -> str:
 
 def _download(urls: Sequence[str], dest: Path, checks: dict, *, http_ok: bool,
               archive_option: bool, progress: bool, log: Log, timeout: float = TIMEOUT_S,
-              retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> str | None:
-    """The unlocked body of download_file; returns the URL used, None if `dest` was kept."""
+              retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> tuple[str | None, str]:
+    """The unlocked body of download_file: (the URL used or None if `dest` was kept, what
+    matched)."""
     if dest.exists():
         try:
             matched = verify_file(dest, **checks)
             log(f"{dest}: already present ({matched})")
-            return None
+            return None, matched
         except DownloadError as error:
             log(f"{dest}: existing file fails verification ({str(error).split(': ', 1)[-1]});"
                 " downloading it again")
@@ -291,6 +301,8 @@ def _download(urls: Sequence[str], dest: Path, checks: dict, *, http_ok: bool,
             _fetch_with_retries(url, part, checks["size"], progress=progress, timeout=timeout,
                                 retries=retries, backoff_s=backoff_s, log=log)
         except _Permanent as error:
+            if isinstance(error, _Oversize):
+                part.unlink(missing_ok=True)
             failures.append(f"{url}: {one_line(error)}")
             log(f"  {url} failed: {one_line(error)}")
             continue
@@ -303,7 +315,7 @@ def _download(urls: Sequence[str], dest: Path, checks: dict, *, http_ok: bool,
             continue
         os.replace(part, dest)
         log(f"{dest}: verified ({matched})")
-        return url
+        return url, matched
     checks_text = ", ".join(f"{k} {v if isinstance(v, str) else ' or '.join(v)}"
                             for k, v in checks.items() if v and k != "size") or (
         "its content, then its SHA-256 is recorded")
@@ -355,10 +367,17 @@ def _forget_hint(source: Source) -> str:
     return f"python cli.py download forget {source.name}"
 
 
-def fetch_source(source: Source, dest_dir: str | Path | None = None, *, progress: bool = True,
-                 log: Log = _stderr, allow_http: bool = False, archive_option: bool = False,
-                 **options) -> Path:
-    """Download a catalog file into `dest_dir` (default: the cache's downloads/), verified.
+def fetch_source(source: Source, dest_dir: str | Path | None = None, **options) -> Path:
+    """Download a catalog file into `dest_dir` (default: the cache's downloads/), verified
+    (see fetch_verified, which also says what matched)."""
+    return fetch_verified(source, dest_dir, **options)[0]
+
+
+def fetch_verified(source: Source, dest_dir: str | Path | None = None, *, progress: bool = True,
+                   log: Log = _stderr, allow_http: bool = False, archive_option: bool = False,
+                   **options) -> tuple[Path, str]:
+    """Download a catalog file into `dest_dir` (default: the cache's downloads/), verified;
+    returns the path and what was verified (e.g. "md5 ... (published value 2 of 2)").
 
     A pinned file is verified against its published checksums. An unpinned one is checked
     against the SHA-256 recorded earlier, or, on first use, its content is validated
@@ -377,7 +396,7 @@ def fetch_source(source: Source, dest_dir: str | Path | None = None, *, progress
                 f"download ({recorded[:12]}...)")
         checks = _checks(source.sha256 or recorded, source.md5, source.sha1, source.size)
         try:
-            used = _download(source.urls, dest, checks,
+            used, matched = _download(source.urls, dest, checks,
                              http_ok=bool(source.pinned or recorded or allow_http),
                              archive_option=archive_option, progress=progress, log=log,
                              **options)
@@ -388,7 +407,7 @@ def fetch_source(source: Source, dest_dir: str | Path | None = None, *, progress
                                     f"`{_forget_hint(source)}` and download again") from None
             raise
         if source.pinned or recorded:
-            return dest
+            return dest, matched
         if used is not None:
             via_http.unlink(missing_ok=True)
         try:
@@ -404,15 +423,16 @@ def fetch_source(source: Source, dest_dir: str | Path | None = None, *, progress
         if (used is not None and not _secure(used)) or via_http.exists():
             via_http.write_text(f"{used or 'an earlier run'}\n", encoding="utf-8")
             log(f"{source.filename}: fetched over plain http with no published checksum: used "
-                "this time, but its SHA-256 is NOT recorded (an https download will record it)")
-            return dest
+                "as it is, but its SHA-256 is NOT recorded (to record one, run "
+                f"`{_forget_hint(source)}` and download again over https)")
+            return dest, f"{checked}; not recorded (plain http)"
         digest = file_digests(dest, ["sha256"])["sha256"]
         where = record_sha256(source.filename, digest, dest.stat().st_size,
                               used or f"local file {dest}")
         log(f"{source.filename}: no published checksum; recorded SHA-256 {digest} in {where} "
             f"(trust on first use, after the content check; `{_forget_hint(source)}` undoes "
             "it)")
-    return dest
+    return dest, f"{checked}; sha256 {digest} recorded"
 
 
 def forget(name: str, *, log: Log = _stderr) -> list[str]:

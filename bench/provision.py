@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.cache import default_weights_path
 from bench.catalog import get_source, verify_file
-from bench.download import Log, _stderr, fetch_source
+from bench.download import Log, _stderr, fetch_source, fetch_verified
 from bench.errors import DataError, DownloadError, UsageError
 from bench.extract import leftover_staging, safe_extract
 from bench.fetchlock import exclusive, lock_path_for
@@ -123,9 +123,8 @@ def prepare_dataset(name: str, data_root: str | Path, *, archive: str | Path | N
                                   f"{source.filename} is expected") from None
         result.actions.append(f"using local archive {path} ({matched})")
     else:
-        path = fetch_source(source, progress=progress, log=log, archive_option=True, **options)
-        matched = verify_file(path, size=source.size, md5=source.md5, sha1=source.sha1,
-                              sha256=source.sha256)
+        path, matched = fetch_verified(source, progress=progress, log=log, archive_option=True,
+                                       **options)
         result.actions.append(f"downloaded {path} ({matched})")
     lock = data_root / STATE_DIR / "extract.lock"
     with exclusive(lock, f"extraction of {name} into {data_root}", log=log):

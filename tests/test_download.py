@@ -118,9 +118,14 @@ def test_checksum_mismatch_deletes_part_and_raises(server, tmp_path):
 def test_size_is_checked_before_hashing(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
     _, opts = _quiet()
-    with pytest.raises(DownloadError, match="size is 1,048,576 bytes, expected 1,000"):
+    # A server sending more than the expected size is cut off (a stream must not fill the disk).
+    with pytest.raises(DownloadError, match="sent more than the 1,000 bytes expected"):
         download_file(server.url + "/a.bin", tmp_path / "a.bin", size=1000, md5=_md5(PAYLOAD),
                       **opts)
+    assert not (tmp_path / "a.bin.part").exists()
+    (tmp_path / "b.bin").write_bytes(PAYLOAD)
+    with pytest.raises(DownloadError, match="size is 1,048,576 bytes, expected 1,000"):
+        download.verify_file(tmp_path / "b.bin", size=1000, md5="0" * 32)
 
 
 def test_interrupted_transfer_resumes_with_range(server, tmp_path):

@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import download
@@ -495,3 +496,48 @@ def test_a_lock_held_too_long_is_refused_naming_the_holder(tmp_path):
     text = _one_line(caught.value)
     assert f"{lock}: still locked after 0.2 s by pid {os.getpid()}" in text and "first" in text
 
+
+
+def test_an_endless_stream_without_content_length_is_cut_off(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "MAX_BYTES", 100_000)
+    server.routes["/a.bin"] = (200, OCTET, os.urandom(300_000), {"no_length": True})
+    with pytest.raises(DownloadError) as caught:
+        download_file(server.url + "/a.bin", tmp_path / "a.bin", md5="0" * 32, **_opts())
+    assert "sent more than the 100,000 bytes expected" in _one_line(caught.value)
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def _vgg16_caffemodel(path: Path, drop: str | None = None) -> Path:
+    """A narrow VGG16 as the ImageNet caffemodel stores it: fc6/fc7 as flattened InnerProduct
+    weights with legacy 4-D dims, and an fc8 with 1000 outputs."""
+    from bench.caffe import write_caffemodel
+    from bench.init import random_params
+    from bench.spec import Conv, build_spec
+
+    spec = build_spec("fcn32s", width_divisor=16)
+    params = random_params(spec, 0)
+    layers = []
+    for layer in spec.layers:
+        if not isinstance(layer, Conv) or layer.zero_init or layer.name == drop:
+            continue
+        weight, bias = params[f"{layer.name}.weight"], params[f"{layer.name}.bias"]
+        if layer.name.startswith("fc"):
+            weight = weight.reshape(1, 1, weight.shape[0], -1)
+            layers.append((layer.name, "InnerProduct", [weight, bias.reshape(1, 1, 1, -1)]))
+        else:
+            layers.append((layer.name, "Convolution", [weight, bias]))
+    fc7 = params["fc7.weight"].shape[0]
+    layers.append(("fc8", "InnerProduct", [np.zeros((1000, fc7), np.float32),
+                                           np.zeros(1000, np.float32)]))
+    return write_caffemodel(path, layers)
+
+
+def test_vgg16_caffemodel_content_check(tmp_path):
+    from bench.download_checks import check_content
+
+    source = dataclasses.replace(download.CATALOG["vgg16-caffe"], width_divisor=16)
+    good = _vgg16_caffemodel(tmp_path / "vgg.caffemodel")
+    assert "VGG16 Caffe model" in check_content(source, good)
+    bad = _vgg16_caffemodel(tmp_path / "bad.caffemodel", drop="fc7")
+    with pytest.raises(DownloadError, match="not the VGG16 Caffe model: layer fc7 is missing"):
+        check_content(source, bad)
