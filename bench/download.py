@@ -154,7 +154,7 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
             part.unlink(missing_ok=True)
             raise _Transient("server refused the resume range; restarting from byte 0") from None
         if error.code in (408, 425, 429) or error.code >= 500:
-            raise _Transient(f"HTTP {error.code} {error.reason}") from None
+            raise _Transient(f"HTTP {error.code} {one_line(error.reason)}") from None
         raise _Permanent(f"HTTP {error.code} {one_line(error.reason)}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
@@ -194,32 +194,29 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
         remaining = int(length) if length and length.isdigit() else None
         total = offset + remaining if remaining is not None else expected_size
         received = 0
-        try:
-            handle = open(part, mode)  # noqa: SIM115 - closed below
+        try:  # every local failure (open, write, the final flush) names the file
+            with open(part, mode) as handle, tqdm(
+                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=part.name.removesuffix(".part"), file=sys.stderr, disable=not progress,
+                    leave=False) as bar:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK_BYTES)
+                    except (OSError, http.client.HTTPException) as error:
+                        raise _Transient(f"transfer interrupted after {offset + received:,} "
+                                         f"bytes ({type(error).__name__}: {one_line(error)})"
+                                         ) from None
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    if offset + received > (expected_size or MAX_BYTES):
+                        # A server streaming without end must not fill the disk.
+                        raise _Oversize(f"sent more than the {expected_size or MAX_BYTES:,} "
+                                        "bytes expected; not the file (partial file deleted)")
         except OSError as error:
             raise _write_error(part, error) from None
-        with handle, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name.removesuffix(".part"), file=sys.stderr, disable=not progress,
-                leave=False) as bar:
-            while True:
-                try:
-                    chunk = response.read(CHUNK_BYTES)
-                except (OSError, http.client.HTTPException) as error:
-                    raise _Transient(f"transfer interrupted after {offset + received:,} bytes "
-                                     f"({type(error).__name__}: {one_line(error)})") from None
-                if not chunk:
-                    break
-                try:
-                    handle.write(chunk)
-                except OSError as error:
-                    raise _write_error(part, error) from None
-                received += len(chunk)
-                bar.update(len(chunk))
-                if offset + received > (expected_size or MAX_BYTES):
-                    # A server streaming without end must not fill the disk.
-                    raise _Oversize(f"sent more than the {expected_size or MAX_BYTES:,} bytes "
-                                     "expected; not the file (partial file deleted)")
         if remaining is not None and received < remaining:
             raise _Transient(f"connection closed after {offset + received:,} of "
                              f"{offset + remaining:,} bytes")
