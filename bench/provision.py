@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cache import default_weights_path
-from bench.catalog import get_source, verify_file
+from bench.catalog import Source, get_source, verify_file
 from bench.download import Log, _stderr, fetch_source, fetch_verified
 from bench.errors import DataError, DownloadError, UsageError
 from bench.extract import leftover_staging, safe_extract
@@ -45,7 +45,7 @@ class DatasetResult:
     actions: list[str] = field(default_factory=list)
 
 
-def missing_paths(source, data_root: str | Path) -> list[str]:
+def missing_paths(source: Source, data_root: str | Path) -> list[str]:
     """The `expect` paths of a dataset that are absent under `data_root` (empty = complete)."""
     return [rel for rel in source.expect if not (Path(data_root) / rel).exists()]
 
@@ -62,7 +62,7 @@ def is_complete(name: str, data_root: str | Path) -> bool:
                                                                                 data_root)
 
 
-def _extract_locked(source, archive: Path, matched: str, data_root: Path,
+def _extract_locked(source: Source, archive: Path, matched: str, data_root: Path,
                     result: DatasetResult, progress: bool, log: Log) -> None:
     """Extract + check + post-process + marker; the caller holds the data root's lock."""
     for leftover in leftover_staging(data_root):

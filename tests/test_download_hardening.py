@@ -385,7 +385,7 @@ def test_two_processes_downloading_one_dataset_both_end_complete(server, tmp_pat
     """QA: both extracted into one staging folder; the loser's cleanup deleted it mid-way and
     the survivor reported success with 2974 of 3003 files."""
     body = _tar_bytes(3000)
-    server.routes["/voc.tar"] = (200, OCTET, body, {"slow": 0.01})
+    server.routes["/voc.tar"] = (200, OCTET, body, {"slow": 0.02})
     root = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(REPO), "FCN_BENCH_CACHE": str(tmp_path / "cache")}
     argv = [sys.executable, "-c", _DRIVER, server.url + "/voc.tar", hashlib.md5(body).hexdigest(),
@@ -400,11 +400,12 @@ def test_two_processes_downloading_one_dataset_both_end_complete(server, tmp_pat
     assert completeness_marker("voc2012", root).is_file()
     assert [p.name for p in root.iterdir() if p.name.startswith(".staging")] == []
     assert server.hits.count("/voc.tar") == 1, "the second run waited and reused the archive"
-    logs = "\n".join(line for report in reports for line in report["log"])
-    assert "waiting for pid" in logs
-    finals = sorted(report["actions"][-1].split(":")[0] for report in reports)
-    assert finals[0].startswith("completed by another run") or finals[0] == "extracted to " + str(
-        root / "VOCdevkit"), finals
+    kinds = sorted(report["actions"][-1].split(" ")[0] for report in reports)
+    # One extracted; the other waited for it (or, on a very loaded machine, started after it).
+    assert kinds in (["completed", "extracted"], ["already", "extracted"]), reports
+    if kinds[0] == "completed":
+        logs = "\n".join(line for report in reports for line in report["log"])
+        assert "waiting for pid" in logs
 
 
 def test_two_threads_extracting_one_archive_both_see_a_complete_tree(tmp_path, monkeypatch):
@@ -462,7 +463,7 @@ def test_an_unmarked_tree_is_extracted_again_and_leftover_staging_removed(tmp_pa
 def test_two_concurrent_weight_downloads_into_one_cache_both_succeed(server, caffemodel,
                                                                      monkeypatch, https_like):
     """QA: the second failed with "....part: No such file or directory"."""
-    server.routes["/fcn32s-heavy-pascal.caffemodel"] = (200, OCTET, caffemodel, {"slow": 0.05})
+    server.routes["/fcn32s-heavy-pascal.caffemodel"] = (200, OCTET, caffemodel, {"slow": 0.02})
     monkeypatch.setitem(download.CATALOG, "fcn32s", _fcn32s(server))
     results, errors, messages = [], [], []
 
