@@ -187,33 +187,49 @@ def _varint(head: bytes, pos: int) -> tuple[int, int] | None:
 
 
 def _looks_like_caffemodel(head: bytes, size: int) -> bool:
-    """Protobuf has no magic: the first fields must be NetParameter fields of the right wire type
-    whose lengths fit the file. Random bytes pass this with a probability well under 1%."""
+    """Protobuf has no magic: the first field must be a NetParameter field of its wire type (a
+    text name, or a layer whose own first field is well formed), followed by well-formed
+    protobuf fields (unknown ones allowed, known ones of their wire type). A cut-off file still
+    passes (lengths may run past the end: the reader reports the truncation). Random bytes pass
+    with a probability well under 1%."""
     pos = 0
     fields = 0
-    while pos < len(head) and fields < 4:
+    while pos < len(head) and fields < 8:
         key = _varint(head, pos)
         if key is None:
             return fields > 0
         number, wire = key[0] >> 3, key[0] & 7
-        if _NET_FIELDS.get(number) != wire:
+        if number == 0 or wire not in (0, 1, 2, 3, 5):
             return False
+        if _NET_FIELDS.get(number, wire if fields else -1) != wire:
+            return False  # the first field must be known; known fields have their wire type
         pos = key[1]
-        value = _varint(head, pos)
-        if value is None:
-            return fields > 0
-        if wire == 2:
-            if value[1] + value[0] > size:
-                return False
-            if number == 100 or number == 2:
-                return True  # a layer message that fits the file: enough evidence
-            if number == 1 and _as_text(head[value[1]:value[1] + value[0]]) is None:
-                return False  # the net's name is text
-            pos = value[1] + value[0]
+        if wire == 3:
+            return fields > 0  # a group: too rare to be chance after a valid field
+        if wire in (1, 5):
+            pos += 8 if wire == 1 else 4
         else:
+            value = _varint(head, pos)
+            if value is None:
+                return fields > 0
             pos = value[1]
+            if wire == 2:
+                payload = head[pos:pos + value[0]]
+                if number == 1 and _as_text(payload) is None:
+                    return False  # the net's name is text
+                if number in (2, 100):
+                    return _first_field_ok(payload)  # a layer: enough evidence either way
+                pos += value[0]
         fields += 1
     return fields > 0
+
+
+def _first_field_ok(message: bytes) -> bool:
+    """The first field of an embedded message has a small field number and a real wire type."""
+    if not message:
+        return True
+    key = _varint(message, 0)
+    return key is not None and 1 <= key[0] >> 3 <= 1000 and key[0] & 7 in (0, 1, 2, 5)
 
 
 def convert_hint(path: str | Path, kind: FileKind) -> str:
