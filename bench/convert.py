@@ -568,6 +568,7 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
     except OSError as error:
         raise WeightsError(path, f"not a readable HDF5 file: {error}") from None
     with handle:
+        check_h5_self_contained(handle, path)
         group = handle.get("model_weights", handle)
         available = _h5_attr_list(group, "layer_names") or list(group.keys())
         missing = [keras for keras in KERAS_NAMES.values() if keras not in group]
@@ -580,8 +581,8 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
             layer = group[keras]
             weight_names = _h5_attr_list(layer, "weight_names")
             try:
-                values = [np.asarray(layer[weight], dtype=np.float32) for weight in weight_names]
-            except (KeyError, OSError, ValueError) as error:
+                values = [_read_h5_dataset(path, layer, weight) for weight in weight_names]
+            except (KeyError, OSError, ValueError, TypeError) as error:
                 raise WeightsError(path, f"layer {keras}: cannot read its weights "
                                    f"({error})") from None
             kernels = [v for v in values if v.ndim >= 2]
@@ -592,6 +593,61 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
                                    "kernel and one bias")
             trunk[name] = (_keras_kernel_to_caffe(path, name, kernels[0], trunk), biases[0])
     return trunk
+
+
+# The largest VGG16 tensor is fc6: 25088 x 4096 floats. A dataset declaring more is not VGG16
+# and is refused before it is read (a few KB of gzip can declare gigabytes).
+_MAX_H5_ELEMENTS = max(math.prod(shape) for shape in build_spec("fcn32s").param_shapes().values())
+_MAX_H5_OBJECTS = 100_000
+
+
+def check_h5_self_contained(handle: Any, path: Path) -> None:
+    """Refuse an HDF5 file that reaches outside itself (docs/security.md): external links,
+    soft links, datasets with external raw storage (`/etc/passwd` read as weights) or virtual
+    datasets (data mapped from other files). Walked iteratively over hard links only."""
+    import h5py
+
+    stack = [("", handle)]
+    seen: set[int] = set()
+    while stack:
+        prefix, group = stack.pop()
+        for name in group:
+            where = f"{prefix}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+                target = getattr(link, "filename", None) or getattr(link, "path", "")
+                kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+                raise WeightsError(path, f"{where} is {kind} (to {target!s:.80}); fcn-bench reads "
+                                   "only self-contained HDF5 files")
+            item = group[name]
+            key = hash(item.id)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) > _MAX_H5_OBJECTS:
+                raise WeightsError(path, f"more than {_MAX_H5_OBJECTS:,} HDF5 objects; not a "
+                                   "Keras weights file")
+            if isinstance(item, h5py.Group):
+                stack.append((where, item))
+            elif isinstance(item, h5py.Dataset):
+                if item.external:
+                    raise WeightsError(path, f"dataset {where} keeps its data in another file "
+                                       f"({item.external[0][0]!s:.80}); refusing external "
+                                       "storage")
+                if item.is_virtual:
+                    raise WeightsError(path, f"dataset {where} is a virtual dataset (data from "
+                                       "other files); refusing it")
+
+
+def _read_h5_dataset(path: Path, layer: Any, name: str) -> np.ndarray:
+    """One weight dataset as float32, its declared size and type checked before reading."""
+    dataset = layer[name]
+    if not hasattr(dataset, "dtype") or dataset.dtype.kind not in "fiu":
+        raise WeightsError(path, f"{layer.name}/{name} is not a numeric dataset")
+    if dataset.size > _MAX_H5_ELEMENTS:
+        raise WeightsError(path, f"{layer.name}/{name} declares {dataset.size:,} values, more "
+                           f"than any VGG16 tensor ({_MAX_H5_ELEMENTS:,}); refusing to read it")
+    return np.asarray(dataset, dtype=np.float32)
 
 
 def _h5_attr_list(group: Any, name: str) -> list[str]:

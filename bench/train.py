@@ -34,7 +34,13 @@ from safetensors.numpy import save as safetensors_save
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
 from bench.init import fixed_params, new_layer_params, random_params
 from bench.metrics import ConfusionMatrix, evaluation_record
-from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
+from bench.records import (
+    atomic_write_bytes,
+    atomic_write_text,
+    loads_bounded,
+    make_record,
+    write_json,
+)
 from bench.spec import NUM_CLASSES, Conv, FcnSpec, build_spec
 from bench.voc import prefetch
 from bench.weights import BACKBONE as VGG16
@@ -500,10 +506,7 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
         raise FcnBenchError(f"{out_dir / SNAPSHOT_DIR}: no complete {config.variant} snapshot "
                             f"to resume from; start without --resume")
     iteration, paths = snapshots[-1]
-    try:
-        record = json.loads(paths.state.read_text())
-    except (OSError, ValueError) as error:
-        raise FcnBenchError(f"{paths.state}: unreadable solver state ({error})") from None
+    record = read_solver_state(paths.state)
     saved = record["config"]
     changed = [f"{key} {saved[key]!r} -> {getattr(config, key)!r}" for key in _RESUME_INVARIANTS
                if saved[key] != getattr(config, key)]
@@ -529,6 +532,33 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
         raise WeightsError(paths.solver, f"unreadable momentum buffers ({error})") from None
     check_momentum(momentum, solver_plan(spec, config.recipe, config.base_lr), spec, paths.solver)
     return ResumeState(iteration, dict(params), momentum, record["sampler"], record, paths)
+
+
+# What load_resume_state reads from a solver state: key -> (type, what it must hold).
+_STATE_FIELDS = {"config": dict, "sampler": dict, "weights_sha256": str, "solver_sha256": str}
+_STATE_CONFIG_FIELDS = (*_RESUME_INVARIANTS, "recipe")
+
+
+def read_solver_state(path: Path) -> dict[str, Any]:
+    """A snapshot's `.solver.json`, parsed with bounded depth and its shape checked, so that a
+    damaged or hand-edited file (a JSON array, a missing key) is one line naming it."""
+    try:
+        record = loads_bounded(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, ValueError) as error:  # ValueError: too deep
+        raise FcnBenchError(f"{path}: unreadable solver state ({error})") from None
+    problems = [f"{key} is not a JSON {kind.__name__}" for key, kind in _STATE_FIELDS.items()
+                if not isinstance(record, dict) or not isinstance(record.get(key), kind)]
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        config = record["config"]
+        problems += [f"config has no {key}" for key in _STATE_CONFIG_FIELDS if key not in config]
+        if not isinstance(config.get("recipe"), dict) or "name" not in config["recipe"]:
+            problems.append("config.recipe is not a recipe object")
+    if not isinstance(record, dict):
+        problems = [f"a JSON {type(record).__name__}, expected an object"]
+    if problems:
+        raise FcnBenchError(f"{path}: not a solver state ({'; '.join(problems)}); delete this "
+                            "snapshot to resume from the previous one")
+    return record
 
 
 def check_momentum(buffers: Mapping[str, np.ndarray], plan: Sequence[TensorHyper],
