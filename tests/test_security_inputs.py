@@ -379,3 +379,10 @@ def test_every_output_gets_the_usual_permissions(tmp_path):
 def test_loads_bounded_accepts_ordinary_records():
     record = {"a": [{"b": [1, 2, {"c": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]}]}
     assert loads_bounded(json.dumps(record)) == record
+
+
+def test_record_with_a_5000_digit_number_is_one_line(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('{"schema_version": 1, "kind": "evaluate", "mean_iou": ' + "9" * 5000 + "}")
+    line = one_line(run_cli("compare", path, path), path)
+    assert "not a usable JSON file" in line
