@@ -19,6 +19,10 @@ from bench.errors import DataError
 from bench.outputs import writing
 from bench.records import atomic_write_bytes
 
+# Largest image decoded (VOC images are 500x500, Cityscapes 2048x1024): a 40 Mpixel 32-bit
+# label and its index copy stay well under 1 GiB. Checked from the header, before decoding.
+MAX_IMAGE_PIXELS = 40_000_000
+
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -64,7 +68,11 @@ def open_image(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a regular file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(path, f"image of {width}x{height} pixels is larger than "
+                                      f"fcn-bench decodes ({MAX_IMAGE_PIXELS // 10**6} Mpixels)")
             image.load()  # once loaded, the pixels stay in memory after the file is closed
             return image
     except Image.DecompressionBombError as error:

@@ -386,3 +386,13 @@ def test_record_with_a_5000_digit_number_is_one_line(tmp_path):
     path.write_text('{"schema_version": 1, "kind": "evaluate", "mean_iou": ' + "9" * 5000 + "}")
     line = one_line(run_cli("compare", path, path), path)
     assert "not a usable JSON file" in line
+
+
+def test_huge_declared_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    import bench.labels
+
+    monkeypatch.setattr(bench.labels, "MAX_IMAGE_PIXELS", 100)
+    path = tmp_path / "2007_000033.png"
+    Image.new("P", (20, 10)).save(path)
+    with pytest.raises(DataError, match=r"image of 20x10 pixels is larger than fcn-bench"):
+        bench.labels.read_label_png(path)
