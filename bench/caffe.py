@@ -1,7 +1,7 @@
 """Reading (and writing test fixtures of) .caffemodel files: the protobuf wire format by hand.
 
 No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimited fields and
-fixed32/64 are decoded here, with the field numbers of Caffe's caffe.proto (fcn_facts.md §6.2).
+fixed32/64 are decoded here, with the field numbers of BVLC/caffe src/caffe/proto/caffe.proto.
 Stdlib + numpy only; never imports torch or tensorflow.
 
 Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
