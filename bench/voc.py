@@ -109,7 +109,7 @@ def read_id_list(path: str | Path) -> list[str]:
     bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
            or printable(image_id) != image_id]
     if bad:
-        raise DataError(path, f"not a list of image ids (e.g. {printable(bad[0])[:80]!r}); "
+        raise DataError(path, f"not a list of image ids (e.g. '{printable(bad[0])[:80]}'); "
                               "expected one id per line such as 2007_000033, without control "
                               "characters")
     repeated = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
