@@ -110,10 +110,10 @@ def sniff_bytes(head: bytes, size: int, path: Path | None = None) -> FileKind:
             return _kind("html")
         if stripped[:1] in ("{", "["):
             return _kind("json")
+    if text is not None:
+        return _kind("text")  # a caffemodel's first bytes hold length and key bytes below 32
     if _looks_like_caffemodel(head, size):
         return _kind("caffemodel")
-    if text is not None:
-        return _kind("text")
     return _kind("unknown")
 
 
