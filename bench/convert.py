@@ -223,18 +223,31 @@ def conversion_bytes(spec: FcnSpec) -> int:
 
 
 def available_memory() -> int | None:
-    """Bytes the host can still give (MemAvailable, else physical memory), or None if unknown."""
+    """Bytes this process can still get: the host's MemAvailable (else its physical memory),
+    capped by an address-space limit (ulimit -v) if one is set; None if unknown."""
+    free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            free = None
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            free = soft if free is None else min(free, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return free
 
 
 def check_memory(spec: FcnSpec, what: str | Path, available: int | None = None) -> None:

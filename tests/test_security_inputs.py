@@ -396,3 +396,21 @@ def test_huge_declared_image_is_refused_from_its_header(tmp_path, monkeypatch):
     Image.new("P", (20, 10)).save(path)
     with pytest.raises(DataError, match=r"image of 20x10 pixels is larger than fcn-bench"):
         bench.labels.read_label_png(path)
+
+
+def test_convert_random_that_cannot_fit_is_refused_with_its_estimate_under_one_gib(tmp_path):
+    out = tmp_path / "r.safetensors"
+    result = run_limited(f"import sys\nsys.argv = ['cli.py', 'convert', '--random', '--variant', "
+                         f"'fcn8s', {str(out)!r}]\nimport cli\ncli.main()\n")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs about 1.5 GiB of memory to build, but only 1.0 GiB" \
+        in lines[0], result.stderr[-2000:]
+    assert not out.exists()
+
+
+def test_convert_summary_escapes_metadata_from_the_file(tmp_path):
+    source = narrow_archive(tmp_path / "in.safetensors", origin="evil\x1b]0;owned\x07")
+    result = run_cli("convert", source, tmp_path / "out.safetensors")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "evil\\x1b]0;owned\\x07" in result.output
