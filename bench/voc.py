@@ -56,6 +56,7 @@ SEG11VALID_URL = ("https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvisio
 # SBD's cls/*.mat files are 5-60 KB; a label file this large is not one (its decompressed
 # arrays are what costs memory, see docs/security.md).
 MAX_MAT_BYTES = 16 * 2**20
+MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
 _MISSING_LISTED = 3  # how many missing files an error message spells out
 
 
@@ -100,6 +101,10 @@ def read_id_list(path: str | Path) -> list[str]:
     """Ids of a split file in file order (blank lines and surrounding spaces ignored)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SPLIT_BYTES:
+            raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for a "
+                                  f"split list (SBD train, 8,498 ids, is 100 KB; limit "
+                                  f"{MAX_SPLIT_BYTES // 2**20} MiB)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise DataError(path, "split list not found") from error
