@@ -34,13 +34,7 @@ from safetensors.numpy import save as safetensors_save
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
 from bench.init import fixed_params, new_layer_params, random_params
 from bench.metrics import ConfusionMatrix, evaluation_record
-from bench.records import (
-    atomic_write_bytes,
-    atomic_write_text,
-    loads_bounded,
-    make_record,
-    write_json,
-)
+from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
 from bench.spec import NUM_CLASSES, Conv, FcnSpec, build_spec
 from bench.voc import prefetch
 from bench.weights import BACKBONE as VGG16
@@ -534,19 +528,22 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
     return ResumeState(iteration, dict(params), momentum, record["sampler"], record, paths)
 
 
-# What load_resume_state reads from a solver state: key -> (type, what it must hold).
+# What load_resume_state reads from a solver state: key -> its JSON type.
 _STATE_FIELDS = {"config": dict, "sampler": dict, "weights_sha256": str, "solver_sha256": str}
+_JSON_NAMES = {dict: "object", str: "string", list: "array"}
 _STATE_CONFIG_FIELDS = (*_RESUME_INVARIANTS, "recipe")
 
 
 def read_solver_state(path: Path) -> dict[str, Any]:
     """A snapshot's `.solver.json`, parsed with bounded depth and its shape checked, so that a
     damaged or hand-edited file (a JSON array, a missing key) is one line naming it."""
+    from bench.records import loads_bounded  # imported here to keep this edit local
+
     try:
         record = loads_bounded(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, ValueError) as error:  # ValueError: too deep
         raise FcnBenchError(f"{path}: unreadable solver state ({error})") from None
-    problems = [f"{key} is not a JSON {kind.__name__}" for key, kind in _STATE_FIELDS.items()
+    problems = [f"{key} is not a JSON {_JSON_NAMES[kind]}" for key, kind in _STATE_FIELDS.items()
                 if not isinstance(record, dict) or not isinstance(record.get(key), kind)]
     if isinstance(record, dict) and isinstance(record.get("config"), dict):
         config = record["config"]
@@ -554,7 +551,7 @@ def read_solver_state(path: Path) -> dict[str, Any]:
         if not isinstance(config.get("recipe"), dict) or "name" not in config["recipe"]:
             problems.append("config.recipe is not a recipe object")
     if not isinstance(record, dict):
-        problems = [f"a JSON {type(record).__name__}, expected an object"]
+        problems = [f"a JSON {_JSON_NAMES.get(type(record), 'value')}, expected an object"]
     if problems:
         raise FcnBenchError(f"{path}: not a solver state ({'; '.join(problems)}); delete this "
                             "snapshot to resume from the previous one")

@@ -226,8 +226,8 @@ def test_library_errors_reaching_the_cli_are_one_line(monkeypatch):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("[1, 2, 3]", "a JSON list, expected an object"),
-    ('{"config": [], "sampler": {}}', "config is not a JSON dict"),
+    ("[1, 2, 3]", "a JSON array, expected an object"),
+    ('{"config": [], "sampler": {}}', "config is not a JSON object"),
     ("[" * 10_000 + "]" * 10_000, "nested more than 64 levels deep"),
 ])
 def test_solver_state_of_the_wrong_shape_is_one_line(tmp_path, content, message):
