@@ -754,11 +754,11 @@ def _vgg16_archive(path: Path, trunk: Trunk, label: str, variant: str | None,
         raise UsageError(f"{path} holds VGG16 ImageNet weights, which have no FCN variant; use "
                          f"--init-for {variant} to build an init for it")
     target = init_for or "fcn32s"
-    check_memory(build_spec(target, check_num_classes(num_classes), 1), path)
     if fold is not None:
         trunk = {**trunk, "conv1_1": fold(*trunk["conv1_1"])}
     width = _width_divisor(path, [trunk["conv1_1"][0]])
-    spec = build_spec(target, num_classes, width)
+    spec = build_spec(target, check_num_classes(num_classes), width)
+    check_memory(spec, path)  # before the new layers are allocated
     params = vgg16_init_params(trunk, spec, path)
     extra = {"init_surgery": "VGG16 conv1_1..fc7 copied (fc6/fc7 as 7x7/1x1 convs), fc8 "
                              "dropped, score layers zero, upsampling bilinear"}
