@@ -588,6 +588,22 @@ def check_resume_is_exact(backend: str, data_root: Path, tmp: Path) -> None:
             np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
     # ...and the run really moved: the momentum is not still zero.
     assert any(np.abs(v).max() > 0 for v in straight.values())
+    # Exact on a GPU too: deterministic kernels are the default, and the record says so.
+    record = json.loads((tmp / "stopped" / "train_record.json").read_text())
+    assert record["config"]["deterministic"] is True
+    assert record["environment"]["deterministic"] is True
+
+
+def check_nondeterministic_is_recorded(backend: str, data_root: Path, out: Path) -> dict:
+    """`--nondeterministic` reaches the trainer and the record (config and environment)."""
+    output = train_cli("--variant", "fcn32s", "--backend", backend, "--data-root", str(data_root),
+                       "--init", "random", "--out", str(out), "--iters", "1", "--val-limit",
+                       "0", "--lr", "1e-7", "--nondeterministic")
+    assert "NONDETERMINISTIC kernels" in output
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["config"]["deterministic"] is False
+    assert record["environment"]["deterministic"] is False
+    return record["environment"]
 
 
 def caffe_softmax_loss(scores_nchw: np.ndarray, labels: np.ndarray, normalize: bool) -> float:
