@@ -157,8 +157,11 @@ class TensorflowTrainer:
     def _cross_worker_sum(self, tensors: list[tf.Tensor]) -> list[tf.Tensor]:
         """Element-wise sums over the workers (the strategy's collective all-reduce)."""
         def replica_sum(values: list[tf.Tensor]) -> list[tf.Tensor]:
+            # Copies made here carry the replica's device, which the all-reduce needs to know
+            # where the result goes (inputs traced outside have none).
+            local = [tf.identity(value) for value in values]
             return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                                  values)
+                                                                  local)
 
         result = self._strategy.run(replica_sum, args=(tensors,))
         return self._strategy.experimental_local_results(result)[0]
