@@ -133,7 +133,7 @@ def launch_workers(command: Sequence[str], workers: int, *, timeout_s: float | N
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     status = 0
     try:
-        while any(p.poll() is None for p in processes):
+        while [p.poll() for p in processes].count(None):  # poll every one (no short cut)
             failed = [p.returncode for p in processes if p.returncode not in (None, 0)]
             if failed:
                 status = failed[0]
