@@ -24,6 +24,7 @@ from test_train import (  # noqa: E402
 
 from backends.tensorflow.model import FcnModule  # noqa: E402
 from backends.tensorflow.train import TensorflowTrainer, summed_pixel_loss  # noqa: E402
+from bench.errors import FcnBenchError  # noqa: E402
 from bench.init import random_params  # noqa: E402
 from bench.spec import build_spec  # noqa: E402
 from bench.train import CVPR, HEAVY, solver_plan  # noqa: E402
@@ -140,3 +141,18 @@ def test_op_determinism_holds_during_steps_and_is_restored(monkeypatch, determin
 def test_nondeterministic_option_is_recorded(tiny_data, tmp_path):
     env = check_nondeterministic_is_recorded("tensorflow", tiny_data, tmp_path / "run")
     assert env["op_determinism"] is False
+
+
+def test_op_without_deterministic_kernel_is_one_line(monkeypatch):
+    spec = build_spec("fcn32s", width_divisor=NARROW)
+    trainer = TensorflowTrainer(spec, random_params(spec, 1), solver_plan(spec, HEAVY, 1e-4),
+                                HEAVY, device="cpu")
+
+    def refuse(images, labels):
+        raise tf.errors.UnimplementedError(None, None, "A deterministic GPU implementation of "
+                                           "SomeOpGrad is not currently available.")
+
+    monkeypatch.setattr(trainer, "_train_step", refuse)
+    with pytest.raises(FcnBenchError, match=r"no deterministic implementation in tensorflow .*"
+                       r"SomeOpGrad.*--nondeterministic"):
+        trainer.forward_backward(*tiny_image(0), 3, last_of_batch=True)

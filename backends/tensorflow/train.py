@@ -28,6 +28,7 @@ from backends.base import RunOptions
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule, from_tf_layout, to_tf_layout
 from bench.distributed import LOCAL_RANK_ENV, tf_config_world
+from bench.errors import FcnBenchError
 from bench.labels import VOID_LABEL
 from bench.spec import FcnSpec
 from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
@@ -185,9 +186,17 @@ class TensorflowTrainer:
         # Dropout masks come from the model's stateless generator; resetting it per forward pass
         # makes them a function of (seed, iteration, image), hence resumable.
         self.model.reseed_dropout(dropout_seed)
-        with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
-              tf.device(self._tf_device)):
-            return float(self._train_step(images, labels))
+        try:
+            with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
+                  tf.device(self._tf_device)):
+                return float(self._train_step(images, labels))
+        except tf.errors.UnimplementedError as error:
+            if "determinis" not in str(error):
+                raise
+            raise FcnBenchError(f"an op has no deterministic implementation in tensorflow "
+                                f"{tf.__version__} on this device ({error.message.splitlines()[0]})"
+                                "; rerun with --nondeterministic (resume is then only "
+                                "approximately exact)") from error
 
     def update(self) -> None:
         with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
