@@ -34,6 +34,12 @@ from bench.spec import FcnSpec
 from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
+# One trace serves every image size: batch 1, H and W open.
+_IMAGE = tf.TensorSpec([1, None, None, 3], tf.float32)
+_LABEL = tf.TensorSpec([1, None, None], tf.int32)
+# A collective that waits longer than this for a peer fails instead of hanging forever (a worker
+# that died, or one stuck on I/O); generous, since rank 0 writes snapshots between updates.
+COLLECTIVE_TIMEOUT_S = 1800.0
 
 
 @contextlib.contextmanager
@@ -56,12 +62,6 @@ def determinism_scope(enabled: bool) -> Iterator[None]:
             tf.config.experimental.enable_op_determinism()
         else:
             tf_config_module.disable_op_determinism()
-# One trace serves every image size: batch 1, H and W open.
-_IMAGE = tf.TensorSpec([1, None, None, 3], tf.float32)
-_LABEL = tf.TensorSpec([1, None, None], tf.int32)
-# A collective that waits longer than this for a peer fails instead of hanging forever (a worker
-# that died, or one stuck on I/O); generous, since rank 0 writes snapshots between updates.
-COLLECTIVE_TIMEOUT_S = 1800.0
 
 
 def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> tf.Tensor:
@@ -248,9 +248,7 @@ class TensorflowTrainer:
         env["world_size"] = self.world_size
         env["distributed_backend"] = ("MultiWorkerMirroredStrategy" if self._strategy
                                       else None)
-        env["deterministic"] = self.deterministic
-        with determinism_scope(self.deterministic):
-            env["op_determinism"] = bool(tf_config_module.is_op_determinism_enabled())
+        env["deterministic"] = self.deterministic  # op determinism around every step
         return env
 
     def close(self) -> None:
