@@ -157,6 +157,8 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     timing = LoopTiming()
     remaining = SimpleNamespace(ids=ids[resumed_from:], load=dataset.load)
     samples = prefetch(remaining, workers=workers, depth=depth)
+    if shard is not None:  # the bar counts this process's images, not the split's
+        desc = f"{desc or 'evaluate'} (rank {shard.rank}: {len(ids)} of {len(all_ids)} images)"
     bar = tqdm(total=len(ids), initial=resumed_from, unit="img", desc=desc, file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
