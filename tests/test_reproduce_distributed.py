@@ -138,6 +138,15 @@ def test_torchrun_two_processes_equal_one(_template, tmp_path):
     assert result.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
     checkpoints = sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir())
     assert [name.split(".")[-2] for name in checkpoints] == ["rank0-of-2", "rank1-of-2"]
+    # --resume finds each rank's finished shard (4 + 3 images) and scores nothing again.
+    command[-1] = str(tmp_path / "resumed.json")
+    result = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert resumed["rows"][0]["resumed_from"] == 4  # rank 0's shard: images 0, 2, 4, 6
+    assert (resumed["rows"][0]["metrics"]["confusion_matrix"]
+            == sharded["rows"][0]["metrics"]["confusion_matrix"])
 
     single = CliRunner(env={"FCN_BENCH_CACHE": str(tmp_path / "cache1")}).invoke(
         cli, [*common, "--output", str(tmp_path / "single.json")])
