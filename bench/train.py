@@ -350,6 +350,9 @@ class TrainConfig:
     keep_snapshots: int = 0  # 0 keeps every snapshot (REF); N keeps the newest N and the best
     plots: bool = False
     init: str = ""
+    # Bitwise-repeatable kernels (docs/training_determinism.md); not a resume invariant: a run
+    # may continue with the other setting, it is then no longer bitwise repeatable.
+    deterministic: bool = True
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)

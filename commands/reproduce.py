@@ -93,14 +93,25 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
       python cli.py reproduce --variant fcn8s --backend torch --data-root data
       python cli.py reproduce --variant fcn32s --backend all --output fcn32s.json --plots figs/
       python cli.py reproduce --variant fcn8s --backend tf --resume --save-predictions preds/
+      torchrun --nproc_per_node 4 cli.py reproduce --variant fcn8s --backend torch
+
+    \b
+    Under torchrun the N processes share the images round-robin (rank r scores images r, r+N,
+    ...), the confusion matrices are summed (identical to one process), and rank 0 alone prints
+    and writes the record (with world_size). Each rank checkpoints its own shard; --resume
+    needs the same number of processes.
     """
     from backends import RunOptions, create_backend, resolve_backend_choice
     from bench.checkpoint import Checkpoint
+    from bench.distributed import torchrun_world
     from bench.runner import data_fingerprint, run_evaluation
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
 
     backends = resolve_backend_choice(backend_choice)
+    rank, world_size = torchrun_world()
+    lead = rank == 0  # the only process that prints, plots and writes the record
+    say = click.echo if lead else _quiet
     weights_path, spec, params, metadata = load_voc_weights(variant, weights)
     root = data_root if data_root is not None else default_data_root()
     dataset, full_count = resolve_split_prefix(root, split, limit)
@@ -113,13 +124,18 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                             run_weights=run_weights, metadata=metadata,
                             width_divisor=spec.width_divisor)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        say(f"note: {note}", err=True)
 
-    click.echo(f"hashing weights and data ({len(dataset)} images) for the record and the "
-               "checkpoint key ...", err=True)
+    say(f"hashing weights and data ({len(dataset)} images) for the record and the "
+        "checkpoint key ...", err=True)
     weights_sha = sha256_file(weights_path)
     fingerprint = data_fingerprint(dataset)
 
+    group = _evaluation_group(world_size, device)
+    shard = group.shard() if group is not None else None
+    if shard is not None:
+        say(f"{world_size} processes: rank r scores images r, r+{world_size}, ...; their "
+            "confusion matrices are summed", err=True)
     runs: list[BackendRun] = []
     for name in backends:
         backend = create_backend(name, spec, RunOptions(device=device, threads=threads))
@@ -132,18 +148,23 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                    "weights_sha256": weights_sha, "data": fingerprint.checkpoint_key(),
                    "width_divisor": spec.width_divisor,
                    "save_predictions": str(out_dir.resolve()) if out_dir else None}
-        checkpoint = Checkpoint(reproduce_checkpoint_path(variant, name, dataset.name), run_key,
-                                every=checkpoint_every)
+        checkpoint_path = reproduce_checkpoint_path(variant, name, dataset.name)
+        if shard is not None:  # each rank keeps its own shard; the key refuses another world
+            run_key.update(rank=shard.rank, world_size=shard.world_size)
+            checkpoint_path = checkpoint_path.with_name(
+                f"{checkpoint_path.stem}.rank{shard.rank}-of-{shard.world_size}.json")
+        checkpoint = Checkpoint(checkpoint_path, run_key, every=checkpoint_every)
         if resume and not checkpoint.path.exists():
-            click.echo(f"note: no checkpoint at {checkpoint.path}; starting from the first "
+            say(f"note: no checkpoint at {checkpoint.path}; starting from the first "
                        "image", err=True)
         try:
             result = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=resume,
-                                    save_predictions=out_dir, progress=progress,
-                                    workers=workers, desc=f"{variant} {name}", data=fingerprint)
+                                    save_predictions=out_dir, progress=progress and lead,
+                                    workers=workers, desc=f"{variant} {name}", data=fingerprint,
+                                    shard=shard)
         except KeyboardInterrupt:
             if checkpoint.path.exists():
-                click.echo(f"\ninterrupted: {name}'s finished images are in the checkpoint "
+                say(f"\ninterrupted: {name}'s finished images are in the checkpoint "
                            f"{checkpoint.path}; rerun the same command with --resume to "
                            "continue", err=True)
             raise
@@ -153,6 +174,10 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                                comparisons, run_verdict(comparisons, subset),
                                precision=backend.options.precision))
         del backend  # free one framework's memory before the next starts
+    if group is not None:
+        group.close()
+    if not lead:
+        return
 
     paper_classes = per_class_iou(variant, split, weights=None)
     click.echo(f"\n{variant} on '{dataset.name}' ({len(dataset)} images), weights "
@@ -169,6 +194,7 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                               weights=weights_summary(weights_path, weights_sha, spec,
                                                       run_weights, metadata),
                               data_fingerprint=fingerprint.summary(), runs=runs, notes=notes)
+        record["world_size"] = world_size  # processes that shared the images (torchrun)
         with writing(output, "reproduce record"):
             write_json(output, record)
         click.echo(f"wrote {output}")
@@ -180,3 +206,16 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     if any(run.verdict == "differs" for run in runs):
         raise FcnBenchError(f"{variant} does not reproduce the published numbers within "
                             "tolerance (see the table above)")
+
+
+def _quiet(*args: object, **kwargs: object) -> None:
+    """click.echo for ranks other than 0: they say nothing (rank 0 speaks for the run)."""
+
+
+def _evaluation_group(world_size: int, device: str):
+    """The torch.distributed group joining torchrun's processes (None for one process)."""
+    if world_size == 1:
+        return None
+    from backends.torch.distributed import EvaluationGroup
+
+    return EvaluationGroup(device)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from pathlib import Path
 
 import click
@@ -81,6 +80,9 @@ from bench.train import (
               help="Intra-op CPU threads (default: the framework's).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only on a terminal].")
+@click.option("--nondeterministic", is_flag=True,
+              help="Allow CUDA's faster nondeterministic kernels (cuDNN backward, TF ops): runs "
+                   "and --resume are then equal only to float noise. Default: deterministic.")
 @click.option("--width-divisor", type=click.IntRange(1), default=1, hidden=True,
               help="Test only: narrow network (channels // N).")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
@@ -88,7 +90,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
             snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
             base_lr: float | None, seed: int, log_every: int, keep_snapshots: int, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
-            progress: bool | None, width_divisor: int) -> None:
+            progress: bool | None, nondeterministic: bool, width_divisor: int) -> None:
     """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
 
     \b
@@ -106,6 +108,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     SUMMED over non-void pixels, batch 1 at the image's own size, SBD train sampled with
     replacement (seed 1337), dropout on, no augmentation. With torchrun on N processes each
     update averages N images' gradients (DDP) at the same lr: Caffe's batch-N semantics.
+    TensorFlow does the same on N workers: python -m bench.distributed --workers N cli.py
+    train --backend tf ... (or TF_CONFIG per worker). Deterministic kernels by default, so
+    --resume is bitwise exact on GPUs too; --nondeterministic trades that for speed.
     """
     from backends import canonical_name, get_backend
 
@@ -132,12 +137,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
         num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
         val_split=val_split, val_limit=val_limit, keep_snapshots=keep_snapshots, plots=plots,
-        init=init or "")
+        init=init or "", deterministic=not nondeterministic)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if backend == "tensorflow" and world_size > 1:
-        raise UsageError("data-parallel training (torchrun) is implemented for the torch "
-                         "backend only; run the tensorflow backend as one process")
+    world_size = _world_size(backend)
     train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
     fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
@@ -161,7 +163,8 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     module = importlib.import_module(f"backends.{backend}.train")
     plan = solver_plan(spec, recipe, config.base_lr)
     trainer_class = module.TensorflowTrainer if backend == "tensorflow" else module.TorchTrainer
-    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads)
+    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads,
+                            deterministic=config.deterministic)
     close_writer = None
     try:
         if resume_state:
@@ -176,7 +179,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                        f"x {recipe.iter_size * trainer.world_size} image(s); "
                        f"{len(train_set.ids)} training images, {len(val_ids)} validation; "
                        f"{init_info.get('init') or init_info.get('resumed_from_snapshot')} -> "
-                       f"{out_dir}",
+                       f"{out_dir}; "
+                       f"{'deterministic' if config.deterministic else 'NONDETERMINISTIC'} "
+                       "kernels",
                        err=True)
         record = run_training(trainer, config, spec, train_set, val_set, val_ids, out_dir,
                               fingerprint=fingerprint, resume=resume_state, progress=progress,
@@ -188,6 +193,20 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         trainer.close()
     if trainer.rank == 0:
         _report(record, out_dir)
+
+
+def _world_size(backend: str) -> int:
+    """Processes in this run: torchrun's WORLD_SIZE (torch) or TF_CONFIG's workers (tensorflow)."""
+    from bench.distributed import tf_config_world, torchrun_world
+
+    _, torch_world = torchrun_world()
+    if backend == "tensorflow":
+        if torch_world > 1:
+            raise UsageError("torchrun starts torch workers; for data-parallel tensorflow "
+                             "training use `python -m bench.distributed --workers N cli.py "
+                             "train --backend tf ...` (or TF_CONFIG per worker)")
+        return tf_config_world()[1]
+    return torch_world
 
 
 def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):
