@@ -119,7 +119,8 @@ def check_outputs(outputs: Mapping[str, str | Path | Output | None],
     for name, value in outputs.items():
         if value is None:
             continue
-        given[name] = value if isinstance(value, Output) else Output(Path(value), what=name)
+        out = value if isinstance(value, Output) else Output(Path(value), what=name)
+        given[name] = Output(Path(out.path), out.folder, out.what)
     real_inputs = [(name, Path(path), _real(Path(path))) for name, path in (inputs or {}).items()
                    if path is not None]
     seen: dict[Path, str] = {}

@@ -17,7 +17,7 @@ from bench.history import (
     render_history,
     write_csv,
 )
-from bench.outputs import check_writable
+from bench.outputs import Output, check_outputs
 
 
 @click.command(name="history")
@@ -43,9 +43,9 @@ def command(directory: Path, fmt: str, metrics: tuple[str, ...], plot: Path | No
       python cli.py history results/ --format github
       python cli.py history results/ --plot history.png --csv history.csv --metric p90_ms
     """
-    for path, what in ((plot, "plot"), (csv_path, "CSV")):
-        if path is not None:
-            check_writable(path, what=what)
+    check_outputs({"--plot": Output(plot, what="plot") if plot else None,
+                   "--csv": Output(csv_path, what="CSV") if csv_path else None},
+                  {"DIRECTORY": directory})
     frame = load_history(directory, metrics or DEFAULT_METRICS)
     if csv_path is not None:
         write_csv(frame, csv_path)

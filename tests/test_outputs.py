@@ -84,3 +84,69 @@ def test_dataset_inputs_protect_every_label_and_image_folder(tmp_path):
     assert {labels, dataset.image_path(dataset.ids[0]).parent} <= set(inputs.values())
     with pytest.raises(OutputConflict, match=r"SegmentationClass.* is the input labels folder"):
         check_outputs({"--save-predictions": folder(labels)}, inputs)
+
+
+# Every command that writes refuses an output aimed at one of its inputs, before any work.
+
+
+def _invoke(*args: str):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture
+def voc(tmp_path):
+    from bench.synthetic import make_voc
+
+    make_voc(tmp_path / "data", num_images=4)
+    return tmp_path / "data" / "VOCdevkit" / "VOC2012"
+
+
+def test_evaluate_refuses_a_record_inside_its_predictions_or_labels(voc, tmp_path):
+    labels = voc / "SegmentationClass"
+    for output in (labels / "eval.json", voc / ".." / "VOC2012" / "JPEGImages" / "e.json"):
+        result = _invoke("evaluate", "--data-root", str(tmp_path / "data"), "--split", "val",
+                         "--predictions", str(labels), "--output", str(output), "--no-progress")
+        assert result.exit_code == 2 and "would overwrite it" in result.output, result.output
+        assert not output.exists()
+
+
+def test_convert_never_replaces_its_input(tmp_path):
+    from bench.init import random_params
+    from bench.spec import build_spec
+    from bench.weights import archive_metadata, save_archive
+
+    spec = build_spec("fcn32s", width_divisor=16)
+    source = save_archive(tmp_path / "w.safetensors", random_params(spec, 0),
+                          archive_metadata(spec, kind="random", origin="random:seed=0"))
+    before = source.read_bytes()
+    (tmp_path / "alias.safetensors").symlink_to(source)
+    result = _invoke("convert", str(source), str(tmp_path / "alias.safetensors"), "--force")
+    assert result.exit_code == 2 and "is the input INPUT" in result.output
+    assert source.read_bytes() == before
+    result = _invoke("parity", "--weights", str(source), "--output", str(source))
+    assert result.exit_code == 2 and "is the input --weights" in result.output
+
+
+def test_golden_latency_history_and_compare_refuse_overlaps(tmp_path):
+    from bench.golden import GOLDEN_BASELINE
+
+    before = GOLDEN_BASELINE.read_bytes()
+    result = _invoke("golden", "--output", str(GOLDEN_BASELINE))
+    assert result.exit_code == 2 and "is the input --baseline" in result.output
+    assert GOLDEN_BASELINE.read_bytes() == before
+    same = str(tmp_path / "lat.json")
+    result = _invoke("latency", "--output", same, "--output", same)
+    assert result.exit_code == 2 and "same path" in result.output
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "a.json").write_text("{}")
+    result = _invoke("history", str(records), "--csv", str(records / "a.json"))
+    assert result.exit_code == 2 and "is inside the input DIRECTORY" in result.output
+    result = _invoke("compare", str(records / "a.json"), str(records / "a.json"), "--output",
+                     str(records / "a.json"))
+    assert result.exit_code == 2 and "is the input BASELINE" in result.output
+    assert (records / "a.json").read_text() == "{}"
