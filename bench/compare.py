@@ -780,14 +780,74 @@ def check_schemas(baseline: Side, current: Side) -> None:
                          f"the baseline with this fcn-bench version")
 
 
+# `evaluate` and `reproduce` records both hold the four accuracy metrics and the confusion matrix
+# of a set of predictions on a split: a reproduce run's --save-predictions re-scored by evaluate
+# must match it row for row, so the two kinds are compared as one "accuracy" kind.
+ACCURACY_KINDS = ("evaluate", "reproduce")
+ACCURACY = "accuracy"
+
+
+def _family(kind: str) -> str:
+    return ACCURACY if kind in ACCURACY_KINDS else kind
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _kinds_text(kinds: set[str]) -> str:
+    return " / ".join(sorted(kinds))
+
+
+def align_kinds(baseline_rows: Sequence[Row], current_rows: Sequence[Row]
+                ) -> tuple[list[Row], list[Row], list[str]]:
+    """Rows ready to match across kinds: refuse (exit 2) sides with no kind in common, and turn
+    evaluate and reproduce rows into "accuracy" rows matched on the identity keys both have."""
+    base, cur = list(baseline_rows), list(current_rows)
+    base_kinds, cur_kinds = {r.kind for r in base}, {r.kind for r in cur}
+    if not base_kinds or not cur_kinds or base_kinds == cur_kinds:
+        return base, cur, []
+    if not {_family(k) for k in base_kinds} & {_family(k) for k in cur_kinds}:
+        raise UsageError(f"cannot compare {_a(_kinds_text(base_kinds))} record with "
+                         f"{_a(_kinds_text(cur_kinds))} record")
+    base_acc = {k for k in base_kinds if k in ACCURACY_KINDS}
+    cur_acc = {k for k in cur_kinds if k in ACCURACY_KINDS}
+    if not base_acc or not cur_acc or base_acc == cur_acc:
+        return base, cur, []
+    accuracy = [r for r in (*base, *cur) if r.kind in ACCURACY_KINDS]
+    shared = set.intersection(*({k for k, _ in r.identity} for r in accuracy)) - {"kind"}
+    keys = [k for k in IDENTITY_KEYS if k in shared]
+
+    def as_accuracy(rows: list[Row], side: str) -> list[Row]:
+        out, seen = [], {}
+        for row in rows:
+            if row.kind not in ACCURACY_KINDS:
+                out.append(row)
+                continue
+            identity = (("kind", ACCURACY), *((k, v) for k, v in row.identity if k in shared))
+            if identity in seen:
+                raise UsageError(
+                    f"{side} {row.source}: several {row.kind} rows match one "
+                    f"{_kinds_text((base_acc | cur_acc) - {row.kind})} row on "
+                    f"{', '.join(keys) or 'nothing'}; compare one row's record (e.g. one "
+                    "backend)")
+            seen[identity] = row
+            out.append(replace(row, kind=ACCURACY, identity=identity))
+        return out
+
+    note = (f"{_kinds_text(base_acc)} and {_kinds_text(cur_acc)} records compared as accuracy "
+            f"records, matched on {', '.join(keys) or 'nothing'}")
+    return as_accuracy(base, "baseline"), as_accuracy(cur, "current"), [note]
+
+
 def compare_rows(baseline_rows: Sequence[Row], current_rows: Sequence[Row],
                  tolerances: Tolerances, options: CompareOptions | None = None, *,
                  baseline_name: str = "baseline", current_name: str = "current") -> Comparison:
     """Match rows on identity and judge them; rows on one side only are reported too."""
     options = options or CompareOptions()
+    baseline_rows, current_rows, notes = align_kinds(baseline_rows, current_rows)
     base_rows, cur_rows = pool_rows(baseline_rows), pool_rows(current_rows)
     findings: list[Finding] = []
-    notes = []
     for key, base in base_rows.items():
         cur = cur_rows.get(key)
         if cur is None:

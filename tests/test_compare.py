@@ -347,3 +347,34 @@ def test_label_maps_round_trip_and_count_changes():
     assert decoded.changed_pixels(cmp.decode_label_maps(cmp.encode_label_maps(changed))) == 10
     with pytest.raises(cmp.RecordError, match="label_maps"):
         cmp.decode_label_maps("zlib+base64:!!!")
+
+
+def one_backend_reproduce_record(shift: int) -> dict:
+    row = evaluate_record(shift, backend="torch", device="cpu", variant="fcn8s")
+    for key in ("schema_version", "kind", "provenance"):
+        row.pop(key)
+    return make_record("reproduce", variant="fcn8s", split="seg11valid", num_images=21,
+                       rows=[{**row, "precision": "fp32", "images_per_s": 3.0}])
+
+
+def test_records_of_different_kinds_exit_2_naming_both(tmp_path):
+    """Issue 11.6: a latency and a reproduce record gave a table of 'missing' rows and exit 1."""
+    latency = write(tmp_path, "lat.json", latency_record({"fcn8s": [10.0] * 5}))
+    result = run([latency, write(tmp_path, "rep.json", one_backend_reproduce_record(0))])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot compare a latency record with a reproduce record" in result.output
+
+
+def test_a_reproduce_and_an_evaluate_record_of_the_same_predictions_match(tmp_path):
+    """Issue 11.6: `evaluate` re-scoring reproduce's --save-predictions must match row for row."""
+    base = write(tmp_path, "rep.json", one_backend_reproduce_record(2))
+    same = cmp.compare_paths(base, write(tmp_path, "same.json", evaluate_record(2)),
+                             cmp.load_tolerances())
+    assert not same.failed
+    verdicts = {f.metric: f.verdict for f in same.findings}
+    assert verdicts["mean_iou"] == verdicts["confusion_matrix"] == "ok"
+    assert "(row)" not in verdicts  # no row is missing on either side
+    assert any("compared as accuracy records, matched on split" in n for n in same.notes)
+    worse = cmp.compare_paths(base, write(tmp_path, "worse.json", evaluate_record(5)),
+                              cmp.load_tolerances())
+    assert {f.metric for f in worse.failures} >= {"mean_iou", "pixel_accuracy"}
