@@ -3,7 +3,7 @@
 A full-width fcn32s snapshot is the weights archive plus the momentum of every learned tensor,
 both float32: about 1.1 GB, so keeping all 25 snapshots of the reference recipe (100,000 updates,
 one every 4,000) needs ~27 GB. `train` keeps the newest few and the best by default
-(docs/train.md, "Snapshots and disk"); this module says how much that needs and refuses to start
+(docs/outputs-and-disk.md); this module says how much that needs and refuses to start
 a run the disk cannot hold, instead of failing hours later in the middle of a write.
 Framework-free; never imports torch or tensorflow.
 """
