@@ -23,8 +23,10 @@ from bench.compare import (
     document_kind,
     is_number,
     json_files,
+    letters,
     read_json,
     rows_from_document,
+    wrap_items,
 )
 from bench.errors import UsageError
 from bench.records import atomic_write_bytes, atomic_write_text
@@ -124,11 +126,6 @@ def _metric_and_cell(column: str) -> tuple[str, str]:
     return metric, rest[:-1] if rest.endswith("]") else rest
 
 
-def _letters(count: int) -> list[str]:
-    """A, B, ... Z, then A1, B1, ...: short, and never mistaken for a number."""
-    return [chr(65 + i % 26) + (str(i // 26) if i >= 26 else "") for i in range(count)]
-
-
 def _legend(columns: Sequence[str], cells: dict[str, dict[str, str]]
             ) -> tuple[dict[str, str], list[tuple[str, str]], str]:
     """Short header per column, the legend (letter, cell) and a caption of what all share."""
@@ -140,14 +137,14 @@ def _legend(columns: Sequence[str], cells: dict[str, dict[str, str]]
     constant = [_shown(k, identities[0][k]) for k in keys
                 if k not in varying and identities[0].get(k)]
     single = len(names) == 1
-    letters = dict(zip(names, [""] if single else _letters(len(names)), strict=True))
+    labels = dict(zip(names, [""] if single else letters(len(names)), strict=True))
     headers = {}
     for column in columns:
         metric, name = _metric_and_cell(column)
         short = SHORT_METRICS.get(metric, metric)
-        headers[column] = f"{short} {letters[name]}".strip()
+        headers[column] = f"{short} {labels[name]}".strip()
     legend = [] if single else [
-        (letters[name], "/".join(_shown(k, i[k]) for k in varying if i.get(k)) or name)
+        (labels[name], "/".join(_shown(k, i[k]) for k in varying if i.get(k)) or name)
         for name, i in zip(names, identities, strict=True)]
     return headers, legend, ", ".join(constant)
 
@@ -237,26 +234,13 @@ def render_history(frame: pd.DataFrame, fmt: str = "plain", width: int = TABLE_W
                                   disable_numparse=True))
             lines.append("")
         if legend:
-            lines += _wrap("legend:", [f"{letter} = {name}" for letter, name in legend], width)
+            lines += wrap_items("legend:", [f"{letter} = {name}" for letter, name in legend], width)
             lines.append("")
         sections.append("\n".join(lines))
     text = "\n".join(sections)
     if (frame["dirty"] == True).any():  # noqa: E712 (None/NaN mean unknown)
         text += f"{DIRTY_MARK} after a commit: made with uncommitted changes\n"
     return text
-
-
-def _wrap(prefix: str, items: Sequence[str], width: int) -> list[str]:
-    """`prefix item, item, ...` over lines of at most `width`, never breaking inside an item."""
-    lines, line = [], prefix
-    for index, item in enumerate(items):
-        piece = item + ("," if index < len(items) - 1 else "")
-        if len(line) + 1 + len(piece) > width and line.strip():
-            lines.append(line)
-            line = " "
-        line = f"{line} {piece}" if line.strip() else f"{line}{piece}"
-    lines.append(line)
-    return lines
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

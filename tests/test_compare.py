@@ -378,3 +378,28 @@ def test_a_reproduce_and_an_evaluate_record_of_the_same_predictions_match(tmp_pa
     worse = cmp.compare_paths(base, write(tmp_path, "worse.json", evaluate_record(5)),
                               cmp.load_tolerances())
     assert {f.metric for f in worse.failures} >= {"mean_iou", "pixel_accuracy"}
+
+
+def test_a_wide_comparison_fits_120_columns_with_a_legend_of_cases(tmp_path):
+    """Issue 11.6: every variant x backend made a table wider than a terminal."""
+    from bench.spec import VARIANTS
+
+    def matrix(median: float, seed: int) -> dict:
+        rows = [make_row(CellKey(variant, backend, "model", 500, 500), CellResult(
+            first_call_ns=1, samples_ns=[int(s * 1e6) for s in samples(median, seed)]),
+            device="cpu", precision="fp32", gflops=1.0)
+            for variant in VARIANTS for backend in ("torch", "tensorflow")]
+        return make_latency_record(LatencyRun(rows, {}, "all cells", {}), {})
+
+    comparison = cmp.compare_paths(write(tmp_path, "a.json", matrix(100.0, 0)),
+                                   write(tmp_path, "b.json", matrix(112.0, 1)),
+                                   cmp.load_tolerances())
+    text = cmp.render(comparison, "plain")
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert "every row: kind=latency, device=cpu" in text
+    assert "A = fcn32s/torch," in text and "H = fcn8s-atonce/tensorflow" in text
+    assert "\nA       p50_ms" in text and "  +10%  " in text  # the gate's bound, not its metric
+    narrow = cmp.compare_paths(write(tmp_path, "c.json", evaluate_record(0)),
+                               write(tmp_path, "d.json", evaluate_record(1)),
+                               cmp.load_tolerances())
+    assert "cases:" not in cmp.render(narrow, "plain")  # a narrow table keeps its columns
