@@ -94,13 +94,33 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _existing_ancestor_ids(path: Path) -> list[tuple[int, int]]:
+    """Identities of `path` and its ancestors that exist, nearest first: compares folders by the
+    file system's identity, so a bind mount or a case-insensitive name is not a way around."""
+    ids = []
+    for candidate in (path, *path.parents):
+        file_id = _file_id(candidate)
+        if file_id is not None:
+            ids.append(file_id)
+    return ids
+
+
 def _overlap(out: Path, inp: Path) -> str | None:
     """How output `out` would touch input `inp` (both real paths), or None."""
     if out == inp or _same_file(out, inp):
         return "is"
-    if out.is_relative_to(inp):
+    if out.is_relative_to(inp) or _file_id(inp) in _existing_ancestor_ids(out)[1:]:
         return "is inside"
-    if inp.is_relative_to(out):
+    if inp.is_relative_to(out) or (_file_id(out) is not None
+                                   and _file_id(out) in _existing_ancestor_ids(inp)[1:]):
         return "contains"
     return None
 
