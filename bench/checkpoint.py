@@ -1,10 +1,13 @@
 """Resumable evaluation: the partial confusion matrix and the ids done, saved atomically as JSON.
 
 A checkpoint is keyed by a fingerprint of everything that can change the result (weights SHA-256,
-data fingerprint, variant, backend, split, device, precision...). Resuming adds the remaining
-images to the saved integer counts, so a resumed run gives exactly the matrix of an uninterrupted
-one; a checkpoint whose fingerprint differs is refused, naming what differs. Strict JSON only (no
-pickle). Never imports torch or tensorflow.
+data fingerprint including the split's ids in order and every label's hash, variant, backend,
+device, precision, options...), and its *file name* carries that fingerprint's digest
+(`keyed_path`): two runs that differ in anything, e.g. two different split files both named
+`list.txt`, never share a file, so one cannot destroy the other's progress.
+Resuming adds the remaining images to the saved integer counts, so a resumed run gives exactly
+the matrix of an uninterrupted one; a checkpoint whose fingerprint differs is refused, naming
+what differs. Strict JSON only (no pickle). Never imports torch or tensorflow.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Checkpoint:
         if every < 1:
             raise UsageError(f"--checkpoint-every must be at least 1, got {every}")
         self.path = Path(path)
-        self.fingerprint = json.loads(to_json(dict(fingerprint)))  # plain JSON types only
+        self.fingerprint = _plain(fingerprint)  # plain JSON types only
         self.every = every
 
     def load(self, ids: Sequence[str]) -> CheckpointState | None:
@@ -104,6 +107,42 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def siblings(self) -> list[tuple[Path, list[str]]]:
+        """Other checkpoints with this one's stem (same variant, backend and split name, another
+        key), each with what differs from this run: why a `--resume` found nothing to resume."""
+        stem = self.path.name.rsplit("-", 1)[0]
+        found = []
+        candidates = sorted(self.path.parent.glob(f"{stem}-*.json"), key=_mtime)
+        for path in candidates:  # oldest first
+            if path == self.path or path.name.rsplit("-", 1)[0] != stem:
+                continue
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+                differences = _differences(stored, self.fingerprint)
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+                differences = ["unreadable"]
+            found.append((path, differences))
+        return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+KEY_DIGITS = 16  # 64 bits of the fingerprint digest in a file name: collisions are not a concern
+
+
+def keyed_path(directory: str | Path, stem: str, fingerprint: Mapping[str, Any]) -> Path:
+    """`DIRECTORY/STEM-<digest>.json`: a checkpoint file per run content, not per name."""
+    return Path(directory) / f"{stem}-{fingerprint_digest(_plain(fingerprint))[:KEY_DIGITS]}.json"
+
+
+def _plain(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(to_json(dict(fingerprint)))
 
 
 def _short(value: Any) -> str:

@@ -54,7 +54,10 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
       python cli.py convert fcn8s.safetensors checked.safetensors      # re-validate an archive
       python cli.py convert --random --variant fcn8s --seed 3 random-fcn8s.safetensors
     """
+    from pathlib import Path
+
     from bench.convert import ProgressBars, convert, convert_random
+    from bench.outputs import Output, check_outputs
 
     if random_weights:
         if len(paths) != 1:
@@ -71,6 +74,9 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
                          "see `python cli.py convert --help`")
     if width_divisor != 1:
         raise UsageError("--width-divisor applies to --random only (a file has its own widths)")
+    # Never replace the source with its own conversion (even with --force).
+    check_outputs({"OUTPUT": Output(Path(paths[1]), what="weights archive")},
+                  {"INPUT": Path(paths[0])})
     bars = ProgressBars()  # shown only when stderr is a terminal
     try:
         result = convert(paths[0], paths[1], variant=variant, init_for=init_for,

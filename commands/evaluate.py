@@ -17,7 +17,7 @@ from bench.cache import default_data_root
 from bench.errors import DataError
 from bench.labels import read_label_png
 from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
-from bench.outputs import check_writable, writing
+from bench.outputs import Output, check_outputs, dataset_inputs, writing
 from bench.records import write_json
 from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
 
@@ -84,8 +84,8 @@ def command(data_root: Path | None, split: str, predictions_dir: Path, output: P
     data_root = data_root if data_root is not None else default_data_root()
     dataset = resolve_split(data_root, split)
     check_predictions(dataset, predictions_dir)
-    if output is not None:
-        check_writable(output, what="record")
+    check_outputs({"--output": Output(output, what="record") if output else None},
+                  {"--predictions": predictions_dir, **dataset_inputs(dataset)})
 
     confusion = ConfusionMatrix()
     pairs = prefetch(dataset, workers=workers, load=partial(load_pair, dataset, predictions_dir))

@@ -75,7 +75,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     from backends.base import RunOptions
     from bench.errors import FcnBenchError, UsageError
     from bench.init import random_params
-    from bench.outputs import check_writable, writing
+    from bench.outputs import Output, check_outputs, writing
     from bench.parity import compare, parity_layers, tolerance_for
     from bench.records import make_record, write_json
     from bench.reference_forward import reference_forward
@@ -88,8 +88,8 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
     if weights is not None and (random_seed is not None or width_divisor != 1):
         raise UsageError("--weights cannot be combined with --random-seed or --width-divisor")
-    if output is not None:
-        check_writable(output, what="parity record")
+    check_outputs({"--output": Output(output, what="parity record") if output else None},
+                  {"--weights": weights})
 
     if weights is not None:
         from bench.weights import load_weights

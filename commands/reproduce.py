@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bench.cache import checkpoints_dir, default_data_root, reproduce_checkpoint_path
+from bench.cache import checkpoints_dir, default_data_root
 from bench.errors import FcnBenchError
 from bench.references import compare, per_class_iou, run_weights_kind
 from bench.report import BackendRun, reproduce_notes, results_text, run_verdict, weights_summary
@@ -24,16 +24,16 @@ BACKEND_CHOICES = ("torch", "tensorflow", "tf", "all")
 
 
 def check_outputs(output: Path | None, save_predictions: Path | None,
-                  plots_dir: Path | None) -> None:
-    """Refuse unwritable outputs (and checkpoint folder) before the run, not after it."""
-    from bench.outputs import check_writable
+                  plots_dir: Path | None, inputs: dict[str, Path]) -> None:
+    """Refuse, before the run, outputs that cannot be written or would overwrite an input (the
+    labels, images, split list or weights) or each other."""
+    from bench import outputs
 
-    if output is not None:
-        check_writable(output, what="reproduce record")
-    for folder, what in ((save_predictions, "predictions"), (plots_dir, "plots"),
-                         (checkpoints_dir(), "checkpoints")):
-        if folder is not None:
-            check_writable(folder, folder=True, what=what)
+    outputs.check_outputs({
+        "--output": outputs.Output(output, what="reproduce record") if output else None,
+        "--save-predictions": outputs.folder(save_predictions, "predictions"),
+        "--plots": outputs.folder(plots_dir, "plots"),
+        "checkpoints folder": outputs.folder(checkpoints_dir(), "checkpoints")}, inputs)
 
 
 @click.command(name="reproduce")
@@ -64,6 +64,9 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
               help="Continue from the checkpoint of an interrupted run with the same weights, "
                    "data and options (refused otherwise, with the reason). Checkpoints live in "
                    "$FCN_BENCH_CACHE/checkpoints (default ~/.cache/fcn-bench).")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep the checkpoint of a finished run (default: removed once the record and "
+                   "figures are written).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True,
               help="Save the partial confusion matrix every N images.")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
@@ -76,7 +79,8 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 def command(variant: str, backend_choice: str, data_root: Path | None, weights: Path | None,
             split: str, device: str, limit: int | None, output: Path | None,
             save_predictions: Path | None, plots_dir: Path | None, resume: bool,
-            checkpoint_every: int, workers: int, threads: int | None, progress: bool) -> None:
+            keep_checkpoint: bool, checkpoint_every: int, workers: int, threads: int | None,
+            progress: bool) -> None:
     """Reproduce the paper's segmentation scores with one or every backend.
 
     Scores the weights on the split image by image (batch 1, each image at its own size, argmax
@@ -102,8 +106,9 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     needs the same number of processes.
     """
     from backends import RunOptions, create_backend, resolve_backend_choice
-    from bench.checkpoint import Checkpoint
+    from bench.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
     from bench.distributed import torchrun_world
+    from bench.outputs import dataset_inputs, safe_file_part
     from bench.runner import data_fingerprint, run_evaluation
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
@@ -115,7 +120,8 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     weights_path, spec, params, metadata = load_voc_weights(variant, weights)
     root = data_root if data_root is not None else default_data_root()
     dataset, full_count = resolve_split_prefix(root, split, limit)
-    check_outputs(output, save_predictions, plots_dir)
+    check_outputs(output, save_predictions, plots_dir,
+                  {"--weights": weights_path, **dataset_inputs(dataset)})
     subset = len(dataset) < full_count
     run_weights = run_weights_kind(metadata, variant)
 
@@ -137,6 +143,7 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
         say(f"{world_size} processes: rank r scores images r, r+{world_size}, ...; their "
             "confusion matrices are summed", err=True)
     runs: list[BackendRun] = []
+    checkpoints: list[Checkpoint] = []
     for name in backends:
         backend = create_backend(name, spec, RunOptions(device=device, threads=threads))
         backend.load_params(params)
@@ -148,15 +155,24 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
                    "weights_sha256": weights_sha, "data": fingerprint.checkpoint_key(),
                    "width_divisor": spec.width_divisor,
                    "save_predictions": str(out_dir.resolve()) if out_dir else None}
-        checkpoint_path = reproduce_checkpoint_path(variant, name, dataset.name)
+        # Keyed by the run's content (weights, split ids and labels, options), not its names.
+        stem = f"reproduce-{variant}-{name}-{safe_file_part(dataset.name)}"
         if shard is not None:  # each rank keeps its own shard; the key refuses another world
             run_key.update(rank=shard.rank, world_size=shard.world_size)
-            checkpoint_path = checkpoint_path.with_name(
-                f"{checkpoint_path.stem}.rank{shard.rank}-of-{shard.world_size}.json")
-        checkpoint = Checkpoint(checkpoint_path, run_key, every=checkpoint_every)
+            stem = f"{stem}-rank{shard.rank}-of-{shard.world_size}"
+        checkpoint = Checkpoint(keyed_path(checkpoints_dir(), stem, run_key), run_key,
+                                every=checkpoint_every)
+        checkpoints.append(checkpoint)
         if resume and not checkpoint.path.exists():
-            say(f"note: no checkpoint at {checkpoint.path}; starting from the first "
-                       "image", err=True)
+            others = checkpoint.siblings()
+            if others:
+                path, differences = others[-1]
+                raise CheckpointMismatch(
+                    f"no checkpoint of this run to resume; {path} is from another run: "
+                    f"{'; '.join(differences)}; run without --resume to start from the first "
+                    "image (that checkpoint is kept)")
+            say(f"note: no checkpoint of this run at {checkpoint.path}; starting from "
+                "the first image", err=True)
         try:
             result = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=resume,
                                     save_predictions=out_dir, progress=progress and lead,
@@ -203,6 +219,11 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
 
         for path in write_reproduce_plots(plots_dir, variant, dataset.name, runs, paper_classes):
             click.echo(f"wrote {path}")
+    for checkpoint in checkpoints:
+        if keep_checkpoint:
+            click.echo(f"kept checkpoint {checkpoint.path}", err=True)
+        else:
+            checkpoint.remove()  # the run finished: its record holds the result
     if any(run.verdict == "differs" for run in runs):
         raise FcnBenchError(f"{variant} does not reproduce the published numbers within "
                             "tolerance (see the table above)")

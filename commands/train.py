@@ -15,6 +15,7 @@ import click
 from bench.errors import UsageError
 from bench.spec import NUM_CLASSES, VARIANTS, build_spec
 from bench.train import (
+    DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_SEED,
     RANDOM_INIT,
     RECIPES,
@@ -69,8 +70,11 @@ from bench.train import (
               help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True,
               help="Write the mean training loss to the CSV every N updates.")
-@click.option("--keep-snapshots", type=click.IntRange(0), default=0, show_default=True,
-              help="Keep only the newest N snapshots (+ the best); 0 keeps all.")
+@click.option("--keep-snapshots", type=click.IntRange(1), default=DEFAULT_KEEP_SNAPSHOTS,
+              show_default=True, help="Keep the newest N snapshots and the best one (by "
+                                      "validation mean IU); older ones are deleted.")
+@click.option("--keep-all-snapshots", is_flag=True,
+              help="Keep every snapshot (REF; ~1.1 GB each for fcn32s).")
 @click.option("--plots", is_flag=True, help="Write curves.png (loss and validation metrics).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path),
               default=None, help="Also write TensorBoard scalars to this folder.")
@@ -88,7 +92,8 @@ from bench.train import (
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
             recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
             snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
-            base_lr: float | None, seed: int, log_every: int, keep_snapshots: int, plots: bool,
+            base_lr: float | None, seed: int, log_every: int, keep_snapshots: int,
+            keep_all_snapshots: bool, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
             progress: bool | None, nondeterministic: bool, width_divisor: int) -> None:
     """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
@@ -136,11 +141,13 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         eval_every=eval_every or recipe.eval_every,
         snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
         num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
-        val_split=val_split, val_limit=val_limit, keep_snapshots=keep_snapshots, plots=plots,
+        val_split=val_split, val_limit=val_limit,
+        keep_snapshots=0 if keep_all_snapshots else keep_snapshots, plots=plots,
         init=init or "", deterministic=not nondeterministic)
 
     world_size = _world_size(backend)
     train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
+    _check_outputs(out_dir, tensorboard_dir, init, train_set, val_set)
     fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
     resume_state = (load_resume_state(out_dir, config, spec, fingerprint, world_size)
@@ -159,6 +166,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                 and init_info.get("init_archive_kind") == "init"):
             click.echo(f"note: {variant} starts from VGG16 surgery, not from the coarser stage's "
                        "snapshot as in REF's staged recipe", err=True)
+    _check_disk(out_dir, config, spec, resume_state.iteration if resume_state else 0)
     get_backend(backend)  # a missing framework is one clear line
     module = importlib.import_module(f"backends.{backend}.train")
     plan = solver_plan(spec, recipe, config.base_lr)
@@ -207,6 +215,36 @@ def _world_size(backend: str) -> int:
                              "train --backend tf ...` (or TF_CONFIG per worker)")
         return tf_config_world()[1]
     return torch_world
+
+
+def _check_outputs(out_dir: Path, tensorboard_dir: Path | None, init: str | None,
+                   train_set, val_set) -> None:
+    """The run folder must not hold, or sit inside, the data or the init archive."""
+    from bench.outputs import check_outputs, dataset_inputs, folder
+
+    inputs = dataset_inputs(train_set, "training ")
+    if val_set is not None:
+        inputs.update(dataset_inputs(val_set, "validation "))
+    if init and init != RANDOM_INIT:
+        inputs["--init"] = Path(init)
+    check_outputs({"--out": folder(out_dir, "run folder"),
+                   "--tensorboard": folder(tensorboard_dir, "TensorBoard folder")}, inputs)
+
+
+def _check_disk(out_dir: Path, config: TrainConfig, spec, start: int) -> None:
+    """Print the disk the snapshots need; refuse to start when the disk cannot hold them."""
+    from bench.disk import check_disk, plan_disk
+
+    plan = plan_disk(out_dir, spec, [hyper.name for hyper in solver_plan(spec, config.recipe,
+                                                                          config.base_lr)],
+                     iters=config.iters, snapshot_every=config.snapshot_every, start=start,
+                     keep=config.keep_snapshots,
+                     existing=len(list_snapshots(out_dir, config.variant)))
+    from bench.distributed import torchrun_world
+
+    if torchrun_world()[0] == 0:
+        click.echo(plan.summary(), err=True)
+    check_disk(plan)
 
 
 def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def test_torchrun_two_processes_equal_one(_template, tmp_path):
                  archive_metadata(spec, kind="random", origin="random:seed=0"))
     common = ["reproduce", "--variant", "fcn32s", "--backend", "torch", "--weights",
               str(weights), "--data-root", str(tmp_path / "data"), "--split", "trainval",
-              "--device", "cpu", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+              "--device", "cpu", "--threads", "1", "--no-progress", "--checkpoint-every", "1",
+              "--keep-checkpoint"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FCN_BENCH_CACHE": str(tmp_path / "cache")}
     env.pop("FCN_BENCH_DATA", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -137,7 +139,8 @@ def test_torchrun_two_processes_equal_one(_template, tmp_path):
     assert sharded["world_size"] == 2
     assert result.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
     checkpoints = sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir())
-    assert [name.split(".")[-2] for name in checkpoints] == ["rank0-of-2", "rank1-of-2"]
+    assert [re.search(r"rank\d+-of-\d+", name)[0] for name in checkpoints] == [
+        "rank0-of-2", "rank1-of-2"]
     # --resume finds each rank's finished shard (4 + 3 images) and scores nothing again.
     command[-1] = str(tmp_path / "resumed.json")
     result = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True,
