@@ -58,7 +58,7 @@ EXPECTED_PARAMETERS = {
 
 
 def test_the_catalogue_has_every_released_model_and_the_voc_aliases():
-    assert MODELS == tuple(EXPECTED_OFFSETS)
+    assert tuple(EXPECTED_OFFSETS) == MODELS
     assert set(MODEL_NAMES) == set(MODELS) | set(VARIANTS)
     assert VARIANTS == ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")  # default matrices
     for alias, name in zip(VARIANTS, MODELS[:4], strict=True):
