@@ -159,7 +159,7 @@ def test_inputs_are_checked_by_name_channels_and_size():
     color = np.zeros((1, 3, 8, 9), np.float32)
     with pytest.raises(UsageError, match="takes 2 inputs \\(color, hha\\): pass a dict"):
         check_inputs(spec, color)
-    with pytest.raises(UsageError, match="takes inputs color, hha, got color$"):
+    with pytest.raises(UsageError, match=r"takes inputs color, hha, got color$"):
         check_inputs(spec, {"color": color})
     with pytest.raises(UsageError, match="input 'hha' must be \\(N, 3, H, W\\)"):
         check_inputs(spec, {"color": color, "hha": color[:, :1]})
