@@ -80,7 +80,7 @@ _SIFTFLOW = dict(dataset="SIFT Flow", trunk="vgg16", inputs=(_bgr(SIFTFLOW_MEAN)
                  heads=(Head("_sem", 33, "semantic"), Head("_geo", 3, "geometric")),
                  typical_size=(256, 256))
 _CONTEXT = dict(dataset="PASCAL-Context", trunk="vgg16", inputs=(_bgr(CONTEXT_MEAN),),
-                fusion="none", heads=(Head("", 60, "semantic"),), typical_size=(500, 375),
+                fusion="none", heads=(Head("", 60, "semantic"),), typical_size=(375, 500),
                 paper="CVPR Table 6")
 
 MODEL_ENTRIES: tuple[ModelEntry, ...] = (
@@ -131,5 +131,5 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
                heads=(Head("", 151, "semantic"),), typical_size=(384, 384),
                weights_url="http://sceneparsing.csail.mit.edu/model/caffe/"
                            "FCN_iter_160000.caffemodel",
-               paper="Zhou et al. 2017 (via PSPNet Table 4)"),
+               paper="PSPNet Table 4"),  # quoting Zhou et al. 2017
 )
