@@ -51,3 +51,22 @@ def test_csv_has_one_line_per_model():
     assert [row["model"] for row in rows] == list(MODELS)
     assert rows[4]["trunk"] == "alexnet" and rows[4]["parameters"] == "58704590"
     assert rows[8]["inputs"] == "color:bgr:3;hha:hha:3"
+
+
+def test_parity_command_takes_every_model_and_checks_every_head():
+    import backends
+
+    if "torch" not in backends.available_backends():
+        import pytest
+
+        pytest.skip("needs torch")
+    outputs = {}
+    for model in ("siftflow-fcn16s", "nyud-fcn32s-color-hha", "nyud-fcn32s-color-d"):
+        result = CliRunner().invoke(cli, ["parity", "--variant", model, "--width-divisor", "32",
+                                          "--size", "21x27", "--backends", "torch,reference"])
+        assert result.exit_code == 0, result.output
+        outputs[model] = result.output
+    assert "score_sem " in outputs["siftflow-fcn16s"] and "score_geo " in outputs[
+        "siftflow-fcn16s"]
+    assert "score_fused " in outputs["nyud-fcn32s-color-hha"]
+    assert all(output.rstrip().endswith("PASS") for output in outputs.values())
