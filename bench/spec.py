@@ -279,8 +279,10 @@ def _head(entry: ModelEntry, head: Head, scores: str, classes: int, pool_channel
     return [*layers, Crop(head.output, final, reference=reference)]
 
 
-def _streams(entry: ModelEntry, divisor: int, classes: int) -> tuple[list[Layer], str, str]:
-    """The trunk(s) up to the coarse scores: (layers, coarse score blob, crop reference)."""
+def _streams(entry: ModelEntry, divisor: int, classes: int
+             ) -> tuple[list[Layer], str | None, str]:
+    """The trunk(s): (layers, the fused coarse scores of a late-fusion net or None, the blob
+    the final crops refer to)."""
     trunk = _TRUNKS[entry.trunk]
     inputs = entry.inputs
     if entry.fusion == "late":
@@ -289,9 +291,9 @@ def _streams(entry: ModelEntry, divisor: int, classes: int) -> tuple[list[Layer]
         layers: list[Layer] = []
         for item in inputs:
             layers += trunk(item.name, item.channels, divisor, suffix=item.name)
-            fc = layers[-2]
-            layers.append(Conv(f"score_fr{item.name}", f"drop7{item.name}", fc.out_channels,
-                               classes, kernel=1, relu=False, zero_init=True))
+            layers.append(Conv(f"score_fr{item.name}", f"drop7{item.name}",
+                               _narrow(FC_CHANNELS, divisor), classes, kernel=1, relu=False,
+                               zero_init=True))
         layers.append(Sum("score_fused", tuple(f"score_fr{item.name}" for item in inputs),
                           coeffs=LATE_FUSION_COEFFS))
         return layers, "score_fused", inputs[0].name
@@ -299,9 +301,9 @@ def _streams(entry: ModelEntry, divisor: int, classes: int) -> tuple[list[Layer]
         # Concat(colour, depth) = "data" (B, G, R, logD) feeds a 4-channel conv1_1_bgrd.
         channels = sum(item.channels for item in inputs)
         concat = Concat("data", tuple(item.name for item in inputs))
-        return [concat, *trunk("data", channels, divisor, first="conv1_1_bgrd")], "", "data"
+        return [concat, *trunk("data", channels, divisor, first="conv1_1_bgrd")], None, "data"
     (item,) = inputs
-    return trunk(item.name, item.channels, divisor), "", item.name
+    return trunk(item.name, item.channels, divisor), None, item.name
 
 
 def build_spec(variant: str, num_classes: int | None = None, width_divisor: int = 1) -> FcnSpec:
@@ -318,15 +320,16 @@ def build_spec(variant: str, num_classes: int | None = None, width_divisor: int 
     if entry.fusion == "late" and (entry.stride != 32 or len(heads) != 1):
         raise ValueError(f"{entry.name}: late fusion is only defined for one 32s head")
     layers, fused, reference = _streams(entry, width_divisor, heads[0].classes)
-    pool_channels = {pool: _narrow(channels, width_divisor) for pool, channels in
-                     (("pool4", 512), ("pool3", 256))}
-    fc = [layer for layer in layers if isinstance(layer, Conv) and layer.name.startswith("fc7")]
+    # Skip branches score VGG16's pool3 and pool4 (only VGG16 nets have skips).
+    pool_channels = {f"pool{stage}": _narrow(channels, width_divisor)
+                     for stage, _, channels in VGG16_STAGES}
+    fc7 = _narrow(FC_CHANNELS, width_divisor)
     for head in heads:
         scores = fused
-        if not fused:
+        if scores is None:  # one trunk: every head scores drop7 itself (SIFT Flow: _sem, _geo)
             scores = f"score_fr{head.suffix}"
-            layers.append(Conv(scores, "drop7", fc[-1].out_channels, head.classes, kernel=1,
-                               relu=False, zero_init=True))
+            layers.append(Conv(scores, "drop7", fc7, head.classes, kernel=1, relu=False,
+                               zero_init=True))
         layers += _head(entry, head, scores, head.classes, pool_channels, reference)
     return FcnSpec(entry.key, heads[0].classes, derive_crop_offsets(tuple(layers)),
                    output=heads[0].output, width_divisor=width_divisor,
