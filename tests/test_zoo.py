@@ -7,6 +7,8 @@ them with their sources); the spec never types an offset or a count, it derives 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.errors import UsageError
 from bench.spec import (
@@ -181,3 +183,12 @@ def test_every_catalogue_entry_is_complete():
         assert entry.weights_url or entry.name == "nyud-fcn32s-color-d"  # none released
         spec = get_spec(entry.name)
         assert sum(isinstance(layer, Upsample) for layer in spec.layers) >= len(entry.heads)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.sampled_from(MODELS))
+def test_every_model_gives_full_size_scores_for_any_input(height, width, name):
+    spec = get_spec(name)
+    shapes = spec.blob_shapes(height, width)  # raises if any crop left its bottom blob
+    for output, classes in spec.output_classes().items():
+        assert shapes[output] == (classes, height, width)
