@@ -62,7 +62,7 @@ class LRN:
     """Caffe LRN, ACROSS_CHANNELS: y = x / (k + alpha / n * sum of x^2 over n channels)^beta.
 
     The window is centred on the channel and zero-padded at the ends, and the sum is divided by
-    n (not by the number of channels inside the window) -- docs/fidelity.md "LRN".
+    n (not by the number of channels inside the window) -- docs/fidelity.md "Layer semantics".
     """
 
     name: str

@@ -81,7 +81,7 @@ def grouped_conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int, padding: object
 
 
 def caffe_lrn(x: tf.Tensor, layer: LRN) -> tf.Tensor:
-    """Caffe LRN ACROSS_CHANNELS in TF's parametrisation (docs/fidelity.md "LRN").
+    """Caffe LRN ACROSS_CHANNELS in TF's parametrisation (docs/fidelity.md "Layer semantics").
 
     TF: x / (bias + alpha * sum over d - r .. d + r of x^2) ** beta; Caffe: x / (k + alpha / n *
     sum over the n = 2r + 1 centred channels) ** beta. So r = (n - 1) / 2, bias = k and TF's

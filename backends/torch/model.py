@@ -55,8 +55,8 @@ def _make_module(layer: Layer) -> nn.Module | None:
         # ceil_mode: Caffe rounds the pooled size up; the last window may cover one row/column.
         return nn.MaxPool2d(layer.kernel, layer.stride, ceil_mode=True)
     if isinstance(layer, LRN):
-        # torch zero-pads the channel window and averages over `size` (count_include_pad), i.e.
-        # alpha / n * sum, exactly Caffe's ACROSS_CHANNELS form (docs/fidelity.md "LRN").
+        # torch zero-pads the channel window and averages over `size` (count_include_pad),
+        # i.e. alpha / n * sum: Caffe's ACROSS_CHANNELS form (docs/fidelity.md "Layer semantics").
         return nn.LocalResponseNorm(layer.local_size, layer.alpha, layer.beta, layer.k)
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.ratio)  # element-wise (Caffe), not channel-wise Dropout2d
