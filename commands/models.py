@@ -26,7 +26,7 @@ def command(fmt: str) -> None:
     """
     from tabulate import tabulate
 
-    from bench.catalogue import TABLE_HEADERS, catalogue, flat_row, table_row
+    from bench.model_listing import TABLE_HEADERS, catalogue, flat_row, table_row
 
     rows = catalogue()
     if fmt == "json":
