@@ -7,8 +7,9 @@ The cache is `$FCN_BENCH_CACHE` when set, else `~/.cache/fcn-bench`:
     weights/<variant>.safetensors
                            the converted official weights `reproduce` uses by default
     checkpoints/           partial `reproduce` runs, one file per variant, backend and split
-    recorded_sha256.json   SHA-256 of files without a published checksum, recorded on first
-                           download and enforced afterwards (trust on first use)
+    recorded_sha256.json   SHA-256 of files without a published checksum, recorded after the
+                           first validated https download and enforced afterwards (trust on
+                           first use; `download forget NAME` drops one; docs/downloads.md)
 
 Never imports torch or tensorflow.
 """
@@ -113,6 +114,15 @@ def record_sha256(name: str, sha256: str, size: int, url: str) -> Path:
     """Remember the SHA-256 of a file that has no published checksum (atomic rewrite)."""
     entries = recorded_hashes()
     entries[name] = {"sha256": sha256, "size": size, "url": url, "recorded_utc": utc_now()}
+    path = _recorded_path()
+    atomic_write_text(path, to_json(dict(sorted(entries.items()))))
+    return path
+
+
+def forget_sha256(name: str) -> Path:
+    """Drop the recorded SHA-256 of `name` (`python cli.py download forget`; atomic rewrite)."""
+    entries = recorded_hashes()
+    entries.pop(name, None)
     path = _recorded_path()
     atomic_write_text(path, to_json(dict(sorted(entries.items()))))
     return path

@@ -27,7 +27,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.errors import DataError, UsageError
-from bench.records import REPO_ROOT, SCHEMA_VERSION
+from bench.records import REPO_ROOT, SCHEMA_VERSION, loads_bounded
 
 DEFAULT_TOLERANCES = REPO_ROOT / "reference_results" / "ci" / "tolerances.json"
 
@@ -84,10 +84,21 @@ def decode_label_maps(text: str, source: str | Path = "record") -> LabelMaps:
     if not text.startswith(LABEL_MAPS_PREFIX):
         raise RecordError(source, f"label_maps must start with {LABEL_MAPS_PREFIX!r}")
     try:
-        raw = zlib.decompress(base64.b64decode(text[len(LABEL_MAPS_PREFIX):], validate=True))
+        packed = base64.b64decode(text[len(LABEL_MAPS_PREFIX):], validate=True)
+        inflater = zlib.decompressobj()
+        # Bounded: a few KB of zlib can claim gigabytes (docs/security.md).
+        raw = inflater.decompress(packed, MAX_LABEL_MAP_BYTES + 1)
     except (binascii.Error, zlib.error) as error:
         raise RecordError(source, f"label_maps cannot be decoded: {error}") from None
+    if len(raw) > MAX_LABEL_MAP_BYTES:
+        raise RecordError(source, f"label_maps decompress to more than "
+                                  f"{MAX_LABEL_MAP_BYTES // 2**20} MiB; refusing")
+    if not inflater.eof:
+        raise RecordError(source, "label_maps cannot be decoded: truncated zlib stream")
     return LabelMaps(np.frombuffer(raw, dtype=np.uint8))
+
+
+MAX_LABEL_MAP_BYTES = 256 * 2**20  # 1000 VOC-sized predictions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,15 +254,27 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> list[Row]:
     return rows
 
 
+MAX_RECORD_BYTES = 32 * 2**20  # the largest records (golden, with label maps) are under 1 MB
+
+
 def read_json(path: Path) -> Any:
+    """A record file parsed as JSON: size and nesting depth bounded (docs/security.md)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if path.is_dir():
+            raise RecordError(path, "is a folder, expected a JSON file")
+        if size > MAX_RECORD_BYTES:
+            raise RecordError(path, f"{size / 2**20:.0f} MiB is too large for a record (limit "
+                                    f"{MAX_RECORD_BYTES // 2**20} MiB)")
+        return loads_bounded(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(path, "no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RecordError(path, f"cannot read: {error}") from None
     except json.JSONDecodeError as error:
         raise RecordError(path, f"not valid JSON (line {error.lineno}: {error.msg})") from None
+    except ValueError as error:  # JsonTooDeep, or an integer beyond Python's digit limit
+        raise RecordError(path, f"not a usable JSON file ({error})") from None
 
 
 def document_kind(doc: Any) -> str | None:
@@ -267,7 +290,7 @@ def document_kind(doc: Any) -> str | None:
 def rows_from_document(doc: Any, path: Path) -> list[Row]:
     kind = document_kind(doc)
     if kind == "pytest-benchmark":
-        return rows_from_pytest_benchmark(doc, path)
+        return _malformed_as_record_error(rows_from_pytest_benchmark, doc, path)
     if kind != "fcn-bench":
         raise RecordError(path, "neither an fcn-bench record (schema_version, kind) nor a "
                                 "pytest-benchmark JSON file (benchmarks, machine_info)")
@@ -277,7 +300,18 @@ def rows_from_document(doc: Any, path: Path) -> list[Row]:
     if version > SCHEMA_VERSION:
         raise RecordError(path, f"schema_version {version} is newer than this fcn-bench reads "
                                 f"({SCHEMA_VERSION}); upgrade fcn-bench")
-    return rows_from_record(doc, path)
+    return _malformed_as_record_error(rows_from_record, doc, path)
+
+
+def _malformed_as_record_error(reader: Callable[[dict[str, Any], Path], list[Row]],
+                               doc: dict[str, Any], path: Path) -> list[Row]:
+    """Run a row reader; a value of the wrong type anywhere in the file (a string where an
+    object belongs, a 400-digit number, a ragged matrix) is a RecordError naming the file."""
+    try:
+        return reader(doc, path)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
+        raise RecordError(path, f"malformed record ({type(error).__name__}: "
+                                f"{str(error)[:200]})") from None
 
 
 def json_files(path: Path) -> list[Path]:

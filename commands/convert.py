@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from backends import read_torch_state_dict
-from bench.errors import UsageError
+from bench.errors import UsageError, printable
 from bench.spec import VARIANTS
 
 
@@ -64,7 +64,7 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
                              f"{', '.join(VARIANTS)})")
         result = convert_random(paths[0], variant, seed, num_classes=num_classes,
                                 width_divisor=width_divisor, force=force)
-        click.echo(result.summary())
+        click.echo(printable(result.summary()))
         return
     if len(paths) != 2:
         raise UsageError("convert needs INPUT and OUTPUT.safetensors (or --random OUTPUT); "
@@ -79,6 +79,6 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
     finally:
         bars.close()
     rate = result.source_bytes / 2**20 / max(result.seconds, 1e-9)
-    click.echo(f"{result.summary()} (from {result.source_format}, "
+    click.echo(printable(f"{result.summary()} (from {result.source_format}, "
                f"{result.source_bytes / 2**20:.1f} MiB in {result.seconds:.1f} s, "
-               f"{rate:.0f} MiB/s)")
+               f"{rate:.0f} MiB/s)"))  # origin comes from the file: escape it
