@@ -19,7 +19,7 @@ from bench.errors import FcnBenchError, printable
 
 # Order shown in --help: the user's path from data to results.
 COMMAND_MODULES = ("download", "convert", "predict", "parity", "evaluate", "reproduce", "latency",
-                   "golden", "compare", "history", "train")
+                   "golden", "compare", "history", "train", "models")
 
 
 class FcnBenchGroup(click.Group):

@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from backends.base import PRECISIONS
-from bench.spec import VARIANTS
+from bench.spec import MODEL_NAMES
 from commands._options import device_option, parse_size
 
 REFERENCE = "reference"
@@ -31,9 +31,27 @@ def parity_image(height: int, width: int, seed: int) -> np.ndarray:
     return preprocess(rgb)[None]
 
 
+def parity_inputs(spec, height: int, width: int, seed: int) -> np.ndarray | dict[str, np.ndarray]:
+    """The input(s) of a model: `parity_image` for a one-input colour model; otherwise one
+    seeded random 8-bit image per input minus its catalogue mean (bench/zoo.py), by name."""
+    from bench.spec import resolve_model
+
+    if spec.input_names == ("data",) and spec.inputs[0].channels == 3:
+        return parity_image(height, width, seed)
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for item in resolve_model(spec.variant).inputs:
+        pixels = rng.integers(0, 256, (1, item.channels, height, width)).astype(np.float32)
+        if item.kind == "logd":  # log depth of 0.5 .. 10 m in millimetres
+            pixels = np.log(rng.uniform(500, 10_000, pixels.shape)).astype(np.float32)
+        inputs[item.name] = pixels - np.asarray(item.mean, np.float32).reshape(1, -1, 1, 1)
+    return inputs
+
+
 @click.command(name="parity")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None,
-              help="FCN variant  [default: detected from --weights, else fcn8s]")
+@click.option("--variant", type=click.Choice(MODEL_NAMES), default=None, metavar="MODEL",
+              help="Model (`cli.py models` lists them)  [default: detected from --weights, "
+                   "else fcn8s]")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="fcn-bench weight archive (.safetensors) of --variant; default: random weights.")
 @click.option("--random-seed", type=int, default=None,
@@ -102,7 +120,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         params = random_params(spec, seed)
         weights_desc = f"random:seed={seed}"
     variant = spec.variant
-    images = parity_image(height, width, input_seed)
+    images = parity_inputs(spec, height, width, input_seed)
     layers = parity_layers(spec)
 
     blobs, environments = [], {}
@@ -118,7 +136,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         environments[side] = backend.environment()
         del backend  # free its copy of the weights before the next framework loads them
 
-    report = compare(blobs[0], blobs[1], layers, output=spec.output,
+    report = compare(blobs[0], blobs[1], layers, output=spec.output,  # labels of the first head
                      tolerance=tolerance_for(precision, max_rel, min_label_agreement),
                      left=sides[0], right=sides[1], precision=precision)
     click.echo(f"{variant}, {height}x{width} input (seed {input_seed}), weights {weights_desc}")
