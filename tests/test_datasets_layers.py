@@ -190,3 +190,13 @@ def test_split_file_reader_refuses_huge_and_empty(tmp_path):
     empty.write_text("\n")
     with pytest.raises(DataError, match="empty"):
         read_split_file(empty, r"\d+", "NYUDv2")
+
+
+def test_nyud_inputs_take_a_model_s_blob_names_and_kinds(template):
+    late = open_nyud(template, "test", inputs={"color": "bgr", "hha": "hha"})
+    sample = late.load(late.ids[0])
+    assert list(sample.inputs) == ["color", "hha"]
+    hha_only = open_nyud(template, "test", inputs={"data": "hha"})
+    np.testing.assert_array_equal(hha_only.load(late.ids[0]).inputs["data"], sample.inputs["hha"])
+    with pytest.raises(Exception, match="unknown NYUDv2 input 'rgb'"):
+        open_nyud(template, "test", inputs={"data": "rgb"})

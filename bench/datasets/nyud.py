@@ -8,6 +8,7 @@ Splits train 381, val 414, test 654 (REF data/nyud/); trainval = train + val (RE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ PINS = {
 SPLITS = ("train", "val", "test", "trainval")
 # What a model may ask for: REF data-layer tops, plus the early-fusion 4-channel array.
 INPUTS = ("color", "hha", "depth", "color_depth")
+# The zoo catalogue's input kinds (bench/zoo.py InputInfo.kind) -> the source above.
+KINDS = {"bgr": "color", "hha": "hha", "logd": "depth", "bgrd": "color_depth"}
 HEADS = (Head("semantic", CLASSES),)
 
 
@@ -62,18 +65,27 @@ def resolve_nyud_split(root: Path, split: str) -> SplitList:
 
 
 class NYUDv2(SegmentationSet):
-    """NYUDv2 with the named inputs a model needs, e.g. ("color",), ("color", "hha")."""
+    """NYUDv2 with the named inputs a model needs.
+
+    `inputs` is a tuple of sources (("color", "hha"): blobs named after them) or a mapping
+    blob name -> source or zoo input kind ({"data": "hha"}, {"color": "bgr", "depth": "logd"}),
+    so a model's own blob names come back as the keys of `Sample.inputs`.
+    """
 
     dataset = NAME
     heads = HEADS
 
-    def __init__(self, root: Path, split: SplitList, *, inputs: tuple[str, ...] = ("color",),
+    def __init__(self, root: Path, split: SplitList, *,
+                 inputs: tuple[str, ...] | Mapping[str, str] = ("color",),
                  check_files: bool = True):
-        unknown = [name for name in inputs if name not in INPUTS]
-        if unknown or not inputs:
+        blobs = dict(inputs) if isinstance(inputs, Mapping) else {name: name for name in inputs}
+        sources = {blob: KINDS.get(kind, kind) for blob, kind in blobs.items()}
+        unknown = [kind for kind in sources.values() if kind not in INPUTS]
+        if unknown or not sources:
             raise UsageError(f"unknown NYUDv2 input {unknown[0] if unknown else '(none)'!r}; "
-                             f"choose from {', '.join(INPUTS)}")
-        self.input_names = tuple(inputs)
+                             f"choose from {', '.join(INPUTS)} or kinds {', '.join(KINDS)}")
+        self.sources = sources
+        self.input_names = tuple(sources)
         super().__init__(root, split, check_files=check_files)
 
     def _path(self, folder: str, image_id: str, suffix: str = ".png") -> Path:
@@ -81,7 +93,7 @@ class NYUDv2(SegmentationSet):
 
     def files(self, image_id: str) -> dict[str, Path]:
         needed = {"semantic": self._path("segmentation", image_id, ".mat")}
-        wanted = set(self.input_names)
+        wanted = set(self.sources.values())
         if wanted & {"color", "color_depth"}:
             needed["color"] = self._path("data/images", image_id)
         if wanted & {"depth", "color_depth"}:
@@ -116,12 +128,12 @@ class NYUDv2(SegmentationSet):
 
     def load_inputs(self, image_id: str) -> dict[str, np.ndarray]:
         inputs: dict[str, np.ndarray] = {}
-        for name in self.input_names:
-            if name == "color":
+        for name, source in self.sources.items():
+            if source == "color":
                 inputs[name] = self.load_color(image_id)
-            elif name == "hha":
+            elif source == "hha":
                 inputs[name] = self.load_hha(image_id)
-            elif name == "depth":
+            elif source == "depth":
                 inputs[name] = self.load_depth(image_id)
             else:  # color_depth: B, G, R, log-depth (REF Concat(color, depth))
                 inputs[name] = np.concatenate([self.load_color(image_id),
@@ -146,7 +158,8 @@ class NYUDv2(SegmentationSet):
 
 
 def open_nyud(data_root: str | Path, split: str = "test", *,
-              inputs: tuple[str, ...] = ("color",), check_files: bool = True) -> NYUDv2:
+              inputs: tuple[str, ...] | Mapping[str, str] = ("color",),
+              check_files: bool = True) -> NYUDv2:
     root = nyud_dir(data_root)
     if not root.is_dir():
         raise DataError(root, "NYUDv2 folder not found; `python cli.py download nyud` fetches "
