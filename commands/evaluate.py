@@ -111,6 +111,27 @@ def evaluate_other(dataset_name: str, data_root: Path, split: str | None,
                        predictions={h: str(f) for h, f in folders.items()}, metrics=metrics)
 
 
+def reference_table(record: dict, model: str, run_weights: str, tablefmt: str) -> str:
+    """The published numbers for `model` on this split beside this run's, with the verdict
+    (a reference point where the paper's model is not the released one)."""
+    from tabulate import tabulate
+
+    from bench import references as refs
+    from bench.metrics import format_percent
+
+    key = refs.reference_split(record["split"], record["dataset"])
+    comparisons = refs.compare(record["metrics"], model, key, run_weights)
+    if not comparisons:
+        return f"no published numbers for {model!r} on {key} (reference_results/accuracy.csv)"
+    rows = [[refs.METRIC_LABELS[c.reference.metric],
+             f"{c.reference.percent_text} ({c.reference.source})",
+             format_percent(c.measured), f"{100 * c.delta:+.2f}", c.verdict]
+            for c in comparisons]
+    table = tabulate(rows, headers=["metric", "paper % (source)", "this run %", "Δ points",
+                                    "verdict"], tablefmt=tablefmt, disable_numparse=True)
+    return f"{table}\n\nverdict: {refs.overall_verdict(comparisons)} ({run_weights} weights)"
+
+
 def print_other(record: dict, table_format: str) -> None:
     from bench.metrics import heads_table
 
@@ -148,6 +169,14 @@ def print_other(record: dict, table_format: str) -> None:
               type=click.Path(path_type=Path, file_okay=False),
               help="siftflow only: folder of the geometric head's <id>.png (0 sky, 1 horizontal, "
                    "2 vertical).")
+@click.option("--model", default=None,
+              help="Non-VOC data sets: print the published numbers of this model beside the "
+                   "run (e.g. nyud-fcn32s-color-hha, siftflow-fcn16s, pascalcontext-fcn8s, "
+                   "ade20k-fcn8s).")
+@click.option("--weights", "run_weights", default=None,
+              type=click.Choice(["released-heavy", "released-csail", "other"]),
+              help="What produced the predictions, for the tolerance policy [default: "
+                   "released-csail for ade20k, else released-heavy].")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the 'evaluate' JSON record here (atomically).")
 @click.option("--format", "table_format", type=click.Choice(["github", "plain"]),
@@ -157,8 +186,8 @@ def print_other(record: dict, table_format: str) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
 def command(dataset_name: str, data_root: Path | None, split: str | None, predictions_dir: Path,
-            geo_dir: Path | None, output: Path | None, table_format: str, workers: int,
-            progress: bool) -> None:
+            geo_dir: Path | None, model: str | None, run_weights: str | None,
+            output: Path | None, table_format: str, workers: int, progress: bool) -> None:
     """Score predicted label PNGs against a data set's ground truth (FCN score.py metrics).
 
     One confusion matrix over the whole split (void 255 ignored); prints pixel accuracy, mean
@@ -186,11 +215,18 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
             folders["geometric"] = geo_dir
         record = evaluate_other(dataset_name, data_root, split, folders, workers, progress)
         print_other(record, table_format)
+        if model is not None:
+            weights = run_weights or ("released-csail" if dataset_name == "ade20k"
+                                      else "released-heavy")
+            click.echo("\n" + reference_table(record, model, weights, table_format))
         if output is not None:
             with writing(output, "record"):
                 write_json(output, record)
             click.echo(f"wrote {output}")
         return
+    if model is not None or run_weights is not None:
+        raise UsageError("--model/--weights compare non-VOC data sets only; for VOC use "
+                         "`python cli.py reproduce`")
     dataset = resolve_split(data_root, split or "seg11valid")
     check_predictions(dataset, predictions_dir)
     if output is not None:

@@ -200,3 +200,10 @@ def test_nyud_inputs_take_a_model_s_blob_names_and_kinds(template):
     np.testing.assert_array_equal(hha_only.load(late.ids[0]).inputs["data"], sample.inputs["hha"])
     with pytest.raises(Exception, match="unknown NYUDv2 input 'rgb'"):
         open_nyud(template, "test", inputs={"data": "rgb"})
+
+
+def test_paths_for_fingerprints(template):
+    dataset = open_dataset("siftflow", template)
+    image_id = dataset.ids[0]
+    assert dataset.label_path(image_id).parent.parent.name == "SemanticLabels"
+    assert dataset.image_path(image_id).suffix == ".jpg"

@@ -268,3 +268,17 @@ def test_other_data_set_prediction_out_of_range_is_one_line(tmp_path):
                                       str(tmp_path / "data"), "--predictions",
                                       str(tmp_path / "pred"), "--no-progress"])
     _assert_clean_failure(result, bad, "outside 0-39")
+
+
+def test_model_option_prints_the_paper_as_a_reference_point(tmp_path):
+    from bench.synthetic_zoo import write_nyud_tree
+
+    write_nyud_tree(tmp_path / "data", 0, 6)
+    _zoo_predictions(tmp_path / "data", "nyud", {"semantic": tmp_path / "pred"})
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "nyud", "--data-root",
+                                      str(tmp_path / "data"), "--predictions",
+                                      str(tmp_path / "pred"), "--no-progress", "--model",
+                                      "nyud-fcn32s-color"])
+    assert result.exit_code == 0, result.output
+    assert "60.0 (CVPR 2015 Table 4)" in result.output
+    assert "verdict: reference point (released-heavy weights)" in result.output

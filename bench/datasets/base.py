@@ -242,6 +242,15 @@ class SegmentationSet:
 
     # -- shared ----------------------------------------------------------------------------------
 
+    def label_path(self, image_id: str) -> Path:
+        """The first head's label file (what bench/runner.py fingerprints for VOC)."""
+        return self.files(image_id)[self.heads[0].name]
+
+    def image_path(self, image_id: str) -> Path:
+        """The first input file; `files(id)` lists every file an id needs."""
+        heads = {head.name for head in self.heads}
+        return next(path for role, path in self.files(image_id).items() if role not in heads)
+
     def load(self, image_id: str) -> Sample:
         """Inputs and labels of one id; DataError naming the label file if the sizes differ."""
         inputs = self.load_inputs(image_id)
