@@ -147,6 +147,10 @@ def print_other(record: dict, table_format: str) -> None:
              "the papers' numbers", None: "a user list"}[published]
     click.echo(f"\n{record['num_images']} images, split '{record['split']}' "
                f"({record['split_source']}; {state})")
+    for head, summary in metrics["heads"].items():
+        if summary["absent_from_ground_truth"]:
+            click.echo(f"{head}: classes without ground-truth pixels: "
+                       + ", ".join(summary["absent_from_ground_truth"]))
     for note in metrics["notes"]:
         click.echo(f"note: {note}")
 
