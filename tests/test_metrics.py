@@ -272,3 +272,29 @@ def test_mean_iou_present_skips_classes_absent_from_ground_truth():
     assert metrics["mean_iou"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # score.py
     assert metrics["mean_iou_present"] == pytest.approx((0.5 + 1.0) / 2)  # CVPR footnote
     assert metrics["heads"]["semantic"]["confusion_matrix"] == confusion.matrix.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.uint8, (2, 7, 9), elements=st.integers(0, 150)),
+       arrays(np.uint8, (2, 7, 9), elements=st.integers(0, 150)))
+def test_ade20k_rules_equal_the_scene_parsing_evaluation(labels, preds):
+    """CSAILVision/sceneparsing evaluationCode: prediction masked by GT > 0, histograms over
+    classes 1..150, accuracy = correct / labelled."""
+    from bench.datasets.ade20k import HEADS
+
+    confusion = HEADS[0].confusion()
+    for label, pred in zip(labels, preds, strict=True):
+        confusion.update(label, pred)
+    masked = preds * (labels > 0)
+    bins = np.arange(1, 152)
+    inter = np.histogram(masked[masked == labels], bins=bins)[0]
+    union = (np.histogram(masked, bins=bins)[0] + np.histogram(labels, bins=bins)[0] - inter)
+    summary = confusion.summary()
+    ious = np.array(list(summary["per_class_iou"].values()))
+    present = union > 0
+    np.testing.assert_allclose(ious[present], inter[present] / union[present])
+    assert np.isnan(ious[~present]).all()
+    labelled = (labels > 0).sum()
+    if labelled:
+        assert summary["pixel_accuracy"] == pytest.approx(
+            ((preds == labels) & (labels > 0)).sum() / labelled)
