@@ -207,3 +207,36 @@ def test_paths_for_fingerprints(template):
     image_id = dataset.ids[0]
     assert dataset.label_path(image_id).parent.parent.name == "SemanticLabels"
     assert dataset.image_path(image_id).suffix == ".jpg"
+
+
+def test_mat_declaring_a_huge_array_is_refused_before_decompression(root):
+    """A small compressed all-zero variable that would be 64 MB in memory."""
+    dataset = open_nyud(root, "test")
+    path = root / "nyud" / "segmentation" / f"img_{dataset.ids[0]}.mat"
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"segmentation": np.zeros((8000, 8000), np.uint8)},
+                     do_compression=True)
+    path.write_bytes(buffer.getvalue())
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(DataError, match="declares shape"):
+        dataset.load_labels(dataset.ids[0])
+
+
+def test_evaluate_cli_context_label_above_459_is_one_line(root, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.labels import write_label_png
+    from cli import cli
+
+    dataset = open_dataset("pascalcontext", root)
+    for image_id in dataset.ids:
+        write_label_png(tmp_path / "pred" / f"{image_id}.png", np.zeros((48, 64), np.uint8))
+    bad = root / "pascal-context" / "trainval" / f"{dataset.ids[0]}.mat"
+    _savemat(bad, "LabelMap", np.full((48, 64), 999, dtype=np.uint16))
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "pascalcontext", "--data-root",
+                                      str(root), "--predictions", str(tmp_path / "pred"),
+                                      "--no-progress"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "outside 0-459: 999" in errors[0]
+    assert "Traceback" not in result.output

@@ -141,6 +141,13 @@ def read_mat_array(path: Path, key: str, *, what: str = "label") -> np.ndarray:
         raise DataError(path, f"{what} file is {size:,} bytes; refusing more than "
                               f"{MAX_MAT_BYTES:,} (not a {what} map)")
     try:
+        # Headers first: a small compressed file may declare a huge array (a zlib bomb);
+        # refuse it before anything is decompressed into memory.
+        for name, shape, _ in scipy.io.whosmat(path):
+            if name == key and (len(shape) != 2 or np.prod(shape, dtype=np.float64)
+                                > MAX_LABEL_PIXELS):
+                raise DataError(path, f"variable {key!r} declares shape {tuple(shape)}; not a "
+                                      "label map")
         mat = scipy.io.loadmat(path, mat_dtype=False, squeeze_me=False,
                                variable_names=[key], verify_compressed_data_integrity=True)
     except NotImplementedError as error:  # v7.3 (HDF5) files
