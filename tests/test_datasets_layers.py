@@ -240,3 +240,25 @@ def test_evaluate_cli_context_label_above_459_is_one_line(root, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0] and "outside 0-459: 999" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_voc_through_the_common_interface_matches_bench_voc(voc_root, voc_val):
+    dataset = open_dataset("voc", voc_root, "val")
+    image_id = dataset.ids[0]
+    sample, direct = dataset.load(image_id), voc_val.load(image_id)
+    np.testing.assert_array_equal(sample.inputs["data"], direct.image)
+    np.testing.assert_array_equal(sample.labels["semantic"], direct.label)
+    confusions = dataset.confusions()
+    confusions["semantic"].update(direct.label, np.where(direct.label == 255, 0, direct.label))
+    assert dataset.summarize(confusions)["pixel_accuracy"] == 1.0
+
+
+def test_ade20k_nearest_resize_matches_pixel_centre_rule():
+    from bench.datasets.ade20k import resize_nearest
+
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(resize_nearest(labels, (3, 4)), labels)
+    up = resize_nearest(labels, (6, 8))
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1))
+    # 4 -> 3 columns: centres 0.5, 1.5, 2.5 of 3 map to 0.67, 2.0, 3.33 -> 0, 2, 3
+    np.testing.assert_array_equal(resize_nearest(labels, (3, 3))[0], [0, 2, 3])

@@ -3,7 +3,7 @@
 `open_dataset(name, data_root, split)` returns a `SegmentationSet`: `ids`, `heads` (each with
 its classes, ignore rule and scored classes), `load(id)` -> named inputs and per-head labels,
 `load_labels(id)`, `confusions()` and `summarize(confusions)`. VOC keeps its own module
-(bench/voc.py) and commands; "voc" is listed here so option choices are complete.
+(bench/voc.py); `open_dataset("voc", ...)` is a thin view of it with the same interface.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ def open_dataset(name: str, data_root: str | Path, split: str | None = None, **o
     """A non-VOC data set by registry name; `options` go to its opener (e.g. NYUD `inputs`,
     ADE20K `input_size`, `check_files`)."""
     split = split or DEFAULT_SPLITS.get(name, "")
+    if name == "voc":
+        from bench.datasets.voc import open_voc
+
+        return open_voc(data_root, split)
     if name == "nyud":
         from bench.datasets.nyud import open_nyud
 
@@ -40,8 +44,7 @@ def open_dataset(name: str, data_root: str | Path, split: str | None = None, **o
         from bench.datasets.ade20k import open_ade20k
 
         return open_ade20k(data_root, split, **options)
-    raise UsageError(f"unknown data set {name!r}; choose from "
-                     f"{', '.join(n for n in DATASET_NAMES if n != 'voc')} (VOC: bench.voc)")
+    raise UsageError(f"unknown data set {name!r}; choose from {', '.join(DATASET_NAMES)}")
 
 
 __all__ = ["DATASET_NAMES", "DEFAULT_SPLITS", "Head", "Sample", "SegmentationSet", "SplitList",

@@ -39,6 +39,18 @@ SPLITS = tuple(FOLDERS)
 HEADS = (Head("semantic", CLASSES, ignore_labels=(0, 255), scored=tuple(range(1, 151))),)
 
 
+def resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map resized to (H, W) by nearest neighbour with pixel-centre alignment: output
+    pixel i takes input floor((i + 0.5) * in / out), which is what MATLAB's
+    `imresize(..., 'nearest')` computes (SP demoSegmentation.m resizes the 384x384 argmax back
+    to the image's size this way). Integer arithmetic, so exact."""
+    in_h, in_w = labels.shape
+    out_h, out_w = shape
+    rows = ((2 * np.arange(out_h) + 1) * in_h) // (2 * out_h)
+    cols = ((2 * np.arange(out_w) + 1) * in_w) // (2 * out_w)
+    return labels[rows[:, None], cols[None, :]]
+
+
 def ade_dir(data_root: str | Path) -> Path:
     return Path(data_root) / "ADEChallengeData2016"
 
