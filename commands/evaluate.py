@@ -159,7 +159,8 @@ def print_other(record: dict, table_format: str) -> None:
 @click.option("--dataset", "dataset_name", type=click.Choice(DATASET_CHOICES), default="voc",
               show_default=True, help="Which data set's ground truth to score against.")
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder holding VOCdevkit/ (and splits/) [default: $FCN_BENCH_DATA or ./data].")
+              help="Folder holding VOCdevkit/ (and splits/), nyud/, SiftFlow/, pascal-context/, "
+                   "ADEChallengeData2016/ [default: $FCN_BENCH_DATA or ./data].")
 @click.option("--split", default=None,
               help="VOC: seg11valid (default, 736 images), train, val, trainval or a file of ids. "
                    "nyud: test (default), train, val, trainval. siftflow: test (default), "
@@ -194,14 +195,16 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
             output: Path | None, table_format: str, workers: int, progress: bool) -> None:
     """Score predicted label PNGs against a data set's ground truth (FCN score.py metrics).
 
-    One confusion matrix over the whole split (void 255 ignored); prints pixel accuracy, mean
-    accuracy, mean IU, frequency-weighted IU and per-class IU in percent.
+    One confusion matrix per head over the whole split (void ignored; ADE20K also ignores 0);
+    prints pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IU in
+    percent, plus each data set's own figures (docs/datasets.md).
 
     \b
     Example:
       python cli.py evaluate --data-root data --split seg11valid --predictions preds/ \\
           --output results/fcn8s-eval.json
       python cli.py evaluate --dataset siftflow --predictions sem/ --geo-predictions geo/
+      python cli.py evaluate --dataset nyud --predictions preds/ --model nyud-fcn32s-color
     """
     from tqdm import tqdm
 
