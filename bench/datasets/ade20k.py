@@ -9,7 +9,9 @@ released CSAIL FCN was run at 384x384 (demoSegmentation.m), available via `input
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,6 +28,7 @@ from bench.datasets.base import (
     read_png_array,
 )
 from bench.errors import DataError
+from bench.metrics import ConfusionMatrix
 from bench.voc import load_image
 
 NAME = "ade20k"
@@ -101,7 +104,8 @@ class ADE20K(SegmentationSet):
                 "accuracy and mean IoU over the 150 classes as the Scene Parsing benchmark; "
                 "benchmark score = their average"]
 
-    def summarize(self, confusions):
+    def summarize(self, confusions: Mapping[str, ConfusionMatrix]) -> dict[str, Any]:
+        """The four metrics over classes 1..150 and the benchmark score."""
         metrics = super().summarize(confusions)
         metrics["benchmark_score"] = (metrics["pixel_accuracy"] + metrics["mean_iou"]) / 2
         return metrics

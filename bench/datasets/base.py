@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.errors import DataError
 from bench.labels import VOID_LABEL, describe_values, open_image
-from bench.metrics import ConfusionMatrix
+from bench.metrics import ConfusionMatrix, dataset_summary
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CLASSES_DIR = PACKAGE_DIR / "classes"
@@ -165,10 +165,9 @@ def read_mat_array(path: Path, key: str, *, what: str = "label") -> np.ndarray:
                               f"{getattr(array, 'shape', '?')}; expected a 2-D numeric map")
     if array.size > MAX_LABEL_PIXELS or 0 in array.shape:
         raise DataError(path, f"variable {key!r} has shape {array.shape}; not a label map")
-    if array.dtype.kind == "f" and not (np.all(np.isfinite(array))
-                                        and np.array_equal(array, np.rint(array))):
-        raise DataError(path, f"variable {key!r} holds non-integer values; expected label "
-                                  "ids")
+    integral = np.all(np.isfinite(array)) and np.array_equal(array, np.rint(array))
+    if array.dtype.kind == "f" and not integral:
+        raise DataError(path, f"variable {key!r} holds non-integer values; expected label ids")
     return array
 
 
@@ -278,8 +277,6 @@ class SegmentationSet:
     def summarize(self, confusions: Mapping[str, ConfusionMatrix]) -> dict[str, Any]:
         """The data set's metrics: the first head's four metrics at the top level, every head's
         summary under `heads`, and the `notes` that say how the numbers are defined."""
-        from bench.metrics import dataset_summary
-
         return dataset_summary(confusions, self.heads[0].name, notes=self.metric_notes())
 
     def metric_notes(self) -> list[str]:

@@ -8,7 +8,9 @@ subtracts 1 in uint8, so a 0 is void as well). Splits trainval 2486 / test 200 (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from bench.datasets.base import (
 )
 from bench.errors import DataError
 from bench.labels import VOID_LABEL
+from bench.metrics import ConfusionMatrix, dataset_summary
 from bench.voc import load_image
 
 NAME = "siftflow"
@@ -78,9 +81,8 @@ class SiftFlow(SegmentationSet):
                                                 f"semantic label's {semantic.shape}")
         return {"semantic": _shift(semantic), "geometric": _shift(geometric)}
 
-    def summarize(self, confusions):
-        from bench.metrics import dataset_summary
-
+    def summarize(self, confusions: Mapping[str, ConfusionMatrix]) -> dict[str, Any]:
+        """Semantic metrics with both mean IUs, and the geometric head's pixel accuracy."""
         metrics = dataset_summary(confusions, "semantic", notes=self.metric_notes(),
                                   present_only_iou=True)
         metrics["geometric_accuracy"] = metrics["heads"]["geometric"]["pixel_accuracy"]
