@@ -129,3 +129,19 @@ def test_truncated_archive_and_wrong_archive_are_refused(tmp_path):
     path.write_bytes(_tgz_of(tmp_path / "made" / "nyud" / "data", "data"))  # no segmentation/
     with pytest.raises(DownloadError, match=r"not the nyud archive: no .*nyud/segmentation"):
         check_dataset_archive(CATALOG["nyud"], path)
+
+
+def test_download_command_knows_the_new_data_sets(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    write_siftflow_tree(tmp_path / "made", 0, 4)
+    archive = tmp_path / "SiftFlowDataset.zip"
+    archive.write_bytes(_zip_of(tmp_path / "made" / "SiftFlow"))
+    result = CliRunner().invoke(cli, ["download", "siftflow", "--data-root", str(tmp_path / "d"),
+                                      "--archive", str(archive), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "SiftFlow" / "SemanticLabels").is_dir()
+    pinned = CliRunner().invoke(cli, ["download", "ade20k", "--allow-http"])
+    assert pinned.exit_code == 2 and "--allow-http applies" in pinned.stderr
