@@ -262,3 +262,13 @@ def test_ade20k_nearest_resize_matches_pixel_centre_rule():
     np.testing.assert_array_equal(up, np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1))
     # 4 -> 3 columns: centres 0.5, 1.5, 2.5 of 3 map to 0.67, 2.0, 3.33 -> 0, 2, 3
     np.testing.assert_array_equal(resize_nearest(labels, (3, 3))[0], [0, 2, 3])
+
+
+def test_ade20k_labels_alone_are_enough_to_score(root):
+    import shutil
+
+    shutil.rmtree(root / "ADEChallengeData2016" / "images")
+    dataset = open_dataset("ade20k", root, check_files=False)
+    assert len(dataset) == 6 and dataset.load_labels(dataset.ids[0])["semantic"].ndim == 2
+    with pytest.raises(DataError, match="folder not found"):
+        open_dataset("ade20k", root)

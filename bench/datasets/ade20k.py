@@ -118,12 +118,16 @@ def open_ade20k(data_root: str | Path, split: str = "validation", *,
     if split not in FOLDERS:
         raise DataError(Path(split), f"unknown ADE20K split; choose {', '.join(FOLDERS)}")
     folder, prefix, count = FOLDERS[split]
-    images = root / "images" / folder
-    if not images.is_dir():
-        raise DataError(images, "folder not found; `python cli.py download ade20k` fetches it")
-    ids = sorted(path.stem for path in images.glob(f"{prefix}*.jpg"))
+    # The ids are the folder's files: the images', or the annotations' when only labels are
+    # needed (scoring predictions without the images).
+    listing, suffix = root / "images" / folder, ".jpg"
+    if not listing.is_dir() and not check_files:
+        listing, suffix = root / "annotations" / folder, ".png"
+    if not listing.is_dir():
+        raise DataError(listing, "folder not found; `python cli.py download ade20k` fetches it")
+    ids = sorted(path.stem for path in listing.glob(f"{prefix}*{suffix}"))
     if not ids:
-        raise DataError(images, f"no {prefix}*.jpg images")
-    split_list = SplitList(split, tuple(ids), images, len(ids) == count)
+        raise DataError(listing, f"no {prefix}*{suffix} files")
+    split_list = SplitList(split, tuple(ids), listing, len(ids) == count)
     return ADE20K(root, split_list, folder=folder, input_size=input_size,
                   check_files=check_files)
