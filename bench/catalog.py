@@ -34,13 +34,16 @@ class Source:
     # Datasets: the folder (found in the archive) that becomes DATA_ROOT/<extract_root>, and the
     # paths (relative to DATA_ROOT) that prove the dataset is complete.
     extract_root: str | None = None
+    # For an archive whose entries have no common top folder: the DATA_ROOT folder they go in.
+    extract_into: str | None = None
     expect: tuple[str, ...] = ()
     # FCN weights: the variant the caffemodel converts to.
     variant: str | None = None
     note: str = ""
     # What a good copy must parse as before its hash may be recorded (bench.download_checks):
-    # "fcn-caffemodel" (the variant's blobs), "vgg16-caffemodel", or "" (pinned: the hash is
-    # the check). `width_divisor` > 1 only for the narrow test-only networks.
+    # "fcn-caffemodel" (the variant's blobs), "vgg16-caffemodel", "dataset-archive" (a whole
+    # tar/zip holding the `expect` paths), or "" (pinned: the hash is the check).
+    # `width_divisor` > 1 only for the narrow test-only networks.
     content: str = ""
     width_divisor: int = 1
 
@@ -103,6 +106,57 @@ CATALOG: dict[str, Source] = {source.name: source for source in (
                 "benchmark_RELEASE/dataset/train.txt", "benchmark_RELEASE/dataset/val.txt"),
         note="Semantic Boundaries Dataset (Hariharan et al. 2011); the old www. host loops on "
              "redirects, www2 serves it (pytorch/vision#8471); 1,419,539,633 bytes per that log"),
+    # The other data sets of the FCN papers (docs/datasets.md, "Downloads").
+    Source(
+        name="nyud", group="dataset", filename="nyud.tar.gz",
+        urls=(f"https://{_CAFFE_HOST}/nyud.tar.gz", f"http://{_CAFFE_HOST}/nyud.tar.gz"),
+        content="dataset-archive", extract_root="nyud",
+        checksum_source="none published (searched: docs/datasets.md); SHA-256 recorded on first "
+                        "download after the archive check",
+        expect=("nyud/data/images", "nyud/data/hha", "nyud/data/depth", "nyud/segmentation"),
+        note="NYUDv2 40-class task in the FCN layout (REF data/nyud/README.md); the archive's "
+             "top folder 'nyud' is inferred from REF's data paths; split lists ship with "
+             "fcn-bench (bench/datasets/splits)"),
+    Source(
+        name="siftflow", group="dataset", filename="SiftFlowDataset.zip",
+        urls=("https://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip",
+              "http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip"),
+        content="dataset-archive", extract_into="SiftFlow",
+        checksum_source="none published (searched: docs/datasets.md); SHA-256 recorded on first "
+                        "download after the archive check",
+        expect=("SiftFlow/Images", "SiftFlow/SemanticLabels", "SiftFlow/GeoLabels"),
+        note="SIFT Flow (Liu et al.; Tighe & Lazebnik's copy, REF data/sift-flow/README.md); "
+             "the zip has no top folder; split lists ship with fcn-bench"),
+    Source(
+        name="voc2010", group="dataset", filename="VOCtrainval_03-May-2010.tar",
+        urls=(f"https://{_VOC_HOST}/voc2010/VOCtrainval_03-May-2010.tar",
+              f"http://{_VOC_HOST}/voc2010/VOCtrainval_03-May-2010.tar"),
+        md5=("da459979d0c395079b5c75ee67908abb",),
+        checksum_source="torchvision datasets/voc.py DATASET_YEAR_DICT['2010']",
+        extract_root="VOCdevkit",
+        expect=("VOCdevkit/VOC2010/JPEGImages", "VOCdevkit/VOC2010/ImageSets/Main/val.txt"),
+        note="PASCAL-Context's images and Main split lists; " + _VOC_NOTE),
+    Source(
+        name="pascalcontext", group="dataset", filename="trainval.tar.gz",
+        urls=("https://www.cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
+              "http://www.cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz"),
+        content="dataset-archive", extract_into="pascal-context",
+        checksum_source="none published (searched: docs/datasets.md); SHA-256 recorded on first "
+                        "download after the archive check",
+        expect=("pascal-context/trainval",),
+        note="PASCAL-Context full labels (Mottaghi et al. 2014); needs `download voc2010` for "
+             "the images; the 459 label names ship with fcn-bench"),
+    Source(
+        name="ade20k", group="dataset", filename="ADEChallengeData2016.zip",
+        urls=("https://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+              "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"),
+        sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7",
+        checksum_source="zhanghang1989/PyTorch-Encoding scripts/prepare_ade20k.py (also "
+                        "rstrudel/segmenter)",
+        extract_root="ADEChallengeData2016",
+        expect=("ADEChallengeData2016/images/validation",
+                "ADEChallengeData2016/annotations/validation"),
+        note="MIT Scene Parsing benchmark (ADE20K, 150 classes; CSAILVision/sceneparsing)"),
     Source(
         name="seg11valid", group="split", filename="seg11valid.txt",
         urls=(SEG11VALID_URL,), sha256=SEG11VALID_SHA256,

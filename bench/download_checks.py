@@ -47,6 +47,32 @@ def looks_like_html(path: str | Path) -> bool:
     return head.startswith(HTML_PREFIXES)
 
 
+def check_dataset_archive(source: Source, path: Path) -> str:
+    """A data set archive with no published checksum must read to its end as a tar or zip (a
+    truncated transfer fails here, before its hash is recorded) and hold every `expect` path."""
+    import tarfile
+    import zipfile
+
+    if looks_like_html(path):
+        raise DownloadError(f"{path}: is an HTML page, not the {source.name} archive")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        else:
+            with tarfile.open(path) as archive:  # reads the whole stream: truncation shows
+                names = [member.name for member in archive]
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DownloadError(f"{path}: not a complete tar or zip archive ({error})") from None
+    prefix = f"{source.extract_into}/" if source.extract_into else ""
+    wanted = [rel.removeprefix(prefix) for rel in source.expect]
+    padded = [f"/{name.strip('/')}/" for name in names]
+    missing = [rel for rel in wanted if not any(f"/{rel}/" in name for name in padded)]
+    if missing:
+        raise DownloadError(f"{path}: not the {source.name} archive: no {', '.join(missing)}")
+    return f"read to its end as an archive of {len(names):,} entries holding {', '.join(wanted)}"
+
+
 def _blob_shapes(path: Path) -> dict[str, list[tuple[int, ...]]]:
     """layer name -> its blobs' shapes, streaming (each layer's arrays are dropped at once)."""
     shapes: dict[str, list[tuple[int, ...]]] = {}
@@ -97,6 +123,8 @@ def check_content(source: Source, path: str | Path) -> str:
     path = Path(path)
     if not source.content:
         return "no content check (the pinned checksum identifies the file)"
+    if source.content == "dataset-archive":
+        return check_dataset_archive(source, path)
     if looks_like_html(path):
         raise DownloadError(f"{path}: is an HTML page, not a Caffe model (an error or login "
                             "page served in its place)")

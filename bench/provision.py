@@ -68,8 +68,10 @@ def _extract_locked(source: Source, archive: Path, matched: str, data_root: Path
     for leftover in leftover_staging(data_root):
         log(f"removing {leftover} (left by an interrupted extraction)")
         shutil.rmtree(leftover, ignore_errors=True)
-    log(f"extracting {archive.name} into {data_root} ...")
-    result.path = safe_extract(archive, data_root, root=source.extract_root)
+    # An archive without a top folder of its own (SIFT Flow) is extracted into `extract_into`.
+    dest = data_root / source.extract_into if source.extract_into else data_root
+    log(f"extracting {archive.name} into {dest} ...")
+    result.path = safe_extract(archive, dest, root=source.extract_root)
     result.actions.append(f"extracted to {result.path}")
     missing = missing_paths(source, data_root)
     if missing:
@@ -105,7 +107,7 @@ def prepare_dataset(name: str, data_root: str | Path, *, archive: str | Path | N
                               f"{result.path} ({SEG11VALID_SHA256[:12]}..., "
                               "736 ids checked)")
         return result
-    result.path = data_root / source.extract_root
+    result.path = data_root / (source.extract_root or source.extract_into or "")
     if is_complete(name, data_root):
         result.actions.append(f"already complete under {result.path}")
         return result

@@ -12,13 +12,13 @@ from pathlib import Path
 import click
 
 from bench.cache import default_data_root, downloads_dir, weights_dir
-from bench.catalog import CATALOG, WEIGHTS, pinned_checksums, trust_state
+from bench.catalog import CATALOG, DATASETS, WEIGHTS, pinned_checksums, trust_state
 from bench.download import forget
 from bench.errors import UsageError
 from bench.outputs import check_writable
 from bench.provision import prepare_dataset, prepare_weights
 
-TARGETS = ("voc2012", "voc2011", "sbd", "seg11valid", "weights", "list", "forget")
+TARGETS = (*DATASETS, "weights", "list", "forget")
 
 
 def _short(checksum: str) -> str:
@@ -81,7 +81,8 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
             progress: bool) -> None:
     """Download and verify data or weights (https first, resumable, pinned checksums).
 
-    TARGET is a dataset (voc2012, voc2011, sbd), the seg11valid list, `weights` followed by
+    TARGET is a dataset (voc2012, voc2011, sbd; nyud, siftflow, voc2010 and pascalcontext,
+    ade20k: docs/datasets.md), the seg11valid list, `weights` followed by
     one or more of: fcn32s fcn16s fcn8s fcn8s-atonce vgg16-caffe vgg16-torchvision
     vgg16-keras, `list` to show the catalog and which checksums are pinned, or `forget NAME`
     to drop a checksum recorded on first use (and the cached copy). Archives and weights are
@@ -96,6 +97,7 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
       python cli.py download voc2011 --data-root data
       python cli.py download seg11valid --data-root data
       python cli.py download sbd --data-root data
+      python cli.py download nyud --data-root data
       python cli.py download weights fcn8s fcn32s
       python cli.py download voc2012 --archive ~/VOCtrainval_11-May-2012.tar
       python cli.py download list
@@ -117,9 +119,10 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
             for action in forget(name):
                 click.echo(f"{name}: {action}")
         return
-    if allow_http and target != "weights":
-        raise UsageError("--allow-http applies to `download weights` (datasets are pinned: "
-                         "plain http is already allowed for them)")
+    if allow_http and target != "weights" and (target not in CATALOG
+                                               or CATALOG[target].pinned):
+        raise UsageError("--allow-http applies to `download weights` and to data sets without a "
+                         "published checksum (pinned ones already accept plain http)")
     if target != "weights":
         if names:
             raise UsageError(f"download {target} takes no names (got {' '.join(names)})")
@@ -127,7 +130,8 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
         check_writable(root, folder=True, what="data root")
         if archive is None and CATALOG[target].group == "dataset":  # archives go to the cache
             check_writable(downloads_dir(), folder=True, what="download cache")
-        result = prepare_dataset(target, root, archive=archive, progress=progress)
+        extra = {"allow_http": True} if allow_http else {}
+        result = prepare_dataset(target, root, archive=archive, progress=progress, **extra)
         for action in result.actions:
             click.echo(f"{target}: {action}")
         return
