@@ -244,5 +244,192 @@ def test_a_damaged_entry_is_refused_and_can_be_forgotten(cache, entry):
     assert recorded_sha256("a.caffemodel") is None and list(recorded_hashes()) == ["b.tar"]
 
 
-# Keep `zipfile` imported for the .pth section below.
-_ = zipfile
+# ----------------------------------------------------------------------------------------------
+# PyTorch .pth files (backends/torch/pth.py)
+
+torch = pytest.importorskip("torch")
+pth = pytest.importorskip("backends.torch.pth")
+SMALL_STATE = {"conv1_1.weight": torch.arange(24.0).reshape(2, 3, 2, 2),
+               "conv1_1.bias": torch.tensor([0.5, -1.0])}
+
+
+def saved_pth(path: Path) -> Path:
+    torch.save(SMALL_STATE, path)
+    return path
+
+
+def rezipped(source: Path, target: Path, edit) -> Path:
+    """A copy of a torch.save zip with its members passed through `edit(name, data)`, which
+    returns a list of (ZipInfo or name, data, compression) to write instead."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            for name, data, method in edit(info.filename, old.read(info)):
+                new.writestr(name, data, compress_type=method)
+    return target
+
+
+def keep(name, data):
+    return [(name, data, zipfile.ZIP_STORED)]
+
+
+def pth_refused(path: Path, match: str) -> str:
+    with pytest.raises(FcnBenchError, match=match) as info:
+        pth.read_state_dict(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message, message
+    return message
+
+
+def test_a_plain_and_a_rezipped_pth_still_load(tmp_path):
+    source = saved_pth(tmp_path / "small.pth")
+    for path in (source, rezipped(source, tmp_path / "copy.pth", keep)):
+        arrays = pth.read_state_dict(path)
+        assert arrays["conv1_1.weight"].dtype == np.float32
+        np.testing.assert_array_equal(arrays["conv1_1.bias"], [0.5, -1.0])
+
+
+def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
+    """20 MB of zeros deflate to ~20 KB: 16x the file is far less than what it unpacks to."""
+    def bomb(name, data):
+        if name.endswith("data/0"):
+            return [(name, data + bytes(20 * 2**20), zipfile.ZIP_DEFLATED)]
+        return keep(name, data)
+
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "bomb.pth", bomb)
+    assert path.stat().st_size < 2**20
+    pth_refused(path, "possible zip bomb")
+
+
+def test_an_oversized_pth_is_refused(tmp_path, monkeypatch):
+    path = saved_pth(tmp_path / "s.pth")
+    monkeypatch.setattr(pth, "MAX_PTH_UNCOMPRESSED", 100)
+    pth_refused(path, "more than 100")
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    (10, 60_000, "lists 60,000 members"),  # total entries (uint16 at +10)
+    (12, 2**31, "members in 2,147,483,648 bytes"),  # central directory size (uint32 at +12)
+])
+def test_a_huge_central_directory_is_refused_before_parsing(tmp_path, field, value, match):
+    path = saved_pth(tmp_path / "s.pth")
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    size = 2 if field == 10 else 4
+    data[end + field:end + field + size] = value.to_bytes(size, "little")
+    path.write_bytes(bytes(data))
+    pth_refused(path, match)
+
+
+def test_many_small_members_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(pth, "MAX_PTH_MEMBERS", 50)
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "many.pth",
+                    lambda name, data: keep(name, data) + [
+                        (f"{name}.{i}", b"", zipfile.ZIP_STORED) for i in range(8)])
+    pth_refused(path, "lists 72 members")
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns when writing the twin
+@pytest.mark.parametrize(("extra", "match"), [
+    ("s/../../etc/passwd", "'..' path"),
+    ("/s/data.pkl", "absolute"),
+    ("other/data.pkl", "outside the archive's one top folder"),  # a second, nested checkpoint
+    ("s/data.pkl", "appears twice"),
+    ("s\\data.pkl", "backslash"),
+    ("s/data//0", "empty"),
+    ("s/\x1b[2Jx", "control character"),
+])
+def test_odd_members_are_refused(tmp_path, extra, match):
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "odd.pth",
+                    lambda name, data: keep(name, data) + (
+                        [(extra, b"x", zipfile.ZIP_STORED)] if name.endswith("version") and
+                        "." not in name.rsplit("/", 1)[-1] else []))
+    pth_refused(path, match)
+
+
+def test_encrypted_or_odd_compression_members_are_refused(tmp_path):
+    path = saved_pth(tmp_path / "s.pth")
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")
+    data[central + 8] |= 0x1  # general purpose flag bit 0: encrypted
+    path.write_bytes(bytes(data))
+    pth_refused(path, "is encrypted")
+    data[central + 8] &= 0xFE
+    data[central + 10:central + 12] = (12).to_bytes(2, "little")  # bzip2
+    path.write_bytes(bytes(data))
+    pth_refused(path, "compression method 12")
+
+
+def test_a_zip_without_data_pkl_is_not_a_torch_file(tmp_path):
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "nopkl.pth",
+                    lambda name, data: [] if name.endswith("data.pkl") else keep(name, data))
+    pth_refused(path, "without s/data.pkl")
+
+
+@pytest.mark.parametrize(("pickle_bytes", "match"), [
+    (b"\x80\x02cos\nsystem\n.", r"arbitrary unpickling .*e\.g\. os\.system"),
+    (b"\x80\x02\x8c\x05posix\x94\x8c\x06system\x94\x93\x94.", "refused by torch's safe loader"),
+    (b"\x80\x02\xff", "refused by torch's safe loader"),
+    (b"\x80\x02X\x01\x00\x00\x00aq\x00(", "not a readable PyTorch file"),
+    (b"\x80\x02K\x05.", "holds a int, not a state dict"),
+])
+def test_refused_or_damaged_pickles_are_one_line(tmp_path, pickle_bytes, match):
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "p.pth",
+                    lambda name, data: keep(name, pickle_bytes if name.endswith("data.pkl")
+                                            else data))
+    pth_refused(path, match)
+
+
+def test_truncated_pth_files_are_one_line(tmp_path):
+    data = saved_pth(tmp_path / "s.pth").read_bytes()
+    for cut in (4, 100, len(data) // 2, len(data) - 10):
+        (tmp_path / "cut.pth").write_bytes(data[:cut])
+        pth_refused(tmp_path / "cut.pth", "truncated or corrupt|not a file torch.save wrote")
+
+
+@pytest.mark.slow  # writes and deflates 1.2 GB (~10 s)
+def test_a_zip_bomb_stays_under_one_gib(tmp_path):
+    """A 1.2 GB member deflated to ~5 MB, read under a 1 GiB address-space cap: refused, never
+    inflated (written in 1 MB pieces, so the test itself stays small)."""
+    source = saved_pth(tmp_path / "s.pth")
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(bomb, "w", compresslevel=1) as new:
+        for info in old.infolist():
+            if not info.filename.endswith("data/0"):
+                new.writestr(info, old.read(info))
+                continue
+            member = zipfile.ZipInfo(info.filename)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with new.open(member, "w", force_zip64=True) as out:
+                zeros = bytes(10**6)
+                for _ in range(1200):
+                    out.write(zeros)
+    assert bomb.stat().st_size < 16 * 2**20
+    result = run_limited(
+        "import sys\nfrom backends.torch.pth import read_state_dict\n"
+        "from bench.errors import WeightsError\n"
+        f"try:\n    read_state_dict({str(bomb)!r})\n"
+        "except WeightsError as e:\n    print(e); sys.exit(3)\n")
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "zip bomb" in result.stdout
+
+
+@settings(max_examples=60, deadline=5000, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+       cut=st.one_of(st.none(), st.integers(0, 10**6)))
+@example(edits=[], cut=None)
+def test_fuzz_mutated_pth_files(tmp_path, edits, cut):
+    """Mutated torch.save files: loaded, or refused with the project's own error type."""
+    source = tmp_path / "fuzz-source.pth"
+    if not source.exists():
+        saved_pth(source)
+    data = bytearray(source.read_bytes())
+    for position, value in edits:
+        data[position % len(data)] = value
+    target = tmp_path / "fuzz.pth"
+    target.write_bytes(bytes(data[:cut % (len(data) + 1)] if cut is not None else data))
+    try:
+        arrays = pth.read_state_dict(target)
+    except FcnBenchError:
+        return
+    assert all(isinstance(array, np.ndarray) for array in arrays.values())
