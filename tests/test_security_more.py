@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -411,6 +412,54 @@ def test_a_zip_bomb_stays_under_one_gib(tmp_path):
         "except WeightsError as e:\n    print(e); sys.exit(3)\n")
     assert result.returncode == 3, result.stderr[-2000:]
     assert "zip bomb" in result.stdout
+
+
+def saved_legacy_pth(path: Path) -> Path:
+    """The pre-1.6 format (torchvision's 2017 model zoo): pickles, then raw storages."""
+    torch.save(SMALL_STATE, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def test_a_legacy_pth_still_loads(tmp_path):
+    arrays = pth.read_state_dict(saved_legacy_pth(tmp_path / "old.pth"))
+    np.testing.assert_array_equal(arrays["conv1_1.weight"].ravel(), np.arange(24.0))
+
+
+@pytest.mark.parametrize(("numel", "match"), [
+    (b"J\xff\xff\xff\x7f", "declare 8,589,934,596 bytes of data but the file has"),
+    (b"\x8a\x09" + b"\xff" * 8 + b"\x7f", "declares"),  # LONG1 beyond int64
+])
+def test_a_legacy_pth_declaring_more_data_than_it_holds_is_refused(tmp_path, numel, match):
+    """Torch allocates what the pickle declares before reading: 8 GB from a 1 KB file."""
+    path = saved_legacy_pth(tmp_path / "old.pth")
+    data = path.read_bytes()
+    # conv1_1.weight: ("storage", FloatStorage, key, "cpu", 24, None), memoised with BINPUT
+    bias = re.compile(rb"(cpuq.)K\x18(Ntq)", re.DOTALL)
+    assert len(bias.findall(data)) == 1, data[:600]
+    path.write_bytes(bias.sub(lambda m: m.group(1) + numel + m.group(2), data))
+    pth_refused(path, match)
+
+
+@settings(max_examples=60, deadline=5000, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+       cut=st.one_of(st.none(), st.integers(0, 10**6)))
+@example(edits=[], cut=None)
+def test_fuzz_mutated_legacy_pth_files(tmp_path, edits, cut):
+    """Mutated pre-1.6 files: loaded, or refused with the project's own error type."""
+    source = tmp_path / "fuzz-legacy.pth"
+    if not source.exists():
+        saved_legacy_pth(source)
+    data = bytearray(source.read_bytes())
+    for position, value in edits:
+        data[position % len(data)] = value
+    target = tmp_path / "fuzz.pth"
+    target.write_bytes(bytes(data[:cut % (len(data) + 1)] if cut is not None else data))
+    try:
+        arrays = pth.read_state_dict(target)
+    except FcnBenchError:
+        return
+    assert all(isinstance(array, np.ndarray) for array in arrays.values())
 
 
 @settings(max_examples=60, deadline=5000, derandomize=True,

@@ -9,7 +9,9 @@ Limits: docs/security.md, "Checkpoints, caches and .pth files".
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 import re
 import struct
 import zipfile
@@ -54,6 +56,8 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as handle:
         if handle.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE:
             check_pth_zip(path)
+        else:
+            check_legacy_storages(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -185,6 +189,128 @@ def _check_members(path: Path, infos: list[zipfile.ZipInfo], size: int) -> None:
     if pickles[0].file_size > MAX_PTH_PICKLE_BYTES:
         raise WeightsError(path, f"its data.pkl is {pickles[0].file_size:,} bytes; a state "
                                  f"dict's is far smaller (at most {MAX_PTH_PICKLE_BYTES:,})")
+
+
+# Bytes per element of the storage classes torch.save names in its persistent ids; an unknown
+# one is counted at the largest size (complex128).
+_ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+                  "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
+                  "ByteStorage": 1, "BoolStorage": 1, "ComplexFloatStorage": 8,
+                  "ComplexDoubleStorage": 16, "UntypedStorage": 1}
+_MARK = object()
+_MEMO_OPS = ("BINPUT", "LONG_BINPUT", "MEMOIZE")
+_LEGACY_PICKLES = 4  # magic number, protocol version, system info, then the state
+# A state dict pickles ~30 opcodes per tensor; the bound keeps the memo and stack small.
+MAX_PICKLE_OPCODES = 1_000_000
+
+
+def check_legacy_storages(path: Path) -> None:
+    """A pre-1.6 (non-zip) .pth declares each storage's element count in its pickle, and torch
+    allocates that much before reading the data: refuse a file whose storages declare more bytes
+    than the file holds (a few bytes could otherwise reserve terabytes). Only opcodes are
+    decoded (pickletools), nothing is unpickled; the pickles read are bounded."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = io.BytesIO(handle.read(MAX_PTH_PICKLE_BYTES))
+    declared: dict[Any, int] = {}
+    try:
+        for _ in range(_LEGACY_PICKLES):
+            for persistent_id in _persistent_ids(head):
+                _count_storage(path, persistent_id, declared)
+    except (ValueError, EOFError, IndexError, KeyError, TypeError, AttributeError,
+            struct.error) as error:
+        raise WeightsError(path, "not a readable PyTorch file (truncated or corrupt?): its "
+                           f"pickle does not decode: {_first_line(error)}") from None
+    total = sum(declared.values())
+    if total > size:
+        raise WeightsError(path, f"its tensors declare {total:,} bytes of data but the file has "
+                                 f"{size:,}; truncated or crafted, refusing to allocate it")
+
+
+def _count_storage(path: Path, persistent_id: Any, declared: dict[Any, int]) -> None:
+    if not (isinstance(persistent_id, tuple) and len(persistent_id) >= 5
+            and persistent_id[0] == "storage"):
+        return  # torch itself refuses other persistent ids
+    _, storage_type, key, _, numel = persistent_id[:5]
+    if not isinstance(numel, int) or not 0 <= numel < 2**62:
+        raise WeightsError(path, f"storage {str(key)[:40]!r} declares {str(numel)[:40]} elements")
+    is_global = (isinstance(storage_type, tuple) and len(storage_type) == 2
+                 and storage_type[0] == "global" and isinstance(storage_type[1], str))
+    name = storage_type[1].rsplit(" ", 1)[-1].rsplit(".", 1)[-1] if is_global else ""
+    declared[key if isinstance(key, (str, int)) else id(persistent_id)] = \
+        numel * _ELEMENT_BYTES.get(name, 16)
+    if len(declared) > MAX_PTH_MEMBERS:
+        raise WeightsError(path, f"more than {MAX_PTH_MEMBERS:,} tensor storages; a state dict "
+                                 "needs far fewer")
+
+
+def _persistent_ids(stream: io.BytesIO) -> list[Any]:
+    """The persistent ids of the next pickle in `stream`, by a stack simulation over its opcodes
+    that tracks only strings, ints, None, globals and tuples (everything else is opaque)."""
+    stack: list[Any] = []
+    memo: dict[Any, Any] = {}
+    found = []
+    for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
+        if count > MAX_PICKLE_OPCODES:
+            raise ValueError(f"more than {MAX_PICKLE_OPCODES:,} pickle opcodes")
+        name = op.name
+        if name in _MEMO_OPS:
+            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else None
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            stack.append(memo.get(arg))
+        elif name in ("GLOBAL", "INST"):
+            stack.append(("global", str(arg)))
+        elif name == "STACK_GLOBAL":
+            module_name = stack[-2:] if len(stack) >= 2 else ["?", "?"]
+            del stack[-2:]
+            stack.append(("global", f"{module_name[0]} {module_name[1]}"))
+        elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
+            stack.append(_pop_tuple(stack, name))
+        elif name in ("BINPERSID", "PERSID"):
+            found.append(stack.pop() if name == "BINPERSID" else arg)
+            stack.append(None)
+        elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1 \
+                and name not in ("MARK",):
+            stack.append(arg)  # a literal: string, bytes, int, float
+        else:
+            _generic(stack, op)
+        if name == "STOP":
+            break
+    return found
+
+
+def _pop_tuple(stack: list[Any], name: str) -> tuple[Any, ...]:
+    if name == "TUPLE":
+        at = _mark_index(stack)
+        items = tuple(stack[at + 1:])
+        del stack[at:]
+        return items
+    count = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}[name]
+    items = tuple(stack[len(stack) - count:]) if count else ()
+    del stack[len(stack) - count:]
+    return items
+
+
+def _mark_index(stack: list[Any]) -> int:
+    for at in range(len(stack) - 1, -1, -1):
+        if stack[at] is _MARK:
+            return at
+    raise ValueError("MARK missing")
+
+
+def _generic(stack: list[Any], op: Any) -> None:
+    """Apply an opcode's documented stack effect with opaque values."""
+    before = [item.name for item in op.stack_before]
+    if "mark" in before:
+        del stack[_mark_index(stack):]
+        below = before.index("mark")
+    else:
+        below = len(before)
+    if below:
+        if below > len(stack):
+            raise ValueError(f"{op.name} on a short stack")
+        del stack[len(stack) - below:]
+    stack.extend(_MARK if item.name == "mark" else None for item in op.stack_after)
 
 
 def _odd_name(name: str, top: str) -> str | None:
