@@ -301,6 +301,23 @@ def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
     pth_refused(path, "possible zip bomb")
 
 
+def test_convert_of_a_zip_bomb_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    def bomb(name, data):
+        return [(name, data + bytes(2**20) if name.endswith("data/0") else data,
+                 zipfile.ZIP_DEFLATED)]
+
+    path = rezipped(saved_pth(tmp_path / "s.pth"), tmp_path / "bomb.pth", bomb)
+    result = CliRunner().invoke(cli, ["convert", str(path), str(tmp_path / "out.safetensors")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and str(path) in lines[0] and "zip bomb" in lines[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 def test_an_oversized_pth_is_refused(tmp_path, monkeypatch):
     path = saved_pth(tmp_path / "s.pth")
     monkeypatch.setattr(pth, "MAX_PTH_UNCOMPRESSED", 100)
