@@ -14,6 +14,7 @@ import pickle
 import pickletools
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +60,11 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         else:
             check_legacy_storages(path)
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about odd files (an unusual pickle protocol...) in several lines; the
+            # user gets one line from fcn-bench instead.
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise _refused(path, str(error)) from None
     except MemoryError:
