@@ -413,6 +413,12 @@ def test_refused_or_damaged_pickles_are_one_line(tmp_path, pickle_bytes, match):
     pth_refused(path, match)
 
 
+def test_a_missing_file_or_a_folder_is_one_line(tmp_path):
+    pth_refused(tmp_path / "absent.pth", "no such file")
+    (tmp_path / "folder.pth").mkdir()
+    pth_refused(tmp_path / "folder.pth", "not a regular file")
+
+
 def test_truncated_pth_files_are_one_line(tmp_path):
     data = saved_pth(tmp_path / "s.pth").read_bytes()
     for cut in (4, 100, len(data) // 2, len(data) - 10):

@@ -54,11 +54,15 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "no such file" if not path.exists() else "not a regular file")
-    with open(path, "rb") as handle:
-        if handle.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE:
+    try:
+        with open(path, "rb") as handle:
+            is_zip = handle.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE
+        if is_zip:
             check_pth_zip(path)
         else:
             check_legacy_storages(path)
+    except OSError as error:
+        raise WeightsError(path, f"unreadable: {error.strerror or error}") from None
     try:
         with warnings.catch_warnings():
             # torch warns about odd files (an unusual pickle protocol...) in several lines; the
