@@ -15,11 +15,11 @@ import sys
 import click
 
 from bench import __version__
-from bench.errors import FcnBenchError
+from bench.errors import FcnBenchError, printable
 
 # Order shown in --help: the user's path from data to results.
 COMMAND_MODULES = ("demo", "download", "convert", "predict", "parity", "evaluate", "reproduce",
-                   "latency", "golden", "compare", "history", "train")
+                   "latency", "golden", "compare", "history", "train", "models")
 
 
 class FcnBenchGroup(click.Group):
@@ -34,19 +34,58 @@ class FcnBenchGroup(click.Group):
         except FcnBenchError as error:
             if os.environ.get("FCN_BENCH_DEBUG"):
                 raise
-            click.echo(f"error: {error}", err=True)
-            ctx.exit(error.exit_code)
+            _fail(ctx, str(error), error.exit_code)
         except OSError as error:
             # Environment problems (disk full, permission denied, a file where a folder should
             # be) are the user's to fix: one line naming the path, like every other user error.
             if os.environ.get("FCN_BENCH_DEBUG"):
                 raise
             where = f"{error.filename}: " if error.filename else ""
-            click.echo(f"error: {where}{error.strerror or error}", err=True)
-            ctx.exit(1)
+            _fail(ctx, f"{where}{error.strerror or error}", 1)
         except KeyboardInterrupt:
             click.echo("interrupted (finished work and checkpoints are kept)", err=True)
             ctx.exit(130)
+        except (RecursionError, MemoryError) as error:
+            # Last resort: library code bounds depth and memory itself (docs/security.md), so
+            # reaching here is a bug, but the user still gets one line, not a traceback.
+            if os.environ.get("FCN_BENCH_DEBUG"):
+                raise
+            what = ("input nested too deeply to parse" if isinstance(error, RecursionError)
+                    else "out of memory")
+            _fail(ctx, f"{what}{_file_of(error)} (please report this; FCN_BENCH_DEBUG=1 shows "
+                       "the traceback)", 1)
+        except Exception as error:
+            if os.environ.get("FCN_BENCH_DEBUG") or not _is_library_error(error):
+                raise
+            _fail(ctx, f"{type(error).__name__}{_file_of(error)}: {error} (FCN_BENCH_DEBUG=1 "
+                       "shows the traceback)", 1)
+
+
+# Exceptions of third-party readers (safetensors, h5py, zip) that can escape with a message a
+# user can act on; anything else is a bug in fcn-bench and keeps its traceback.
+_LIBRARY_ERRORS = ("SafetensorError", "BadZipFile", "LargeZipFile")
+
+
+def _is_library_error(error: BaseException) -> bool:
+    return type(error).__name__ in _LIBRARY_ERRORS
+
+
+def _file_of(error: BaseException) -> str:
+    """' in FILE' when the exception (or one it was raised from) names a file."""
+    seen = 0
+    while error is not None and seen < 10:
+        filename = getattr(error, "filename", None) or getattr(error, "path", None)
+        if filename:
+            return f" in {filename}"
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return ""
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    """Print one line (control characters escaped: file contents end up in messages)."""
+    click.echo(f"error: {printable(message)}", err=True)
+    ctx.exit(code)
 
 
 @click.group(cls=FcnBenchGroup, context_settings={"help_option_names": ["-h", "--help"],

@@ -2,7 +2,9 @@
 
 A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
 stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what
-`bench.voc.preprocess` returns, with a batch axis), and scores are NCHW float32.
+`bench.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
+several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
+several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
 """
 
 from __future__ import annotations

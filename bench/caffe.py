@@ -1,7 +1,7 @@
 """Reading (and writing test fixtures of) .caffemodel files: the protobuf wire format by hand.
 
 No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimited fields and
-fixed32/64 are decoded here, with the field numbers of Caffe's caffe.proto (fcn_facts.md §6.2).
+fixed32/64 are decoded here, with the field numbers of BVLC/caffe src/caffe/proto/caffe.proto.
 Stdlib + numpy only; never imports torch or tensorflow.
 
 Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bench.errors import WeightsError
+from bench.sniff import HEAD_BYTES, sniff_bytes
 from bench.weights import reading_weights_file
 
 # Wire types.
@@ -139,17 +140,36 @@ def _field(buf: memoryview, pos: int, end: int) -> tuple[int, int, int, int, int
     return number, wire, stop, start, stop
 
 
+# Groups are a deprecated protobuf feature no Caffe message uses; a hostile file can still nest
+# them. They are skipped iteratively (no recursion) and refused beyond this depth.
+MAX_GROUP_DEPTH = 64
+# BlobShape dims: Caffe blobs have at most 4 (kMaxBlobAxes is 32).
+MAX_BLOB_AXES = 32
+
+
 def _skip_group(buf: memoryview, pos: int, end: int, number: int) -> int:
-    """Skip a (deprecated) group up to and including its END_GROUP tag."""
-    while True:
+    """Skip a (deprecated) group up to and including its END_GROUP tag, nested groups too."""
+    open_groups = [number]
+    while open_groups:
         if pos >= end:
             raise _OutOfBounds(pos + 1)
         key, after = _varint(buf, pos, end)
-        if key & 7 == END_GROUP:
-            if key >> 3 != number:
-                raise _Corrupt(pos, f"group {number} closed by end-group {key >> 3}")
-            return after
-        pos = _field(buf, pos, end)[4]
+        inner, wire = key >> 3, key & 7
+        if wire == END_GROUP:
+            if inner != open_groups[-1]:
+                raise _Corrupt(pos, f"group {open_groups[-1]} closed by end-group {inner}")
+            open_groups.pop()
+            pos = after
+        elif wire == START_GROUP:
+            if inner == 0:
+                raise _Corrupt(pos, "field number 0")
+            if len(open_groups) >= MAX_GROUP_DEPTH:
+                raise _Corrupt(pos, f"groups nested more than {MAX_GROUP_DEPTH} deep")
+            open_groups.append(inner)
+            pos = after
+        else:
+            pos = _field(buf, pos, end)[4]
+    return pos
 
 
 def _string(buf: memoryview, start: int, stop: int) -> str:
@@ -191,6 +211,8 @@ def _parse_shape(buf: memoryview, start: int, stop: int) -> list[int]:
             while inner < value:
                 dim, inner = _varint(buf, inner, value)
                 dims.append(dim)
+        if len(dims) > MAX_BLOB_AXES:
+            raise _Corrupt(begin, f"blob shape has more than {MAX_BLOB_AXES} axes")
     return dims
 
 
@@ -349,6 +371,14 @@ def read_caffemodel(path: str | Path,
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise WeightsError(path, "empty file, not a Caffe model")
+        kind = sniff_bytes(handle.read(HEAD_BYTES), size, path)
+        if kind.kind != "caffemodel":
+            # Protobuf has no magic: without this, a JPEG reads as "invalid wire type 7 for
+            # field 25427343" and random bytes as "truncated at byte ...".
+            what = ("does not look like" if kind.kind == "unknown"
+                    else f"is {kind.description}, not")
+            raise WeightsError(path, f"{what} a Caffe model (protobuf NetParameter), judging "
+                                     "by its first bytes")
         mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         buf = memoryview(mapping)
         yield from _walk_net(path, buf, size, mapping, progress)

@@ -27,7 +27,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.errors import DataError, UsageError
-from bench.records import REPO_ROOT, SCHEMA_VERSION
+from bench.records import REPO_ROOT, SCHEMA_VERSION, loads_bounded
 
 DEFAULT_TOLERANCES = REPO_ROOT / "reference_results" / "ci" / "tolerances.json"
 
@@ -84,10 +84,21 @@ def decode_label_maps(text: str, source: str | Path = "record") -> LabelMaps:
     if not text.startswith(LABEL_MAPS_PREFIX):
         raise RecordError(source, f"label_maps must start with {LABEL_MAPS_PREFIX!r}")
     try:
-        raw = zlib.decompress(base64.b64decode(text[len(LABEL_MAPS_PREFIX):], validate=True))
+        packed = base64.b64decode(text[len(LABEL_MAPS_PREFIX):], validate=True)
+        inflater = zlib.decompressobj()
+        # Bounded: a few KB of zlib can claim gigabytes (docs/security.md).
+        raw = inflater.decompress(packed, MAX_LABEL_MAP_BYTES + 1)
     except (binascii.Error, zlib.error) as error:
         raise RecordError(source, f"label_maps cannot be decoded: {error}") from None
+    if len(raw) > MAX_LABEL_MAP_BYTES:
+        raise RecordError(source, f"label_maps decompress to more than "
+                                  f"{MAX_LABEL_MAP_BYTES // 2**20} MiB; refusing")
+    if not inflater.eof:
+        raise RecordError(source, "label_maps cannot be decoded: truncated zlib stream")
     return LabelMaps(np.frombuffer(raw, dtype=np.uint8))
+
+
+MAX_LABEL_MAP_BYTES = 256 * 2**20  # 1000 VOC-sized predictions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,15 +254,27 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> list[Row]:
     return rows
 
 
+MAX_RECORD_BYTES = 32 * 2**20  # the largest records (golden, with label maps) are under 1 MB
+
+
 def read_json(path: Path) -> Any:
+    """A record file parsed as JSON: size and nesting depth bounded (docs/security.md)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if path.is_dir():
+            raise RecordError(path, "is a folder, expected a JSON file")
+        if size > MAX_RECORD_BYTES:
+            raise RecordError(path, f"{size / 2**20:.0f} MiB is too large for a record (limit "
+                                    f"{MAX_RECORD_BYTES // 2**20} MiB)")
+        return loads_bounded(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecordError(path, "no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RecordError(path, f"cannot read: {error}") from None
     except json.JSONDecodeError as error:
         raise RecordError(path, f"not valid JSON (line {error.lineno}: {error.msg})") from None
+    except ValueError as error:  # JsonTooDeep, or an integer beyond Python's digit limit
+        raise RecordError(path, f"not a usable JSON file ({error})") from None
 
 
 def document_kind(doc: Any) -> str | None:
@@ -267,7 +290,7 @@ def document_kind(doc: Any) -> str | None:
 def rows_from_document(doc: Any, path: Path) -> list[Row]:
     kind = document_kind(doc)
     if kind == "pytest-benchmark":
-        return rows_from_pytest_benchmark(doc, path)
+        return _malformed_as_record_error(rows_from_pytest_benchmark, doc, path)
     if kind != "fcn-bench":
         raise RecordError(path, "neither an fcn-bench record (schema_version, kind) nor a "
                                 "pytest-benchmark JSON file (benchmarks, machine_info)")
@@ -277,7 +300,18 @@ def rows_from_document(doc: Any, path: Path) -> list[Row]:
     if version > SCHEMA_VERSION:
         raise RecordError(path, f"schema_version {version} is newer than this fcn-bench reads "
                                 f"({SCHEMA_VERSION}); upgrade fcn-bench")
-    return rows_from_record(doc, path)
+    return _malformed_as_record_error(rows_from_record, doc, path)
+
+
+def _malformed_as_record_error(reader: Callable[[dict[str, Any], Path], list[Row]],
+                               doc: dict[str, Any], path: Path) -> list[Row]:
+    """Run a row reader; a value of the wrong type anywhere in the file (a string where an
+    object belongs, a 400-digit number, a ragged matrix) is a RecordError naming the file."""
+    try:
+        return reader(doc, path)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
+        raise RecordError(path, f"malformed record ({type(error).__name__}: "
+                                f"{str(error)[:200]})") from None
 
 
 def json_files(path: Path) -> list[Path]:
@@ -780,14 +814,74 @@ def check_schemas(baseline: Side, current: Side) -> None:
                          f"the baseline with this fcn-bench version")
 
 
+# `evaluate` and `reproduce` records both hold the four accuracy metrics and the confusion matrix
+# of a set of predictions on a split: a reproduce run's --save-predictions re-scored by evaluate
+# must match it row for row, so the two kinds are compared as one "accuracy" kind.
+ACCURACY_KINDS = ("evaluate", "reproduce")
+ACCURACY = "accuracy"
+
+
+def _family(kind: str) -> str:
+    return ACCURACY if kind in ACCURACY_KINDS else kind
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _kinds_text(kinds: set[str]) -> str:
+    return " / ".join(sorted(kinds))
+
+
+def align_kinds(baseline_rows: Sequence[Row], current_rows: Sequence[Row]
+                ) -> tuple[list[Row], list[Row], list[str]]:
+    """Rows ready to match across kinds: refuse (exit 2) sides with no kind in common, and turn
+    evaluate and reproduce rows into "accuracy" rows matched on the identity keys both have."""
+    base, cur = list(baseline_rows), list(current_rows)
+    base_kinds, cur_kinds = {r.kind for r in base}, {r.kind for r in cur}
+    if not base_kinds or not cur_kinds or base_kinds == cur_kinds:
+        return base, cur, []
+    if not {_family(k) for k in base_kinds} & {_family(k) for k in cur_kinds}:
+        raise UsageError(f"cannot compare {_a(_kinds_text(base_kinds))} record with "
+                         f"{_a(_kinds_text(cur_kinds))} record")
+    base_acc = {k for k in base_kinds if k in ACCURACY_KINDS}
+    cur_acc = {k for k in cur_kinds if k in ACCURACY_KINDS}
+    if not base_acc or not cur_acc or base_acc == cur_acc:
+        return base, cur, []
+    accuracy = [r for r in (*base, *cur) if r.kind in ACCURACY_KINDS]
+    shared = set.intersection(*({k for k, _ in r.identity} for r in accuracy)) - {"kind"}
+    keys = [k for k in IDENTITY_KEYS if k in shared]
+
+    def as_accuracy(rows: list[Row], side: str) -> list[Row]:
+        out, seen = [], {}
+        for row in rows:
+            if row.kind not in ACCURACY_KINDS:
+                out.append(row)
+                continue
+            identity = (("kind", ACCURACY), *((k, v) for k, v in row.identity if k in shared))
+            if identity in seen:
+                raise UsageError(
+                    f"{side} {row.source}: several {row.kind} rows match one "
+                    f"{_kinds_text((base_acc | cur_acc) - {row.kind})} row on "
+                    f"{', '.join(keys) or 'nothing'}; compare one row's record (e.g. one "
+                    "backend)")
+            seen[identity] = row
+            out.append(replace(row, kind=ACCURACY, identity=identity))
+        return out
+
+    note = (f"{_kinds_text(base_acc)} and {_kinds_text(cur_acc)} records compared as accuracy "
+            f"records, matched on {', '.join(keys) or 'nothing'}")
+    return as_accuracy(base, "baseline"), as_accuracy(cur, "current"), [note]
+
+
 def compare_rows(baseline_rows: Sequence[Row], current_rows: Sequence[Row],
                  tolerances: Tolerances, options: CompareOptions | None = None, *,
                  baseline_name: str = "baseline", current_name: str = "current") -> Comparison:
     """Match rows on identity and judge them; rows on one side only are reported too."""
     options = options or CompareOptions()
+    baseline_rows, current_rows, notes = align_kinds(baseline_rows, current_rows)
     base_rows, cur_rows = pool_rows(baseline_rows), pool_rows(current_rows)
     findings: list[Finding] = []
-    notes = []
     for key, base in base_rows.items():
         cur = cur_rows.get(key)
         if cur is None:
@@ -874,7 +968,10 @@ def _identity_columns(findings: Sequence[Finding]) -> tuple[list[str], dict[str,
 
 def render(comparison: Comparison, fmt: str = "plain", *, title: str | None = None,
            failures_only: bool = False, summary: bool = True) -> str:
-    """The delta table as GitHub markdown, plain text or CSV (CSV keeps every identity key)."""
+    """The delta table as GitHub markdown, plain text or CSV (CSV keeps every identity key).
+
+    Identity shared by every row goes above the table; the varying part is one column per key,
+    or, when that makes the table wider than TABLE_WIDTH, one letter per case and a legend."""
     if fmt not in TABLE_FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
     findings = [f for f in comparison.findings
@@ -894,26 +991,44 @@ def render(comparison: Comparison, fmt: str = "plain", *, title: str | None = No
         return buffer.getvalue()
 
     columns, constant = _identity_columns(findings)
-    table = []
-    for f in findings:
-        identity = dict(f.identity)
-        delta, pct = _format_delta(f)
-        verdict = f"**{f.verdict}**" if fmt == "github" and f.fails else f.verdict
-        table.append([*(identity.get(k, "") for k in columns), f.metric,
-                      format_value(f.baseline), format_value(f.current), delta, pct, f.gate,
-                      verdict, f.note])
+    tablefmt = "github" if fmt == "github" else "simple"
+
+    def build(cases: dict[tuple, str] | None) -> tuple[list[str], list[list[str]]]:
+        """Rows with the varying identity as columns, or as one letter per case (`cases`)."""
+        table = []
+        for f in findings:
+            identity = dict(f.identity)
+            delta, pct = _format_delta(f)
+            verdict = f"**{f.verdict}**" if fmt == "github" and f.fails else f.verdict
+            who = ([cases[tuple(identity.get(k, "") for k in columns)]] if cases is not None
+                   else [identity.get(k, "") for k in columns])
+            table.append([*who, f.metric, format_value(f.baseline), format_value(f.current),
+                          delta, pct, _gate_bound(f), verdict, f.note])
+        return [*(["case"] if cases is not None else columns), *headers], table
+
+    head, table = build(None)
+    legend: list[str] = []
+    if table and len(columns) > 1 and _widest(table, head, tablefmt) > TABLE_WIDTH:
+        # Too wide: one letter per case in the table, spelled out in a legend under it.
+        keys = list(dict.fromkeys(tuple(dict(f.identity).get(k, "") for k in columns)
+                                  for f in findings))
+        cases = dict(zip(keys, letters(len(keys)), strict=True))
+        head, table = build(cases)
+        legend = wrap_items("cases:", [f"{letter} = {'/'.join(v for v in key if v)}"
+                                       for key, letter in cases.items()], TABLE_WIDTH)
+        legend.insert(0, "")
     lines = []
     if title:
         lines.append(f"### {title}" if fmt == "github" else title)
         lines.append("")
-    caption = ", ".join(f"{k}={v}" for k, v in constant.items())
-    lines.append(f"baseline: {comparison.baseline}  current: {comparison.current}"
-                 + (f"  ({caption})" if caption else ""))
+    lines += [f"baseline: {comparison.baseline}", f"current:  {comparison.current}"]
+    if constant:  # what every row shares, wrapped to the table width
+        lines += wrap_items("every row:", [f"{k}={v}" for k, v in constant.items()],
+                             TABLE_WIDTH)
     lines.append("")
     if table:
-        lines.append(tabulate(table, headers=[*columns, *headers],
-                              tablefmt="github" if fmt == "github" else "simple",
-                              disable_numparse=True))
+        lines.append(tabulate(table, headers=head, tablefmt=tablefmt, disable_numparse=True))
+        lines += legend
     else:
         lines.append("(no rows to show)")
     lines.append("")
@@ -921,6 +1036,38 @@ def render(comparison: Comparison, fmt: str = "plain", *, title: str | None = No
         lines += [f"note: {note}" for note in comparison.notes]
         lines.append(comparison.summary())
     return "\n".join(lines) + "\n"
+
+
+TABLE_WIDTH = 120
+
+
+def _widest(table: list[list[str]], headers: list[str], tablefmt: str) -> int:
+    text = tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return max(len(line) for line in text.splitlines())
+
+
+def letters(count: int) -> list[str]:
+    """A, B, ... Z, then A1, B1, ...: short labels for table cases explained in a legend."""
+    return [chr(65 + i % 26) + (str(i // 26) if i >= 26 else "") for i in range(count)]
+
+
+def _gate_bound(finding: Finding) -> str:
+    """`+10%` for the gate `p50_ms:+10%` on the p50_ms line (the metric is in its own column)."""
+    metric, _, bound = finding.gate.rpartition(":")
+    return bound if metric == finding.metric else finding.gate
+
+
+def wrap_items(prefix: str, items: Sequence[str], width: int) -> list[str]:
+    """`prefix item, item, ...` over lines of at most `width`, never breaking inside an item."""
+    lines, line = [], prefix
+    for index, item in enumerate(items):
+        piece = item + ("," if index < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line.strip():
+            lines.append(line)
+            line = " "
+        line = f"{line} {piece}" if line.strip() else f"{line}{piece}"
+    lines.append(line)
+    return lines
 
 
 def _csv_value(value: Any) -> Any:

@@ -16,6 +16,7 @@ passes `backends.read_torch_state_dict`, which imports torch only for a torch fi
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,12 +30,16 @@ from bench import __version__
 from bench.caffe import read_caffemodel
 from bench.errors import UsageError, WeightsError
 from bench.init import fixed_params, new_layer_params, random_params
+from bench.keras_h5 import KERAS_NAMES as KERAS_NAMES  # re-exported: tests, callers
+from bench.keras_h5 import read_keras_vgg16
 from bench.outputs import check_writable
+from bench.sniff import not_weights_problem, sniff
 from bench.spec import VARIANTS, VGG16_STAGES, Conv, FcnSpec, build_spec
 from bench.voc import MEAN_BGR
 from bench.weights import (
     BACKBONE,
     archive_metadata,
+    check_metadata,
     check_params,
     infer_spec,
     load_archive,
@@ -51,10 +56,6 @@ CONVERTER_VERSION = __version__
 # `progress(phase, bytes_done, bytes_total)`, phases "sha256" and "read".
 Progress = Callable[[str, int, int], Any]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ZIP_SIGNATURE = b"PK\x03\x04"  # torch.save since PyTorch 1.6
-# torch.save before 1.6 (torchvision's 2017 model zoo): a pickled magic number first.
-LEGACY_TORCH_SIGNATURE = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 # torchvision VGG16 input convention (pytorch/vision#223): RGB in [0, 1], then (x - mean) / std.
 TORCHVISION_MEAN_RGB = np.array((0.485, 0.456, 0.406))
@@ -79,16 +80,7 @@ def _torchvision_names() -> dict[str, str]:
     return names
 
 
-def _keras_names() -> dict[str, str]:
-    """Caffe name -> Keras applications.VGG16 layer name (block1_conv1 .. fc1, fc2)."""
-    names = {f"conv{stage}_{conv}": f"block{stage}_conv{conv}"
-             for stage, num_convs, _ in VGG16_STAGES for conv in range(1, num_convs + 1)}
-    names.update(fc6="fc1", fc7="fc2")
-    return names
-
-
 TORCHVISION_NAMES = _torchvision_names()
-KERAS_NAMES = _keras_names()
 
 # A VGG16 trunk in Caffe conventions: name -> (weight, bias). Conv weights OIHW; fc6 may be
 # [4096, 25088] flattened C,H,W (Caffe InnerProduct, torch Linear) or already [4096, 512, 7, 7].
@@ -121,20 +113,17 @@ class Conversion:
 
 
 def detect_format(path: str | Path) -> str:
-    """"safetensors", "hdf5", "torch" or "caffemodel" (the fallback: protobuf has no magic)."""
+    """"safetensors", "hdf5", "torch" or "caffemodel", from the content (bench.sniff).
+
+    Anything else (a JPEG, an HTML error page, a pickle, random bytes) is a WeightsError that
+    says what the file looks like, before any parser sees it.
+    """
     path = Path(path)
     with reading_weights_file(path, "a weights file"):
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-        size = path.stat().st_size
-    if head.startswith(HDF5_SIGNATURE):
-        return "hdf5"
-    if head.startswith(ZIP_SIGNATURE) or head.startswith(LEGACY_TORCH_SIGNATURE):
-        return "torch"
-    # safetensors: a little-endian u64 header length, then a JSON object.
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
-    return "caffemodel"
+        kind = sniff(path)
+    if not kind.convertible:
+        raise WeightsError(path, not_weights_problem(path, kind))
+    return kind.kind
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,11 +186,71 @@ def convert_random(output: str | Path, variant: str, seed: int = 0, *, num_class
     started = time.perf_counter()
     output = Path(output)
     _check_output(output, force)
-    spec = build_spec(variant, num_classes, width_divisor)
+    spec = build_spec(variant, check_num_classes(num_classes), width_divisor)
+    check_memory(spec, output)
     params = random_params(spec, seed)
     metadata = archive_metadata(spec, kind="random", origin=f"random:seed={seed}")
     save_archive(output, params, metadata)
     return _result(output, params, metadata, "random", 0, started)
+
+
+# Classes an archive may have: semantic segmentation sets have 19-200 (VOC 21, Context 60,
+# ADE20K 150, COCO-Stuff 182). The upsampling kernels grow with the square of it: 1000 classes
+# already make a 256 MB fcn32s `upscore` (docs/security.md).
+MAX_NUM_CLASSES = 1000
+# Copies of the parameters alive at the peak of a conversion: the generated arrays, their
+# float32 copies in save_archive, and safetensors' serialised buffer.
+_PEAK_COPIES = 3
+
+
+def check_num_classes(num_classes: int) -> int:
+    """Refuse a class count outside 1..MAX_NUM_CLASSES (one line naming the option)."""
+    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise UsageError(f"--num-classes {num_classes} is outside 1..{MAX_NUM_CLASSES}")
+    return num_classes
+
+
+def conversion_bytes(spec: FcnSpec) -> int:
+    """Estimated peak memory of writing an archive for `spec`, from its parameter shapes."""
+    return _PEAK_COPIES * 4 * spec.num_parameters()
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still get: the host's MemAvailable (else its physical memory),
+    capped by an address-space limit (ulimit -v) if one is set; None if unknown."""
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            free = None
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            free = soft if free is None else min(free, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return free
+
+
+def check_memory(spec: FcnSpec, what: str | Path, available: int | None = None) -> None:
+    """Refuse, before allocating, a conversion whose estimated peak exceeds the free memory."""
+    need = conversion_bytes(spec)
+    free = available if available is not None else available_memory()
+    if free is not None and need > free:
+        raise UsageError(f"{what}: a {spec.variant} archive with {spec.num_classes} classes "
+                         f"needs about {need / 2**30:.1f} GiB of memory to build, but only "
+                         f"{free / 2**30:.1f} GiB is available")
 
 
 def _check_output(output: Path, force: bool) -> None:
@@ -301,7 +350,9 @@ def _from_archive(path: Path, variant: str | None, init_for: str | None,
         raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
                          "ImageNet weights")
     _resolve_variant(path, found, variant)
-    if "format" not in metadata:  # a foreign safetensors file with the canonical names
+    if "format" in metadata:  # an fcn-bench archive: copied as is, so it must be complete
+        check_metadata(metadata, path)
+    else:  # a foreign safetensors file with the canonical names
         spec = _spec_of(path, params)
         metadata = archive_metadata(spec, kind="trained", origin=_origin("safetensors", path),
                                     source_sha256=source_sha, source_name=path.name,
@@ -381,6 +432,9 @@ def _from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarr
     variant = _resolve_variant(path, found, variant)
     score = layers.get("score_fr", ("", []))[1]
     classes = score[1].size if len(score) > 1 else num_classes
+    if classes > MAX_NUM_CLASSES:
+        raise WeightsError(path, f"score_fr has {classes:,} outputs; fcn-bench supports at "
+                           f"most {MAX_NUM_CLASSES:,} classes")
     width = _width_divisor(path, layers.get("conv1_1", ("", []))[1])
     spec = build_spec(variant, classes, width)
     params, problems = {}, []
@@ -496,85 +550,6 @@ def _from_state_dict(path: Path, state: Mapping[str, np.ndarray], variant: str |
 
 
 # ----------------------------------------------------------------------------------------------
-# Keras h5
-
-
-def read_keras_vgg16(path: str | Path) -> Trunk:
-    """conv1_1 .. fc7 from a Keras VGG16 weights h5, in Caffe layouts.
-
-    Keras 2 `save_weights` layout: root attr `layer_names`; per layer group an attr
-    `weight_names` (kernel first, then bias) naming datasets relative to the group, either
-    `block1_conv1/kernel:0` (Keras >= 2.1) or `block1_conv1_W_1:0` (Keras 1 / early 2);
-    a whole-model save nests it all under `model_weights`. The attrs may be chunked
-    (`weight_names0`, `weight_names1`...) when they exceed the HDF5 header limit.
-    Kernels are [kH, kW, in, out] -> OIHW; `fc1` is [25088, 4096] flattened H,W,C (Keras
-    Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW. The weights are Caffe's (Keras' "caffe"
-    preprocessing feeds BGR 0-255 minus the VGG mean), so conv1_1 already expects BGR: no
-    channel reversal.
-    """
-    import h5py
-
-    path = Path(path)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise WeightsError(path, f"not a readable HDF5 file: {error}") from None
-    with handle:
-        group = handle.get("model_weights", handle)
-        available = _h5_attr_list(group, "layer_names") or list(group.keys())
-        missing = [keras for keras in KERAS_NAMES.values() if keras not in group]
-        if missing:
-            raise WeightsError(path, f"not a Keras VGG16 weights file: no layer(s) "
-                               f"{preview_names(missing)} (its layers: "
-                               f"{preview_names(available)})")
-        trunk: Trunk = {}
-        for name, keras in KERAS_NAMES.items():
-            layer = group[keras]
-            weight_names = _h5_attr_list(layer, "weight_names")
-            try:
-                values = [np.asarray(layer[weight], dtype=np.float32) for weight in weight_names]
-            except (KeyError, OSError, ValueError) as error:
-                raise WeightsError(path, f"layer {keras}: cannot read its weights "
-                                   f"({error})") from None
-            kernels = [v for v in values if v.ndim >= 2]
-            biases = [v for v in values if v.ndim == 1]
-            if len(kernels) != 1 or len(biases) != 1:
-                raise WeightsError(path, f"layer {keras} has weights {weight_names} with "
-                                   f"shapes {[list(v.shape) for v in values]}; expected one "
-                                   "kernel and one bias")
-            trunk[name] = (_keras_kernel_to_caffe(path, name, kernels[0], trunk), biases[0])
-    return trunk
-
-
-def _h5_attr_list(group: Any, name: str) -> list[str]:
-    """A list-of-strings attr, joined across Keras' chunks (name0, name1, ...)."""
-    if name in group.attrs:
-        raw = list(group.attrs[name])
-    else:
-        raw, chunk = [], 0
-        while f"{name}{chunk}" in group.attrs:
-            raw += list(group.attrs[f"{name}{chunk}"])
-            chunk += 1
-    return [item.decode("utf8") if isinstance(item, bytes) else str(item) for item in raw]
-
-
-def _keras_kernel_to_caffe(path: Path, name: str, kernel: np.ndarray, trunk: Trunk
-                           ) -> np.ndarray:
-    if kernel.ndim == 4:  # [kH, kW, in, out] -> [out, in, kH, kW]
-        return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-    if name == "fc6":
-        # [H*W*C, out], flattened H,W,C: un-flatten in that order, then to OIHW.
-        channels = trunk["conv5_3"][0].shape[0]
-        side = math.isqrt(kernel.shape[0] // max(1, channels))
-        if side * side * channels != kernel.shape[0]:
-            raise WeightsError(path, f"fc1 kernel {list(kernel.shape)} does not flatten a "
-                               f"square map of {channels} channels")
-        return np.ascontiguousarray(
-            kernel.reshape(side, side, channels, kernel.shape[1]).transpose(3, 2, 0, 1))
-    return np.ascontiguousarray(kernel.T)  # Dense [in, out] -> [out, in]
-
-
-# ----------------------------------------------------------------------------------------------
 # VGG16 -> FCN init (REF surgery), and the torchvision input fold
 
 
@@ -640,7 +615,8 @@ def _vgg16_archive(path: Path, trunk: Trunk, label: str, variant: str | None,
     if fold is not None:
         trunk = {**trunk, "conv1_1": fold(*trunk["conv1_1"])}
     width = _width_divisor(path, [trunk["conv1_1"][0]])
-    spec = build_spec(target, num_classes, width)
+    spec = build_spec(target, check_num_classes(num_classes), width)
+    check_memory(spec, path)  # before the new layers are allocated
     params = vgg16_init_params(trunk, spec, path)
     extra = {"init_surgery": "VGG16 conv1_1..fc7 copied (fc6/fc7 as 7x7/1x1 convs), fc8 "
                              "dropped, score layers zero, upsampling bilinear"}

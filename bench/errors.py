@@ -39,3 +39,16 @@ class BackendUnavailable(FcnBenchError):
 
 class DownloadError(FcnBenchError):
     """A download failed, was refused, or its checksum did not match."""
+
+
+# C0 controls (tab and newline too: a message is one line), DEL and C1 controls.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def printable(text: object) -> str:
+    """`text` with control characters escaped (ESC, BEL, NUL, newline... as \\x1b etc.).
+
+    File contents (split ids, tensor names, metadata) end up in messages; printed raw, an ESC
+    could rewrite the user's terminal. cli.py passes every message through this.
+    """
+    return str(text).translate(_CONTROL)

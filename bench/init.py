@@ -47,7 +47,8 @@ def new_layer_params(spec: FcnSpec) -> dict[str, np.ndarray]:
     for layer in spec.layers:
         if isinstance(layer, Conv) and layer.zero_init:
             params[f"{layer.name}.weight"] = np.zeros(
-                (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel), np.float32)
+                (layer.out_channels, layer.in_channels // layer.group, layer.kernel,
+                 layer.kernel), np.float32)
             params[f"{layer.name}.bias"] = np.zeros(layer.out_channels, np.float32)
     return params
 
@@ -66,8 +67,9 @@ def random_params(spec: FcnSpec, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic random weights for every tensor of `spec` (same seed -> same bytes anywhere).
 
     Convolutions are He-scaled (std sqrt(2 / fan_in)) so activations stay finite through the
-    16 ReLU layers; biases are small; upsampling and scales keep their fixed values. Score layers
-    are random too (not zero), so the outputs of a random net are informative for parity.
+    ReLU layers (fan-in counts one group of a grouped convolution); biases are small;
+    upsampling and scales keep their fixed values. Score layers are random too (not zero), so
+    the outputs of a random net are informative for parity.
     Each tensor draws from its own stream keyed by name, so adding a layer changes no other tensor.
     """
     params = fixed_params(spec)
@@ -75,8 +77,9 @@ def random_params(spec: FcnSpec, seed: int = 0) -> dict[str, np.ndarray]:
         if not isinstance(layer, Conv):
             continue
         rng = np.random.default_rng([seed, *layer.name.encode()])
-        fan_in = layer.in_channels * layer.kernel * layer.kernel
-        shape = (layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+        fan_in = layer.in_channels // layer.group * layer.kernel * layer.kernel
+        shape = (layer.out_channels, layer.in_channels // layer.group, layer.kernel,
+                 layer.kernel)
         params[f"{layer.name}.weight"] = (rng.standard_normal(shape, dtype=np.float32)
                                           * np.float32(np.sqrt(2.0 / fan_in)))
         params[f"{layer.name}.bias"] = rng.uniform(-0.01, 0.01, layer.out_channels).astype(

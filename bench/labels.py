@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,10 @@ from PIL import Image
 from bench.errors import DataError
 from bench.outputs import writing
 from bench.records import atomic_write_bytes
+
+# Largest image decoded (VOC images are 500x500, Cityscapes 2048x1024): a 40 Mpixel 32-bit
+# label and its index copy stay well under 1 GiB. Checked from the header, before decoding.
+MAX_IMAGE_PIXELS = 40_000_000
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -63,7 +68,11 @@ def open_image(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a regular file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(path, f"image of {width}x{height} pixels is larger than "
+                                      f"fcn-bench decodes ({MAX_IMAGE_PIXELS // 10**6} Mpixels)")
             image.load()  # once loaded, the pixels stay in memory after the file is closed
             return image
     except Image.DecompressionBombError as error:
@@ -79,30 +88,64 @@ def open_image(path: str | Path) -> Image.Image:
 def invalid_label_values(labels: np.ndarray, num_classes: int = NUM_CLASSES,
                          allow_void: bool = True) -> np.ndarray:
     """Sorted distinct values that are neither a class index (0..num_classes-1) nor void (255,
-    unless `allow_void` is False, as for predictions)."""
-    # bincount over 0..max is one pass and far cheaper than np.unique on large maps.
+    unless `allow_void` is False, as for predictions).
+
+    Memory is proportional to the map, never to a value in it: a 32-bit TIFF holding 2^31-1
+    must not make a 16 GiB histogram (docs/security.md). `labels` must be integer-valued
+    (check_label_values refuses anything else first).
+    """
     flat = labels.ravel()
     if flat.size == 0:
         return np.empty(0, dtype=np.int64)
-    if flat.min() < 0:
-        present = np.unique(flat)
+    low, high = flat.min(), flat.max()
+    if low >= 0 and high <= _HISTOGRAM_LIMIT:
+        # A histogram over 0..high is one pass and far cheaper than np.unique on large maps.
+        present = np.flatnonzero(np.bincount(flat.astype(np.intp, copy=False)))
     else:
-        counts = np.bincount(flat.astype(np.intp, copy=False))
-        present = np.flatnonzero(counts)
+        present = np.unique(flat)
     bad = ((present >= num_classes) & ((present != VOID_LABEL) | (not allow_void))) | (present < 0)
-    return present[bad].astype(np.int64)
+    return present[bad]
+
+
+# Largest value counted with a histogram (a 512 KiB table); beyond it, np.unique (sorts a copy).
+_HISTOGRAM_LIMIT = 65535
 
 
 def describe_values(values: np.ndarray, limit: int = 8) -> str:
     """'21, 37, 128' or '21, 37, ... (12 distinct values)' for error messages."""
-    shown = ", ".join(str(int(v)) for v in values[:limit])
+    shown = ", ".join(_number(v) for v in values[:limit])
     return shown if len(values) <= limit else f"{shown}, ... ({len(values)} distinct values)"
+
+
+def _number(value: Any) -> str:
+    """An integer-valued number without '.0' (1e12 -> '1000000000000'), others as repr."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
+        return str(int(value))
+    return repr(value)
 
 
 def check_label_values(labels: np.ndarray, path: str | Path, num_classes: int = NUM_CLASSES,
                        what: str = "label", allow_void: bool = True) -> None:
     """Raise DataError naming `path` and the offending values if any pixel is not 0..n-1 or 255
-    (or not 0..n-1 at all when `allow_void` is False)."""
+    (or not 0..n-1 at all when `allow_void` is False). Non-numeric, NaN and fractional values
+    are refused too: 1.5 must not silently become class 1."""
+    labels = np.asarray(labels)
+    kind = labels.dtype.kind
+    if kind == "b":
+        labels = labels.view(np.uint8)
+    elif kind == "f":
+        flat = labels.ravel()
+        if not np.isfinite(flat).all():
+            raise DataError(path, f"{what} values include NaN or infinity; expected class "
+                                  "indices")
+        if not np.array_equal(flat, np.floor(flat)):
+            fractions = np.unique(flat[flat != np.floor(flat)])
+            raise DataError(path, f"{what} values are not whole numbers "
+                                  f"({describe_values(fractions)}); expected class indices")
+    elif kind not in "iu":
+        raise DataError(path, f"{what} values are of type {labels.dtype}, expected integer "
+                              "class indices")
     bad = invalid_label_values(labels, num_classes, allow_void)
     if bad.size:
         allowed = f"0-{num_classes - 1}" + (f" and {VOID_LABEL}" if allow_void else "")

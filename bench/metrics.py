@@ -1,6 +1,8 @@
 """Segmentation scores exactly as FCN's reference `score.py`: one confusion matrix per dataset.
 
-Rows are ground truth, columns predictions; void (255) pixels are ignored. Per-image averaging is
+Rows are ground truth, columns predictions; void (255) pixels are ignored, and a data set may
+ignore more label values (ADE20K's 0 = "other") and leave classes out of the means
+(docs/datasets.md, "Metrics"). Per-image averaging is
 *not* used (pitfall 11). Framework-free: numpy and tabulate only; never imports torch or tensorflow.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from bench.labels import NUM_CLASSES, VOC_CLASSES, describe_values
+from bench.labels import NUM_CLASSES, VOC_CLASSES, VOID_LABEL, describe_values
 from bench.records import make_record
 
 
@@ -28,7 +30,9 @@ class ConfusionMatrix:
     realistic dataset (2**63 pixels).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, class_names: Sequence[str] | None = None):
+    def __init__(self, num_classes: int = NUM_CLASSES, class_names: Sequence[str] | None = None,
+                 *, ignore_labels: Sequence[int] = (VOID_LABEL,),
+                 scored_classes: Sequence[int] | None = None):
         if not 1 <= num_classes <= 255:
             raise ValueError(f"num_classes must be in 1..255 (255 is void), got {num_classes}")
         if class_names is None:
@@ -39,6 +43,15 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        # Label values that are not scored. Those >= n fall outside the bins anyway; those < n
+        # (ADE20K's 0) are moved to 255 before counting. Their predictions are never counted.
+        self.ignore_labels = tuple(sorted({int(v) for v in ignore_labels}))
+        self._ignored_classes = tuple(v for v in self.ignore_labels if 0 <= v < num_classes)
+        # Class indices that enter the means and per-class tables (default: all).
+        scored = tuple(range(num_classes)) if scored_classes is None else tuple(scored_classes)
+        if not scored or any(not 0 <= c < num_classes for c in scored):
+            raise ValueError(f"scored classes must be a non-empty subset of 0..{num_classes - 1}")
+        self.scored_classes = scored
 
     # -- accumulation -------------------------------------------------------------------------
 
@@ -65,6 +78,8 @@ class ConfusionMatrix:
         if label.dtype != np.uint8:
             # Out-of-range labels (negative, or past 255) become row n: past the kept bins too.
             label = np.where((label >= 0) & (label < n), label, n).astype(np.uint8)
+        if self._ignored_classes:
+            label = np.where(np.isin(label, self._ignored_classes), np.uint8(VOID_LABEL), label)
         if pred.dtype not in (np.uint8, np.uint16):
             pred = pred.astype(np.uint16)  # validated above: 0..n-1
         # Flat bin index in uint16 (max 255 * n + n - 1 < 65536 for n <= 255), written by the
@@ -84,7 +99,7 @@ class ConfusionMatrix:
 
     def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         self._check_compatible(other)
-        result = ConfusionMatrix(self.num_classes, self.class_names)
+        result = self._empty_like()
         result.matrix = self.matrix + other.matrix
         return result
 
@@ -95,19 +110,27 @@ class ConfusionMatrix:
     __hash__ = None  # mutable
 
     def _check_compatible(self, other: ConfusionMatrix) -> None:
-        if not isinstance(other, ConfusionMatrix) or other.class_names != self.class_names:
-            raise ValueError("can only combine confusion matrices over the same classes")
+        if (not isinstance(other, ConfusionMatrix) or other.class_names != self.class_names
+                or other.ignore_labels != self.ignore_labels
+                or other.scored_classes != self.scored_classes):
+            raise ValueError("can only combine confusion matrices over the same classes and "
+                             "rules")
+
+    def _empty_like(self) -> ConfusionMatrix:
+        return ConfusionMatrix(self.num_classes, self.class_names,
+                               ignore_labels=self.ignore_labels,
+                               scored_classes=self.scored_classes)
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray | Sequence[Sequence[int]],
-                    class_names: Sequence[str] | None = None) -> ConfusionMatrix:
+                    class_names: Sequence[str] | None = None, **rules: Any) -> ConfusionMatrix:
         """Rebuild from a stored (n, n) count matrix (e.g. a record's `confusion_matrix`)."""
         counts = np.asarray(matrix)
         if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
             raise ValueError(f"confusion matrix must be square, got shape {counts.shape}")
         if counts.size and (counts.min() < 0 or not np.array_equal(counts, np.rint(counts))):
             raise ValueError("confusion matrix entries must be non-negative integers")
-        result = cls(counts.shape[0], class_names)
+        result = cls(counts.shape[0], class_names, **rules)
         result.matrix = counts.astype(np.int64)
         return result
 
@@ -130,14 +153,20 @@ class ConfusionMatrix:
           excluded)
         - fw_iou = sum over classes with freq > 0 of freq * IU, freq = rowsum / sum(hist)
         NaN values (empty matrix, absent classes) are kept as NaN; records write them as null.
+        With `scored_classes`, means, f.w. IU and the per-class tables cover those classes only;
+        pixel accuracy stays trace / all counted pixels (a labelled pixel predicted as an
+        unscored class is an error, as in the ADE20K benchmark).
         """
         hist = self.matrix.astype(np.float64)
         total = hist.sum()
-        diag = np.diag(hist)
-        gt_pixels = hist.sum(axis=1)    # rowsum: ground-truth pixels per class
-        pred_pixels = hist.sum(axis=0)  # colsum: predicted pixels per class
+        diag_all = np.diag(hist)
+        keep = np.asarray(self.scored_classes)
+        diag = diag_all[keep]
+        gt_pixels = hist.sum(axis=1)[keep]    # rowsum: ground-truth pixels per class
+        pred_pixels = hist.sum(axis=0)[keep]  # colsum: predicted pixels per class
+        names = [self.class_names[i] for i in keep]
         with np.errstate(divide="ignore", invalid="ignore"):
-            pixel_accuracy = diag.sum() / total
+            pixel_accuracy = diag_all.sum() / total
             class_accuracy = diag / gt_pixels
             class_iou = diag / (gt_pixels + pred_pixels - diag)
             freq = gt_pixels / total
@@ -147,13 +176,12 @@ class ConfusionMatrix:
             "mean_accuracy": nanmean(class_accuracy),
             "mean_iou": nanmean(class_iou),
             "fw_iou": float((freq[present] * class_iou[present]).sum()) if total else math.nan,
-            "per_class_iou": dict(zip(self.class_names, map(float, class_iou), strict=True)),
-            "per_class_accuracy": dict(zip(self.class_names, map(float, class_accuracy),
-                                           strict=True)),
+            "per_class_iou": dict(zip(names, map(float, class_iou), strict=True)),
+            "per_class_accuracy": dict(zip(names, map(float, class_accuracy), strict=True)),
             "absent_from_ground_truth": [name for name, count in zip(
-                self.class_names, gt_pixels, strict=True) if count == 0],
+                names, gt_pixels, strict=True) if count == 0],
             "absent_from_both": [name for name, gt, pr in zip(
-                self.class_names, gt_pixels, pred_pixels, strict=True) if gt == 0 and pr == 0],
+                names, gt_pixels, pred_pixels, strict=True) if gt == 0 and pr == 0],
             "num_pixels": int(total),
         }
 
@@ -201,3 +229,43 @@ def metrics_table(metrics: Mapping[str, Any], tablefmt: str = "github") -> str:
     per_class = tabulate(rows, headers=["class", "IU %", "acc. %"], tablefmt=tablefmt,
                          disable_numparse=True, colalign=("left", "right", "right"))
     return f"{overall}\n\n{per_class}"
+
+
+def mean_iou_present(summary: Mapping[str, Any]) -> float:
+    """Mean IU over the classes that have ground-truth pixels only (CVPR 2015 footnote on SIFT
+    Flow): a class absent from the test labels but predicted somewhere does not pull it down."""
+    absent = set(summary["absent_from_ground_truth"])
+    return nanmean(value for name, value in summary["per_class_iou"].items()
+                   if name not in absent)
+
+
+def dataset_summary(confusions: Mapping[str, ConfusionMatrix], primary: str, *,
+                    notes: Sequence[str] = (), present_only_iou: bool = False
+                    ) -> dict[str, Any]:
+    """Metrics of a data set with one or more heads: the `primary` head's summary at the top
+    level (so records keep the VOC shape), every head's summary and matrix under `heads`,
+    `mean_iou_present` where asked (SIFT Flow), and `notes` saying how numbers are defined."""
+    heads = {}
+    for name, confusion in confusions.items():
+        summary = confusion.summary()
+        summary["mean_iou_present"] = mean_iou_present(summary)
+        summary["confusion_matrix"] = confusion.matrix.tolist()
+        heads[name] = summary
+    metrics = {key: value for key, value in heads[primary].items()
+               if key not in ("confusion_matrix",) and (present_only_iou
+                                                        or key != "mean_iou_present")}
+    metrics["heads"] = heads
+    metrics["notes"] = list(notes)
+    return metrics
+
+
+def heads_table(metrics: Mapping[str, Any], tablefmt: str = "github") -> str:
+    """One row per head: the four metrics, plus mean IU over present classes, in percent."""
+    rows = []
+    for name, head in metrics["heads"].items():
+        rows.append([name] + [format_percent(head[key]) for key in (
+            "pixel_accuracy", "mean_accuracy", "mean_iou", "mean_iou_present", "fw_iou")])
+    return tabulate(rows, headers=["head", "pixel acc. %", "mean acc. %", "mean IU %",
+                                   "mean IU (GT-present classes) %", "f.w. IU %"],
+                    tablefmt=tablefmt, disable_numparse=True,
+                    colalign=("left",) + ("right",) * 5)

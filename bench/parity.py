@@ -46,13 +46,13 @@ TOLERANCES: dict[str, Tolerance] = {
 
 def parity_layers(spec: FcnSpec) -> list[str]:
     """The blobs worth comparing: every pool, fc7, score_fr, each upsampling, each score-layer
-    and fusion, and the final score (in network order)."""
+    and fusion, and every output score (in network order)."""
     names = []
     for layer in spec.layers:
         if (isinstance(layer, MaxPool | Upsample | Sum)
                 or layer.name in ("fc7", "score_fr")
                 or (isinstance(layer, Conv) and layer.name.startswith("score_"))
-                or layer.name == spec.output):
+                or layer.name in spec.outputs):
             names.append(layer.name)
     return names
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -119,8 +120,10 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         yield tmp
+        # mkstemp makes 0600, and some writers (safetensors) replace the file: set the usual
+        # permissions on what was written, just before it appears under `path`.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -142,3 +145,51 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write a record as strict JSON."""
     atomic_write_text(path, to_json(obj))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading JSON from files we did not write (records, archive headers, solver states).
+
+MAX_JSON_DEPTH = 64  # records nest 5-6 levels; no legitimate file comes near this
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class JsonTooDeep(ValueError):
+    """The text nests arrays/objects deeper than allowed (refused before parsing)."""
+
+
+def json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> int:
+    """Deepest nesting of arrays/objects in `text`, counted without parsing (strings skipped).
+
+    Vectorised in slices, so a 100 MB header of brackets is counted in about a second with
+    memory bounded by the slice, never a parse tree. Returns early once past `limit`.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
+    steps = np.zeros(256, np.int8)
+    steps[[ord("["), ord("{")]] = 1
+    steps[[ord("]"), ord("}")]] = -1
+    depth = deepest = 0
+    for start in range(0, len(brackets), _DEPTH_SLICE):
+        piece = np.frombuffer(brackets, np.uint8, min(_DEPTH_SLICE, len(brackets) - start),
+                              start)
+        running = np.cumsum(steps[piece], dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+        if deepest > limit:
+            break
+    return deepest
+
+
+_DEPTH_SLICE = 1 << 20
+
+
+def loads_bounded(text: str, limit: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads with the nesting depth checked first (no RecursionError on hostile files).
+
+    Raises JsonTooDeep, or ValueError (json.JSONDecodeError, or an integer over Python's digit
+    limit) for malformed text; callers turn both into their own one-line error.
+    """
+    if json_depth(text, limit) > limit:
+        raise JsonTooDeep(f"nested more than {limit} levels deep")
+    return json.loads(text)

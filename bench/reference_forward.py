@@ -2,9 +2,11 @@
 
 Deliberately naive and independent of both backends (im2col + tensordot convolution, pooling
 windows clipped exactly as Caffe's pooling_layer.cpp does, transposed convolution as a literal
-scatter-add, top-left crops), so "both backends equal the reference" means something. Computes in
-float64 by default; meant for narrow nets and small inputs. Also holds the image contract every
-backend checks (`check_images`). Imports numpy only, never a framework.
+scatter-add, grouped convolution as a loop over groups, Caffe's LRN as a literal window sum,
+top-left crops), so "both backends equal the reference" means something. Computes in float64 by
+default; meant for narrow nets and small inputs. Also holds the input contract every backend
+checks (`check_images`, `check_inputs`). Imports numpy only, never a framework. The Caffe
+semantics of each layer are in docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bench.errors import UsageError
-from bench.spec import Conv, Crop, Dropout, FcnSpec, MaxPool, Scale, Sum, Upsample
+from bench.spec import (
+    LRN,
+    Concat,
+    Conv,
+    Crop,
+    Dropout,
+    FcnSpec,
+    MaxPool,
+    Scale,
+    Sum,
+    Upsample,
+)
 from bench.weights import check_params
 
 # im2col matrices are built in row bands of at most this many elements (bounded memory).
@@ -26,15 +39,39 @@ _IM2COL_BUDGET = 8_000_000
 # The image contract shared by the reference and both backends
 
 
-def check_images(images: np.ndarray) -> np.ndarray:
-    """The backend input contract: (N, 3, H, W) float (returned as C-contiguous float32)."""
+def check_images(images: np.ndarray, channels: int = 3, what: str = "images") -> np.ndarray:
+    """The backend input contract: (N, C, H, W) float (returned as C-contiguous float32)."""
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1] != 3 or min(images.shape) < 1:
-        raise UsageError(f"images must be (N, 3, H, W) with N, H, W >= 1, got shape "
+    if images.ndim != 4 or images.shape[1] != channels or min(images.shape) < 1:
+        raise UsageError(f"{what} must be (N, {channels}, H, W) with N, H, W >= 1, got shape "
                          f"{images.shape}")
     if not np.issubdtype(images.dtype, np.floating):
-        raise UsageError(f"images must be float32 (BGR, mean-subtracted), got {images.dtype}")
+        raise UsageError(f"{what} must be float32 (mean-subtracted), got {images.dtype}")
     return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def check_inputs(spec: FcnSpec, images: np.ndarray | Mapping[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+    """Every network input by name, checked: a plain array for a one-input model, else a dict
+    {input name: (N, C, H, W)} with the spec's inputs exactly and one common N, H, W."""
+    names = spec.input_names
+    if not isinstance(images, Mapping):
+        if len(names) != 1:
+            raise UsageError(f"{spec.variant} takes {len(names)} inputs ({', '.join(names)}): "
+                             "pass a dict of named arrays")
+        images = {names[0]: images}
+    if set(images) != set(names):
+        raise UsageError(f"{spec.variant} takes inputs {', '.join(names)}, got "
+                         f"{', '.join(map(str, images)) or 'none'}")
+    single = len(names) == 1
+    checked = {item.name: check_images(images[item.name], item.channels,
+                                       "images" if single else f"input {item.name!r}")
+               for item in spec.inputs}
+    sizes = {name: value.shape[:1] + value.shape[2:] for name, value in checked.items()}
+    if len(set(sizes.values())) > 1:
+        raise UsageError(f"{spec.variant} inputs differ in batch or size: "
+                         + ", ".join(f"{name} {list(size)}" for name, size in sizes.items()))
+    return checked
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,6 +97,29 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
         block = np.tensordot(cols, weight, axes=([1, 4, 5], [1, 2, 3]))
         out[:, :, top:top + band] = block.transpose(0, 3, 1, 2)
     return out + bias.reshape(1, -1, 1, 1)
+
+
+def grouped_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, pad: int,
+                   group: int) -> np.ndarray:
+    """Caffe grouped convolution: output group j = conv(input group j, weight group j)."""
+    if group == 1:
+        return conv2d(x, weight, bias, stride, pad)
+    ins, outs = x.shape[1] // group, weight.shape[0] // group
+    return np.concatenate([conv2d(x[:, j * ins:(j + 1) * ins], weight[j * outs:(j + 1) * outs],
+                                  bias[j * outs:(j + 1) * outs], stride, pad)
+                           for j in range(group)], axis=1)
+
+
+def lrn_caffe(x: np.ndarray, local_size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """Caffe LRN ACROSS_CHANNELS: x / (k + alpha / n * sum of x^2 over the n channels centred on
+    c, zero beyond the ends) ** beta (lrn_layer.cpp CrossChannelForward_cpu)."""
+    half = (local_size - 1) // 2
+    squares = np.pad(x * x, ((0, 0), (half, half), (0, 0), (0, 0)))
+    channels = x.shape[1]
+    window = np.zeros_like(x)
+    for shift in range(local_size):
+        window += squares[:, shift:shift + channels]
+    return x * (k + alpha / local_size * window) ** -beta
 
 
 def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
@@ -110,22 +170,33 @@ def reference_forward(spec: FcnSpec, params: Mapping[str, np.ndarray], images: n
                       dtype: type = np.float64) -> dict[str, np.ndarray]:
     """Inference-mode forward pass; returns the named blobs (all of them when `names` is None).
 
-    images: (N, 3, H, W) BGR mean-subtracted; params: canonical (Caffe) layouts. Dropout is the
-    identity (inference). Blobs come back in `dtype` (float64 unless told otherwise).
+    images: (N, C, H, W) mean-subtracted, or a dict of them for a multi-input model
+    (`check_inputs`); params: canonical (Caffe) layouts. Dropout is the identity (inference).
+    Blobs come back in `dtype` (float64 unless told otherwise).
     """
     check_params(params, spec)
     weights = {name: np.asarray(value, dtype=dtype) for name, value in params.items()}
-    blobs: dict[str, np.ndarray] = {"data": check_images(images).astype(dtype)}
+    blobs: dict[str, np.ndarray] = {name: value.astype(dtype)
+                                    for name, value in check_inputs(spec, images).items()}
     for layer in spec.layers:
         if isinstance(layer, Sum):
             first, second = (blobs[name] for name in layer.bottoms)
-            blobs[layer.name] = first + second
+            if layer.coeffs is None:
+                blobs[layer.name] = first + second
+            else:  # Caffe Eltwise SUM with coefficients: sum of coeff_i * bottom_i
+                blobs[layer.name] = layer.coeffs[0] * first + layer.coeffs[1] * second
+            continue
+        if isinstance(layer, Concat):
+            blobs[layer.name] = np.concatenate([blobs[name] for name in layer.bottoms], axis=1)
             continue
         x = blobs[layer.bottom]
         if isinstance(layer, Conv):
-            y = conv2d(x, weights[f"{layer.name}.weight"], weights[f"{layer.name}.bias"],
-                       layer.stride, layer.pad)
+            y = grouped_conv2d(x, weights[f"{layer.name}.weight"],
+                               weights[f"{layer.name}.bias"], layer.stride, layer.pad,
+                               layer.group)
             blobs[layer.name] = np.maximum(y, 0) if layer.relu else y
+        elif isinstance(layer, LRN):
+            blobs[layer.name] = lrn_caffe(x, layer.local_size, layer.alpha, layer.beta, layer.k)
         elif isinstance(layer, MaxPool):
             blobs[layer.name] = max_pool_caffe(x, layer.kernel, layer.stride)
         elif isinstance(layer, Dropout):

@@ -18,11 +18,20 @@ from bench.errors import DataError
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_results"
 METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
+# Metrics only some data sets have (docs/datasets.md): SIFT Flow's mean IU over the classes
+# present in the test labels (CVPR 2015 Table 5) and its geometric head's pixel accuracy.
+DATASET_METRICS = ("mean_iou_present", "geometric_accuracy")
 METRIC_LABELS = {"pixel_accuracy": "pixel acc.", "mean_accuracy": "mean acc.",
-                 "mean_iou": "mean IU", "fw_iou": "f.w. IU"}
+                 "mean_iou": "mean IU", "fw_iou": "f.w. IU",
+                 "mean_iou_present": "mean IU (GT-present classes)",
+                 "geometric_accuracy": "geom. acc."}
 # What a run's weights are, for choosing tolerances: the released "heavy" caffemodels, the
-# original CVPR caffemodels, or anything else (trained here, random...).
-RUN_WEIGHTS = ("released-heavy", "cvpr2015", "other")
+# original CVPR caffemodels, the CSAIL ADE20K FCN-8s, or anything else (trained here...).
+RUN_WEIGHTS = ("released-heavy", "cvpr2015", "released-csail", "other")
+# Reference-table split keys of the other data sets: (data set, split name) -> key.
+DATASET_SPLIT_KEYS = {("nyud", "test"): "nyud-test", ("siftflow", "test"): "siftflow-test",
+                      ("pascalcontext", "val"): "pascalcontext-val",
+                      ("ade20k", "validation"): "ade20k-val"}
 # Split names of `reproduce --split` -> split keys of the reference tables.
 SPLIT_KEYS = {"seg11valid": "seg11valid", "val": "voc2012-val"}
 # Caffe model file stems (as recorded in a converted archive's `origin`, "caffe:<stem>").
@@ -84,6 +93,11 @@ class Tolerance:
     points: float  # percentage points
     decides_verdict: bool
     rationale: str
+    # Data sets the row applies to (reference split prefix); empty: PASCAL VOC.
+    datasets: tuple[str, ...] = ()
+    # A reference point: the published number is for other weights of the same recipe, so the
+    # verdict says how near it is, never pass/fail (docs/datasets.md, "Tolerance policy").
+    reference_point: bool = False
 
     @property
     def fraction(self) -> float:
@@ -113,6 +127,9 @@ class Comparison:
     def verdict(self) -> str:
         if self.tolerance is None:
             return f"context ({self.reference.weights} weights)"
+        if self.tolerance.reference_point:
+            return ("reference point (near the paper)" if self.within
+                    else "reference point (far from the paper)")
         if not self.tolerance.decides_verdict:
             return "consistent" if self.within else "inconsistent"
         return "reproduced within tolerance" if self.within else "differs"
@@ -154,16 +171,30 @@ def load_tolerances() -> tuple[Tolerance, ...]:
                 run_weights=row["run_weights"], reference_kind=row["reference_kind"],
                 reference_weights=row["reference_weights"], metric=row["metric"],
                 points=float(row["tolerance_points"]),
-                decides_verdict=row["decides_verdict"] == "yes", rationale=row["rationale"]))
+                decides_verdict=row["decides_verdict"] == "yes", rationale=row["rationale"],
+                datasets=tuple(d for d in (row.get("datasets") or "").split(";") if d),
+                reference_point=row["decides_verdict"] == "reference"))
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(REFERENCE_DIR / "tolerances.csv",
                             f"line {line} is malformed ({error})") from None
     return tuple(tolerances)
 
 
-def reference_split(split: str) -> str:
-    """The reference-table key of a `reproduce --split` name (a list file path has none)."""
+def reference_split(split: str, dataset: str = "voc") -> str:
+    """The reference-table key of a split name (a list file path has none), e.g. "val" ->
+    "voc2012-val", or ("test", dataset="nyud") -> "nyud-test"."""
+    if dataset != "voc":
+        return DATASET_SPLIT_KEYS.get((dataset, split), f"{dataset}-{split}")
     return SPLIT_KEYS.get(split, split)
+
+
+def dataset_of_split(split_key: str) -> str:
+    """Which data set a reference-table split key belongs to ("pascalcontext33-val" ->
+    "pascalcontext"); VOC keys have no data-set prefix."""
+    for dataset in ("nyud", "siftflow", "pascalcontext", "ade20k"):
+        if split_key.startswith(dataset):
+            return dataset
+    return "voc"
 
 
 def reference_metrics(variant: str, split: str, *, weights: str | None = None,
@@ -188,10 +219,12 @@ def per_class_iou(variant: str, split: str, weights: str | None = None) -> dict[
 def tolerance(reference: Reference, run_weights: str = "released-heavy") -> Tolerance | None:
     """The tolerance for comparing a run with `run_weights` to `reference`, None if the
     reference belongs to other weights (then it is context, not a target)."""
+    dataset = dataset_of_split(reference.split)
     for tol in load_tolerances():
         if (tol.run_weights == run_weights and tol.reference_kind == reference.kind
                 and tol.reference_weights == reference.weights
-                and tol.metric in ("*", reference.metric)):
+                and tol.metric in ("*", reference.metric)
+                and dataset in (tol.datasets or ("voc",))):
             return tol
     return None
 
@@ -213,7 +246,7 @@ def compare(summary: Mapping[str, float], variant: str, split: str,
     """Every summary metric against every published number for the variant and split."""
     comparisons = []
     for ref in reference_metrics(variant, split):
-        if ref.metric in METRICS and summary.get(ref.metric) is not None:
+        if ref.metric in (*METRICS, *DATASET_METRICS) and summary.get(ref.metric) is not None:
             comparisons.append(Comparison(ref, tolerance(ref, run_weights),
                                           float(summary[ref.metric])))
     return comparisons
@@ -221,9 +254,12 @@ def compare(summary: Mapping[str, float], variant: str, split: str,
 
 def overall_verdict(comparisons: list[Comparison]) -> str:
     """"reproduced within tolerance" when every deciding comparison holds, "differs" when one
-    fails, "no reference" when none decides (e.g. a split without published numbers)."""
+    fails, "reference point" when only reference points exist (the paper's models are not the
+    released ones), "no reference" when none decides (a split without published numbers)."""
     deciding = [c for c in comparisons if c.tolerance is not None and c.tolerance.decides_verdict]
     if not deciding:
+        if any(c.tolerance is not None and c.tolerance.reference_point for c in comparisons):
+            return "reference point"
         return "no reference"
     return "reproduced within tolerance" if all(c.within for c in deciding) else "differs"
 

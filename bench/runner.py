@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from bench.cache import file_digests
 from bench.checkpoint import Checkpoint, CheckpointMismatch
+from bench.distributed import Shard
 from bench.errors import DataError, FcnBenchError
 from bench.labels import write_label_png
 from bench.metrics import ConfusionMatrix
@@ -77,6 +78,7 @@ class RunResult:
     timing: LoopTiming
     resumed_from: int = 0  # images taken from a checkpoint instead of being run again
     predictions_dir: Path | None = None
+    world_size: int = 1  # processes that shared the images; timing is this process's shard
 
 
 def _file_sha256(path: Path) -> str:
@@ -122,7 +124,8 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
                    save_predictions: str | Path | None = None, progress: bool = True,
                    workers: int = 2, depth: int = 8, desc: str | None = None,
                    data: DataFingerprint | None = None,
-                   on_image: Callable[[int, str], None] | None = None) -> RunResult:
+                   on_image: Callable[[int, str], None] | None = None,
+                   shard: Shard | None = None) -> RunResult:
     """Evaluate `backend` on every id of `dataset` in order; returns the confusion matrix.
 
     With `checkpoint`, the state is saved every `checkpoint.every` images and when the loop stops
@@ -130,8 +133,13 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     DataError naming the file and the kept checkpoint. `on_image(done, id)` is called after each
     image (progress hooks, tests that interrupt a run). With `data`, a checkpoint records the
     SHA-256 of every image it scored and resuming refuses if one of them has changed since.
+
+    With `shard` (data-parallel, e.g. under torchrun) this process scores only its images
+    (`Shard.select`), checkpoints them (the caller gives each rank its own checkpoint), and the
+    returned matrix is the sum over all processes: every image counted exactly once.
     """
-    ids: Sequence[str] = list(dataset.ids)
+    all_ids: Sequence[str] = list(dataset.ids)
+    ids: Sequence[str] = shard.select(all_ids) if shard is not None else all_ids
     confusion = ConfusionMatrix(num_classes)
     done: list[str] = []
     if checkpoint is not None and resume:
@@ -149,6 +157,8 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     timing = LoopTiming()
     remaining = SimpleNamespace(ids=ids[resumed_from:], load=dataset.load)
     samples = prefetch(remaining, workers=workers, depth=depth)
+    if shard is not None:  # the bar counts this process's images, not the split's
+        desc = f"{desc or 'evaluate'} (rank {shard.rank}: {len(ids)} of {len(all_ids)} images)"
     bar = tqdm(total=len(ids), initial=resumed_from, unit="img", desc=desc, file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
@@ -205,7 +215,12 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     # Keep the completed state: `--resume` after an interrupted `--backend all` then reuses the
     # backends that finished instead of running them again.
     save_checkpoint()
-    return RunResult(confusion, len(ids), timing, resumed_from, out_dir)
+    if shard is None:
+        return RunResult(confusion, len(ids), timing, resumed_from, out_dir)
+    # Counts travel as float64, exact below 2**53 pixels per cell.
+    total = shard.all_reduce_sum(confusion.matrix.astype(np.float64).ravel())
+    summed = ConfusionMatrix.from_matrix(np.rint(total).reshape(confusion.matrix.shape))
+    return RunResult(summed, len(all_ids), timing, resumed_from, out_dir, shard.world_size)
 
 
 def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerprint,

@@ -330,6 +330,9 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
 # Run configuration and the backend interface.
 
 
+DEFAULT_KEEP_SNAPSHOTS = 3
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run; recorded beside every snapshot and checked on resume."""
@@ -347,9 +350,14 @@ class TrainConfig:
     log_every: int = 20  # REF solver "display: 20"
     val_split: str = "seg11valid"
     val_limit: int | None = None
-    keep_snapshots: int = 0  # 0 keeps every snapshot (REF); N keeps the newest N and the best
+    # The newest N snapshots and the best (by validation mean IU) are kept; 0 keeps every one
+    # (REF, ~1.1 GB each for fcn32s: bench/disk.py).
+    keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     plots: bool = False
     init: str = ""
+    # Bitwise-repeatable kernels (docs/training_determinism.md); not a resume invariant: a run
+    # may continue with the other setting, it is then no longer bitwise repeatable.
+    deterministic: bool = True
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -500,10 +508,7 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
         raise FcnBenchError(f"{out_dir / SNAPSHOT_DIR}: no complete {config.variant} snapshot "
                             f"to resume from; start without --resume")
     iteration, paths = snapshots[-1]
-    try:
-        record = json.loads(paths.state.read_text())
-    except (OSError, ValueError) as error:
-        raise FcnBenchError(f"{paths.state}: unreadable solver state ({error})") from None
+    record = read_solver_state(paths.state)
     saved = record["config"]
     changed = [f"{key} {saved[key]!r} -> {getattr(config, key)!r}" for key in _RESUME_INVARIANTS
                if saved[key] != getattr(config, key)]
@@ -529,6 +534,36 @@ def load_resume_state(out_dir: Path, config: TrainConfig, spec: FcnSpec,
         raise WeightsError(paths.solver, f"unreadable momentum buffers ({error})") from None
     check_momentum(momentum, solver_plan(spec, config.recipe, config.base_lr), spec, paths.solver)
     return ResumeState(iteration, dict(params), momentum, record["sampler"], record, paths)
+
+
+# What load_resume_state reads from a solver state: key -> its JSON type.
+_STATE_FIELDS = {"config": dict, "sampler": dict, "weights_sha256": str, "solver_sha256": str}
+_JSON_NAMES = {dict: "object", str: "string", list: "array"}
+_STATE_CONFIG_FIELDS = (*_RESUME_INVARIANTS, "recipe")
+
+
+def read_solver_state(path: Path) -> dict[str, Any]:
+    """A snapshot's `.solver.json`, parsed with bounded depth and its shape checked, so that a
+    damaged or hand-edited file (a JSON array, a missing key) is one line naming it."""
+    from bench.records import loads_bounded  # imported here to keep this edit local
+
+    try:
+        record = loads_bounded(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, ValueError) as error:  # ValueError: too deep
+        raise FcnBenchError(f"{path}: unreadable solver state ({error})") from None
+    problems = [f"{key} is not a JSON {_JSON_NAMES[kind]}" for key, kind in _STATE_FIELDS.items()
+                if not isinstance(record, dict) or not isinstance(record.get(key), kind)]
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        config = record["config"]
+        problems += [f"config has no {key}" for key in _STATE_CONFIG_FIELDS if key not in config]
+        if not isinstance(config.get("recipe"), dict) or "name" not in config["recipe"]:
+            problems.append("config.recipe is not a recipe object")
+    if not isinstance(record, dict):
+        problems = [f"a JSON {_JSON_NAMES.get(type(record), 'value')}, expected an object"]
+    if problems:
+        raise FcnBenchError(f"{path}: not a solver state ({'; '.join(problems)}); delete this "
+                            "snapshot to resume from the previous one")
+    return record
 
 
 def check_momentum(buffers: Mapping[str, np.ndarray], plan: Sequence[TensorHyper],
@@ -916,7 +951,8 @@ def _log_window(state: _Progress, log: TrainLog | None, iteration: int, config: 
 
 
 def _prune(snapshots: list[SnapshotPaths], keep: int, best: SnapshotPaths | None) -> None:
-    """Keep the newest `keep` snapshots (0 = all) and always the best-scoring one."""
+    """Keep the newest `keep` snapshots (0 = all) and always the best-scoring one. The newest is
+    never removed, so `--resume` (which continues the newest) always has its snapshot."""
     if keep <= 0:
         return
     old, newest = snapshots[:-keep], snapshots[-keep:]

@@ -12,7 +12,9 @@ Framework-free: numpy, Pillow and scipy.io only; never imports torch or tensorfl
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+import struct
+import zlib
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.errors import DataError, UsageError
+from bench.errors import DataError, UsageError, printable
 from bench.labels import (
     NUM_CLASSES,
     check_label_values,
@@ -51,6 +53,10 @@ SEG11VALID_SHA256 = "4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcf
 SEG11VALID_URL = ("https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/master/"
                   "data/pascal/seg11valid.txt")
 
+# SBD's cls/*.mat files are 5-60 KB; a label file this large is not one (its decompressed
+# arrays are what costs memory, see docs/security.md).
+MAX_MAT_BYTES = 16 * 2**20
+MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
 _MISSING_LISTED = 3  # how many missing files an error message spells out
 
 
@@ -101,16 +107,28 @@ def read_id_list(path: str | Path) -> list[str]:
     """Ids of a split file in file order (blank lines and surrounding spaces ignored)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SPLIT_BYTES:
+            raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for a "
+                                  f"split list (SBD train, 8,498 ids, is 100 KB; limit "
+                                  f"{MAX_SPLIT_BYTES // 2**20} MiB)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise DataError(path, "split list not found") from error
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(path, f"cannot read split list: {error}") from error
     ids = [line.strip() for line in text.splitlines() if line.strip()]
-    bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id]
+    bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
+           or printable(image_id) != image_id]
     if bad:
-        raise DataError(path, f"not a list of image ids (e.g. {bad[0]!r}); expected one id per "
-                              "line such as 2007_000033")
+        raise DataError(path, f"not a list of image ids (e.g. '{printable(bad[0])[:80]}'); "
+                              "expected one id per line such as 2007_000033, without control "
+                              "characters")
+    repeated = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
+    if repeated:
+        shown = ", ".join(repeated[:5]) + (f", ... ({len(repeated)} in all)"
+                                           if len(repeated) > 5 else "")
+        raise DataError(path, f"split list names the same id more than once ({shown}); each "
+                              "image would be counted twice: remove the repeats")
     return ids
 
 
@@ -213,19 +231,71 @@ def read_sbd_mat(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found")
+        raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+    if path.stat().st_size > MAX_MAT_BYTES:
+        raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for an SBD "
+                              f"label file (they are under 100 KB; limit "
+                              f"{MAX_MAT_BYTES // 2**20} MiB)")
+    check_mat_inflated_size(path)
     try:
         mat = scipy.io.loadmat(path, simplify_cells=True)
         labels = np.asarray(mat["GTcls"]["Segmentation"])
     except (KeyError, TypeError, IndexError) as error:
         raise DataError(path, "not an SBD class label file (no GTcls.Segmentation)") from error
-    except (OSError, ValueError, NotImplementedError, EOFError) as error:
-        # scipy's MatReadError is a ValueError; v7.3 (HDF5) files raise NotImplementedError.
-        raise DataError(path, f"cannot read MATLAB file: {error}") from error
+    except (OSError, ValueError, NotImplementedError, EOFError, OverflowError, AttributeError,
+            UnicodeDecodeError, struct.error, zlib.error, MemoryError) as error:
+        # scipy's MatReadError is a ValueError; v7.3 (HDF5) files raise NotImplementedError;
+        # a corrupt header surfaces as struct/zlib/overflow errors from inside scipy.
+        raise DataError(path, f"cannot read MATLAB file: {str(error)[:200]}") from error
     if labels.ndim != 2:
         raise DataError(path, f"GTcls.Segmentation has shape {labels.shape}, expected (H, W)")
     check_label_values(labels, path, num_classes)
     return labels.astype(np.uint8)
+
+
+MAX_MAT_INFLATED = 64 * 2**20  # an SBD label (500x500 uint8 plus boundaries) inflates to ~1 MB
+_MI_COMPRESSED = 15
+
+
+def check_mat_inflated_size(path: Path, limit: int = MAX_MAT_INFLATED) -> None:
+    """Refuse a MATLAB v5 file whose compressed variables inflate past `limit`, before scipy
+    inflates them whole (a few MB of zlib can claim gigabytes). Streams each compressed element
+    through zlib in 1 MiB steps and discards the output; other files are left to scipy."""
+    data = path.read_bytes()  # at most MAX_MAT_BYTES (checked by the caller)
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        return  # not a v5 MAT file: scipy says what it is
+    order = "<" if data[126:128] == b"IM" else ">"
+    pos, total = 128, 0
+    while pos + 8 <= len(data):
+        kind, size = struct.unpack_from(f"{order}II", data, pos)
+        if kind >> 16:  # small data element: type and size packed in 4 bytes, data in 4
+            pos += 8
+            continue
+        payload = data[pos + 8:pos + 8 + size]
+        if kind == _MI_COMPRESSED:
+            total += _inflated_size(payload, limit - total + 1)
+        else:
+            total += len(payload)
+        if total > limit:
+            raise DataError(path, f"MATLAB variables inflate to more than {limit // 2**20} MiB; "
+                                  "not an SBD label file (refused before decompressing)")
+        pos += 8 + size + (0 if kind == _MI_COMPRESSED else -size % 8)
+
+
+def _inflated_size(payload: bytes, limit: int) -> int:
+    """Bytes a zlib stream inflates to, counted up to `limit` in bounded steps."""
+    inflater = zlib.decompressobj()
+    total = 0
+    try:
+        chunk = inflater.decompress(payload, 2**20)
+        while chunk:
+            total += len(chunk)
+            if total >= limit:
+                return total
+            chunk = inflater.decompress(inflater.unconsumed_tail, 2**20)
+    except zlib.error:
+        return total  # corrupt: scipy reports it
+    return total
 
 
 def convert_sbd_labels(dataset_dir: str | Path, *, progress: bool = False) -> int:
@@ -319,6 +389,10 @@ class _SegmentationDataset:
         if not missing:
             return
         folder, command = self.download_hint()
+        folders = [path for path in missing if path.is_dir()]
+        if folders:
+            raise DataError(folders[0], f"is a folder, expected a file (listed in split "
+                                        f"'{self.name}' from {self.source})")
         absent_folders = sorted({path.parent for path in missing if not path.parent.is_dir()})
         if absent_folders:
             raise DataError(absent_folders[0], f"folder not found (needed by split '{self.name}'"

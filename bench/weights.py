@@ -54,7 +54,8 @@ from bench import __version__
 from bench.cache import default_weights_path, file_digests
 from bench.errors import WeightsError
 from bench.outputs import writing
-from bench.records import atomic_path, utc_now
+from bench.records import JsonTooDeep, atomic_path, loads_bounded, utc_now
+from bench.sniff import FileKind, convert_hint, sniff
 from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
 
 FORMAT = "fcn-bench-weights"
@@ -71,7 +72,10 @@ LAYOUTS = json.dumps({
     "input": "NCHW BGR 0-255 minus mean B 104.00698793 G 116.66876762 R 122.67891434",
 }, sort_keys=True)
 
-_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own bound on the JSON header
+# An archive's header is a few KB (about 40 tensors); safetensors itself allows 100 MB, whose
+# parse tree alone could take gigabytes. Tensor entries are 2 levels deep, metadata 2.
+_HEADER_LIMIT = 16 * 2**20
+_HEADER_DEPTH = 8
 
 
 def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:
@@ -206,7 +210,9 @@ def read_header(path: str | Path) -> dict[str, Any]:
     """The parsed safetensors JSON header, after checking the file is complete.
 
     Parsed by hand so that a foreign or truncated file gets a precise one-line error (the
-    safetensors library reports both as an opaque "Error while deserializing header").
+    safetensors library reports both as an opaque "Error while deserializing header"); a file
+    of another kind (a caffemodel, a .pth, a JPEG) is named by its content, with the `convert`
+    command to run. The header's size and JSON nesting depth are bounded (docs/security.md).
     """
     path = Path(path)
     with reading_weights_file(path, "a .safetensors file"):
@@ -214,16 +220,21 @@ def read_header(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
-                raise WeightsError(path, f"not a safetensors file ({size} bytes, too short)")
+                raise _not_an_archive(path, f"{size} bytes, too short")
             (header_len,) = struct.unpack("<Q", prefix)
-            if header_len > min(_HEADER_LIMIT, size - 8):
-                raise WeightsError(path, "not a safetensors file (no valid header length in "
-                                   "the first 8 bytes)")
+            if header_len > size - 8:
+                raise _not_an_archive(path, "no valid header length in the first 8 bytes")
+            if header_len > _HEADER_LIMIT:
+                raise WeightsError(path, f"safetensors header of {header_len:,} bytes is over "
+                                   f"the {_HEADER_LIMIT // 2**20} MiB an fcn-bench archive "
+                                   "could need; refusing to parse it")
             raw = handle.read(header_len)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WeightsError(path, "not a safetensors file (header is not JSON)") from None
+        header = loads_bounded(raw.decode("utf-8"), _HEADER_DEPTH)
+    except JsonTooDeep as error:
+        raise WeightsError(path, f"not a safetensors file (header JSON {error})") from None
+    except (UnicodeDecodeError, ValueError):
+        raise _not_an_archive(path, "header is not JSON") from None
     if not isinstance(header, dict):
         raise WeightsError(path, "not a safetensors file (header is not a JSON object)")
     data_len = size - 8 - header_len
@@ -246,6 +257,39 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def _not_an_archive(path: Path, why: str) -> WeightsError:
+    """A file that is not a safetensors archive: say what it is instead (by content) and, for
+    weights in another format, the `convert` command that makes an archive of it."""
+    kind = sniff_path(path)
+    if kind.kind in ("safetensors", "unknown", "empty"):
+        return WeightsError(path, f"not a safetensors file ({why})")
+    return WeightsError(path, f"is {kind.description}, not an fcn-bench weights archive "
+                              f"(.safetensors); {convert_hint(path, kind)}")
+
+
+def sniff_path(path: Path) -> FileKind:
+    try:
+        return sniff(path)
+    except OSError:
+        return FileKind("unknown", "an unreadable file")
+
+
+# Metadata every fcn-bench archive carries; `convert` refuses an archive lacking one before
+# writing anything (an archive written without them would break every later reader).
+REQUIRED_METADATA = ("variant", "kind", "origin", "source_sha256")
+
+
+def check_metadata(metadata: Mapping[str, str], path: str | Path,
+                   required: Iterable[str] = REQUIRED_METADATA) -> None:
+    """WeightsError naming every missing required key and an unknown `kind`."""
+    problems = [f"no {key!r}" for key in required if key not in metadata]
+    if "kind" in metadata and metadata["kind"] not in KINDS:
+        problems.append(f"kind {str(metadata['kind'])[:40]!r} is not one of {', '.join(KINDS)}")
+    if problems:
+        raise WeightsError(path, f"archive metadata is incomplete or wrong: {'; '.join(problems)}"
+                                 "; re-convert it from its source")
+
+
 def load_archive(path: str | Path, spec: FcnSpec | None = None
                  ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read an archive strictly: (params in spec order, metadata).
@@ -262,6 +306,7 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     entries = {key: value for key, value in header.items() if key != "__metadata__"}
     if metadata.get("format", FORMAT) != FORMAT:
         raise WeightsError(path, f"metadata format {metadata['format']!r} is not {FORMAT!r}")
+    check_metadata(metadata, path, required=())
     if metadata.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise WeightsError(path, f"archive format_version {metadata['format_version']} is not "
                            f"supported (this fcn-bench reads {FORMAT_VERSION}); upgrade fcn-bench")
@@ -404,6 +449,7 @@ def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
     in from the content; `origin` is required. Floating arrays are stored as float32; the file
     appears under `path` only once it is complete (temp file + fsync + rename).
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -416,6 +462,7 @@ def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
         tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
     if "origin" not in metadata:
         raise ValueError("save_archive needs metadata['origin'] (where the weights come from)")
+    check_metadata(metadata, path, required=())
     spec = infer_spec(tensors, metadata, path)
     check_params(tensors, spec, path)
     full = archive_metadata(spec, kind=str(metadata.get("kind", "trained")),
@@ -424,7 +471,12 @@ def save_archive(path: str | Path, params: Mapping[str, np.ndarray],
     full["format"], full["format_version"] = FORMAT, FORMAT_VERSION
 
     with writing(path, "weights archive"), atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=full)
+        try:
+            save_file(tensors, tmp, metadata=full)
+        except SafetensorError as error:
+            # safetensors reports a full disk or a vanished folder as its own error type, not
+            # an OSError: give it the same one line as any other failed write.
+            raise OSError(None, f"{error}".strip() or "write failed", str(path)) from None
     return path
 
 

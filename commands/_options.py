@@ -103,14 +103,18 @@ def variant_choices() -> tuple[str, ...]:
 
 
 def variant_option(*, default: str | None = "fcn8s", multiple: bool = False,
-                   required: bool = False, default_help: str | None = None) -> callable:
-    """--variant NAME; `multiple` makes it repeatable (default_help then says what none means)."""
-    text = "FCN variant" + (" (repeatable)" if multiple else "") + "."
+                   required: bool = False, default_help: str | None = None,
+                   models: tuple[str, ...] | None = None) -> callable:
+    """--variant NAME; `multiple` makes it repeatable (default_help then says what none means).
+    `models` widens the choices to other model names (parity runs every model of the zoo)."""
+    text = "FCN variant" + (" (repeatable)" if multiple else "")
+    text += " (or any model `cli.py models` lists)." if models else "."
     if default_help:
         text += f"  [default: {default_help}]"
     return click.option("--variant", "variants" if multiple else "variant",
-                        type=click.Choice(variant_choices()), multiple=multiple,
+                        type=click.Choice(models or variant_choices()), multiple=multiple,
                         default=None if multiple else default, required=required,
+                        metavar="MODEL" if models else None,
                         show_default=default is not None and not multiple and not default_help,
                         help=text)
 
@@ -224,8 +228,9 @@ def data_root_option(*, required: bool = False) -> callable:
     return click.option(
         "--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
         callback=_data_root, metavar="DIR", required=required,
-        help="Folder of the data sets: VOCdevkit/ (VOC2011, VOC2012), benchmark_RELEASE/ (SBD) "
-             "and splits/, as `download` or `demo` write them"
+        help="Folder of the data sets, as `download` or `demo` write them: VOCdevkit/ (VOC2011, "
+             "VOC2012), benchmark_RELEASE/ (SBD), splits/; nyud/, SiftFlow/, pascal-context/, "
+             "ADEChallengeData2016/ for evaluate --dataset"
              + ("." if required else " [default: $FCN_BENCH_DATA or ./data]."))
 
 
@@ -253,6 +258,15 @@ def check_split(value: str, option: str = "--split") -> str:
         problem = (f"unknown split {value!r}; choose {SEG11VALID}, {', '.join(VOC_SPLITS)} or a "
                    "path to a file of image ids")
     raise UsageError(f"{option}: {problem}")
+
+
+def voc_split_callback(ctx: click.Context, param: click.Parameter, value: str | None
+                       ) -> str | None:
+    """--split of a command that also scores other data sets (evaluate --dataset): VOC values
+    are checked here; other data sets check their own split names."""
+    if value is None or ctx.params.get("dataset_name", "voc") != "voc":
+        return value
+    return check_split(value, param.opts[0])
 
 
 def split_option(*names: str, default: str = "seg11valid", help: str = SPLIT_HELP) -> callable:

@@ -18,6 +18,7 @@ from bench.compare import (
     render,
 )
 from bench.errors import FcnBenchError
+from bench.outputs import Output, check_outputs
 from bench.records import atomic_write_text
 from commands._options import FiniteFloat, plural, seed_option
 
@@ -68,6 +69,8 @@ def command(baseline: Path, current: Path, fmt: str, tolerances: tuple[str, ...]
       python cli.py compare .benchmarks/Linux-CPython-3.11-64bit/0001_a.json \\
           .benchmarks/Linux-CPython-3.11-64bit/0002_b.json
     """
+    check_outputs({"--output": Output(output, what="table") if output else None},
+                  {"BASELINE": baseline, "CURRENT": current, "--tolerances-file": tolerances_file})
     gates = load_tolerances(tolerances_file).with_overrides(tolerances)
     options = CompareOptions(allow_missing=allow_missing, all_metrics=all_metrics,
                              confidence=confidence, seed=seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from backends import read_torch_state_dict
-from bench.errors import UsageError
+from bench.errors import UsageError, printable
 from bench.spec import VARIANTS
 from commands._options import seed_option, variant_choices
 
@@ -55,7 +55,10 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
       python cli.py convert fcn8s.safetensors checked.safetensors      # re-validate an archive
       python cli.py convert --random --variant fcn8s --seed 3 random-fcn8s.safetensors
     """
+    from pathlib import Path
+
     from bench.convert import ProgressBars, convert, convert_random
+    from bench.outputs import Output, check_outputs
 
     if random_weights:
         if len(paths) != 1:
@@ -65,13 +68,16 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
                              f"{', '.join(VARIANTS)})")
         result = convert_random(paths[0], variant, seed, num_classes=num_classes,
                                 width_divisor=width_divisor, force=force)
-        click.echo(result.summary())
+        click.echo(printable(result.summary()))
         return
     if len(paths) != 2:
         raise UsageError("convert needs INPUT and OUTPUT.safetensors (or --random OUTPUT); "
                          "see `python cli.py convert --help`")
     if width_divisor != 1:
         raise UsageError("--width-divisor applies to --random only (a file has its own widths)")
+    # Never replace the source with its own conversion (even with --force).
+    check_outputs({"OUTPUT": Output(Path(paths[1]), what="weights archive")},
+                  {"INPUT": Path(paths[0])})
     bars = ProgressBars()  # shown only when stderr is a terminal
     try:
         result = convert(paths[0], paths[1], variant=variant, init_for=init_for,
@@ -80,6 +86,6 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
     finally:
         bars.close()
     rate = result.source_bytes / 2**20 / max(result.seconds, 1e-9)
-    click.echo(f"{result.summary()} (from {result.source_format}, "
+    click.echo(printable(f"{result.summary()} (from {result.source_format}, "
                f"{result.source_bytes / 2**20:.1f} MiB in {result.seconds:.1f} s, "
-               f"{rate:.0f} MiB/s)")
+               f"{rate:.0f} MiB/s)"))  # origin comes from the file: escape it

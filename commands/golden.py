@@ -33,7 +33,7 @@ from bench.golden import (
     render_golden,
     run_golden,
 )
-from bench.outputs import check_writable
+from bench.outputs import Output, check_outputs
 from bench.records import atomic_write_text, write_json
 from bench.spec import VARIANTS
 from commands._options import backend_option, plural, variant_option
@@ -98,10 +98,13 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     """
     from backends import BACKEND_NAMES, RunOptions, create_backend
 
-    if output is not None:
-        check_writable(output, what="golden record")
-    if record is not None:
-        check_writable(record, what="golden record")
+    # --update writes the baseline; otherwise it is an input no output may replace.
+    check_outputs({"--output": Output(output, what="golden tables") if output else None,
+                   "--record": Output(record, what="golden record") if record else None,
+                   **({"--baseline": Output(baseline, what="golden baseline")} if update
+                      else {})},
+                  {"--tolerances-file": tolerances_file,
+                   **({} if update else {"--baseline": baseline})})
     names = _backends(backend_names)
     selected = list(variants) or list(VARIANTS)
     tolerances = load_tolerances(tolerances_file)

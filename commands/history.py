@@ -17,7 +17,7 @@ from bench.history import (
     render_history,
     write_csv,
 )
-from bench.outputs import check_writable
+from bench.outputs import Output, check_outputs
 
 
 @click.command(name="history")
@@ -33,19 +33,22 @@ from bench.outputs import check_writable
               help="Also write the table as CSV (atomically).")
 def command(directory: Path, fmt: str, metrics: tuple[str, ...], plot: Path | None,
             csv_path: Path | None) -> None:
-    """Tabulate every record under DIRECTORY over time: rows = records, columns = metrics per cell.
+    """Tabulate every record under DIRECTORY over time: one table per record kind.
 
-    Records are sorted by their UTC time, then commit. Cells are named by the identity values
-    that vary (variant, backend, device, precision, mode, size, batch, split ...).
+    Rows are records sorted by UTC time, then commit (* marks a tree with uncommitted changes).
+    Columns are short labels, metric plus a cell letter ("p50 ms A"); the legend under each table
+    says which cell (variant/backend/...) a letter is, the title what all cells share. Tables fit
+    in 120 columns (wider ones are split). The plot gives every record its own x position,
+    labelled with its time and commit, and one marker shape per backend.
 
     \b
     Examples:
       python cli.py history results/ --format github
       python cli.py history results/ --plot history.png --csv history.csv --metric p90_ms
     """
-    for path, what in ((plot, "plot"), (csv_path, "CSV")):
-        if path is not None:
-            check_writable(path, what=what)
+    check_outputs({"--plot": Output(plot, what="plot") if plot else None,
+                   "--csv": Output(csv_path, what="CSV") if csv_path else None},
+                  {"DIRECTORY": directory})
     frame = load_history(directory, metrics or DEFAULT_METRICS)
     if csv_path is not None:
         write_csv(frame, csv_path)

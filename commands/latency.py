@@ -33,7 +33,7 @@ from bench.latency_report import (
     write_output,
     write_plot,
 )
-from bench.outputs import check_writable
+from bench.outputs import Output, check_outputs
 from bench.references import paper_latency_ms
 from bench.spec import VARIANTS, build_spec
 from commands._options import (
@@ -142,10 +142,11 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
     # Option-level checks first: nothing runs if the command line is wrong (exit 2).
     for output in outputs:
         output_kind(output)
-        check_writable(output, what="latency results")
     if plot:
         check_plot_path(plot)
-        check_writable(plot, what="plot")
+    check_outputs({**{"--output" + (f" ({index + 1})" if index else ""):
+                      Output(path, what="latency results") for index, path in enumerate(outputs)},
+                   "--plot": Output(plot, what="plot") if plot else None})
     names = resolve_backends(backend_names)
     modes = default_modes(device) if mode is None else MODES if mode == "both" else (mode,)
     variants = tuple(dict.fromkeys(variants)) or VARIANTS

@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from backends.base import PRECISIONS
+from bench.spec import MODEL_NAMES
 from commands._options import (
     SIZE,
     FiniteFloat,
@@ -33,8 +34,26 @@ def parity_image(height: int, width: int, seed: int) -> np.ndarray:
     return preprocess(rgb)[None]
 
 
+def parity_inputs(spec, height: int, width: int, seed: int) -> np.ndarray | dict[str, np.ndarray]:
+    """The input(s) of a model: `parity_image` for a one-input colour model; otherwise one
+    seeded random 8-bit image per input minus its catalogue mean (bench/zoo.py), by name."""
+    from bench.spec import resolve_model
+
+    if spec.input_names == ("data",) and spec.inputs[0].channels == 3:
+        return parity_image(height, width, seed)
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for item in resolve_model(spec.variant).inputs:
+        pixels = rng.integers(0, 256, (1, item.channels, height, width)).astype(np.float32)
+        if item.kind == "logd":  # log depth of 0.5 .. 10 m in millimetres
+            pixels = np.log(rng.uniform(500, 10_000, pixels.shape)).astype(np.float32)
+        inputs[item.name] = pixels - np.asarray(item.mean, np.float32).reshape(1, -1, 1, 1)
+    return inputs
+
+
 @click.command(name="parity")
-@variant_option(default=None, default_help="detected from --weights, else fcn8s")
+@variant_option(default=None, default_help="detected from --weights, else fcn8s",
+                models=MODEL_NAMES)
 @seed_option("--random-seed", default=None,
              help="Seed of the random weights used without --weights  [default: 0]")
 @click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -73,7 +92,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     from backends.base import RunOptions
     from bench.errors import FcnBenchError, UsageError
     from bench.init import random_params
-    from bench.outputs import check_writable, writing
+    from bench.outputs import Output, check_outputs, writing
     from bench.parity import compare, parity_layers, tolerance_for
     from bench.records import make_record, write_json
     from bench.reference_forward import reference_forward
@@ -86,8 +105,8 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
     if weights is not None and (random_seed is not None or width_divisor != 1):
         raise UsageError("--weights cannot be combined with --random-seed or --width-divisor")
-    if output is not None:
-        check_writable(output, what="parity record")
+    check_outputs({"--output": Output(output, what="parity record") if output else None},
+                  {"--weights": weights})
 
     if weights is not None:
         from bench.weights import load_weights
@@ -100,7 +119,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         params = random_params(spec, seed)
         weights_desc = f"random:seed={seed}"
     variant = spec.variant
-    images = parity_image(height, width, input_seed)
+    images = parity_inputs(spec, height, width, input_seed)
     layers = parity_layers(spec)
 
     blobs, environments = [], {}
@@ -116,7 +135,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         environments[side] = backend.environment()
         del backend  # free its copy of the weights before the next framework loads them
 
-    report = compare(blobs[0], blobs[1], layers, output=spec.output,
+    report = compare(blobs[0], blobs[1], layers, output=spec.output,  # labels of the first head
                      tolerance=tolerance_for(precision, max_rel, min_label_agreement),
                      left=sides[0], right=sides[1], precision=precision)
     click.echo(f"{variant}, {height}x{width} input (seed {input_seed}), weights {weights_desc}")

@@ -61,7 +61,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     from backends.base import RunOptions
     from bench.errors import UsageError
     from bench.labels import write_label_png
-    from bench.outputs import check_writable, writing
+    from bench.outputs import Output, check_outputs, writing
     from bench.overlay import class_name, class_shares, overlay_png
     from bench.records import atomic_write_bytes
     from bench.voc import load_image, preprocess
@@ -72,12 +72,13 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
                "--overlay": (overlay, ".png", "overlay")}
     if all(path is None for path, _, _ in outputs.values()):
         raise UsageError("nothing to write: give --out-labels, --out-scores and/or --overlay")
-    for option, (path, suffix, what) in outputs.items():
-        if path is None:
-            continue
-        if path.suffix.lower() != suffix:  # the bytes are PNG / .npy whatever the name says
+    for option, (path, suffix, _) in outputs.items():
+        if path is not None and path.suffix.lower() != suffix:  # PNG / .npy whatever the name
             raise UsageError(f"{option} {path}: the file is written as {suffix}; name it so")
-        check_writable(path, what=what)  # before the forward pass, not after it
+    # Before the forward pass: writable, not the image or weights, not the same path twice.
+    check_outputs({option: Output(path, what=what) if path is not None else None
+                   for option, (path, _, what) in outputs.items()},
+                  {"--image": image_path, "--weights": weights})
     backend_name = backends.canonical_name(backend_name)
     rgb = load_image(image_path)  # DataError naming the file if it is not an image
     # Variant, classes and width are detected from the archive's content (never its file name).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bench.cache import checkpoints_dir, default_data_root, reproduce_checkpoint_path
+from bench.cache import checkpoints_dir, default_data_root
 from bench.errors import FcnBenchError
 from bench.references import compare, per_class_iou, run_weights_kind
 from bench.report import BackendRun, reproduce_notes, results_text, run_verdict, weights_summary
@@ -29,16 +29,16 @@ from commands._options import (
 
 
 def check_outputs(output: Path | None, save_predictions: Path | None,
-                  plots_dir: Path | None) -> None:
-    """Refuse unwritable outputs (and checkpoint folder) before the run, not after it."""
-    from bench.outputs import check_writable
+                  plots_dir: Path | None, inputs: dict[str, Path]) -> None:
+    """Refuse, before the run, outputs that cannot be written or would overwrite an input (the
+    labels, images, split list or weights) or each other."""
+    from bench import outputs
 
-    if output is not None:
-        check_writable(output, what="reproduce record")
-    for folder, what in ((save_predictions, "predictions"), (plots_dir, "plots"),
-                         (checkpoints_dir(), "checkpoints")):
-        if folder is not None:
-            check_writable(folder, folder=True, what=what)
+    outputs.check_outputs({
+        "--output": outputs.Output(output, what="reproduce record") if output else None,
+        "--save-predictions": outputs.folder(save_predictions, "predictions"),
+        "--plots": outputs.folder(plots_dir, "plots"),
+        "checkpoints folder": outputs.folder(checkpoints_dir(), "checkpoints")}, inputs)
 
 
 @click.command(name="reproduce")
@@ -62,6 +62,9 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
               help="Continue from the checkpoint of an interrupted run with the same weights, "
                    "data and options (refused otherwise, with the reason). Checkpoints live in "
                    "$FCN_BENCH_CACHE/checkpoints (default ~/.cache/fcn-bench).")
+@click.option("--keep-checkpoint", is_flag=True,
+              help="Keep the checkpoint of a finished run (default: removed once the record and "
+                   "figures are written).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=25, show_default=True,
               help="Save the partial confusion matrix every N images.")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
@@ -74,7 +77,8 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | None,
             weights: Path | None, split: str, device: str, limit: int | None, output: Path | None,
             save_predictions: Path | None, plots_dir: Path | None, resume: bool,
-            checkpoint_every: int, workers: int, threads: int | None, progress: bool) -> None:
+            keep_checkpoint: bool, checkpoint_every: int, workers: int, threads: int | None,
+            progress: bool) -> None:
     """Reproduce the paper's segmentation scores with one or every backend.
 
     Scores the weights on the split image by image (batch 1, each image at its own size, argmax
@@ -91,18 +95,31 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
       python cli.py reproduce --variant fcn8s --backend torch --data-root data
       python cli.py reproduce --variant fcn32s --backend all --output fcn32s.json --plots figs/
       python cli.py reproduce --variant fcn8s --backend tf --resume --save-predictions preds/
+      torchrun --nproc_per_node 4 cli.py reproduce --variant fcn8s --backend torch
+
+    \b
+    Under torchrun the N processes share the images round-robin (rank r scores images r, r+N,
+    ...), the confusion matrices are summed (identical to one process), and rank 0 alone prints
+    and writes the record (with world_size). Each rank checkpoints its own shard; --resume
+    needs the same number of processes.
     """
     from backends import RunOptions, create_backend, resolve_backend_choices
-    from bench.checkpoint import Checkpoint
+    from bench.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
+    from bench.distributed import torchrun_world
+    from bench.outputs import dataset_inputs, safe_file_part
     from bench.runner import data_fingerprint, run_evaluation
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
 
     backends = resolve_backend_choices(backend_choice)
+    rank, world_size = torchrun_world()
+    lead = rank == 0  # the only process that prints, plots and writes the record
+    say = click.echo if lead else _quiet
     weights_path, spec, params, metadata = load_voc_weights(variant, weights)
     root = data_root if data_root is not None else default_data_root()
     dataset, full_count = resolve_split_prefix(root, split, limit)
-    check_outputs(output, save_predictions, plots_dir)
+    check_outputs(output, save_predictions, plots_dir,
+                  {"--weights": weights_path, **dataset_inputs(dataset)})
     subset = len(dataset) < full_count
     run_weights = run_weights_kind(metadata, variant)
 
@@ -111,14 +128,20 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
                             run_weights=run_weights, metadata=metadata,
                             width_divisor=spec.width_divisor)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        say(f"note: {note}", err=True)
 
-    click.echo(f"hashing weights and data ({plural(len(dataset), 'image')}) for the record and the "
-               "checkpoint key ...", err=True)
+    say(f"hashing weights and data ({plural(len(dataset), 'image')}) for the record and the "
+        "checkpoint key ...", err=True)
     weights_sha = sha256_file(weights_path)
     fingerprint = data_fingerprint(dataset)
 
+    group = _evaluation_group(world_size, device)
+    shard = group.shard() if group is not None else None
+    if shard is not None:
+        say(f"{world_size} processes: rank r scores images r, r+{world_size}, ...; their "
+            "confusion matrices are summed", err=True)
     runs: list[BackendRun] = []
+    checkpoints: list[Checkpoint] = []
     for name in backends:
         backend = create_backend(name, spec, RunOptions(device=device, threads=threads))
         backend.load_params(params)
@@ -130,18 +153,32 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
                    "weights_sha256": weights_sha, "data": fingerprint.checkpoint_key(),
                    "width_divisor": spec.width_divisor,
                    "save_predictions": str(out_dir.resolve()) if out_dir else None}
-        checkpoint = Checkpoint(reproduce_checkpoint_path(variant, name, dataset.name), run_key,
+        # Keyed by the run's content (weights, split ids and labels, options), not its names.
+        stem = f"reproduce-{variant}-{name}-{safe_file_part(dataset.name)}"
+        if shard is not None:  # each rank keeps its own shard; the key refuses another world
+            run_key.update(rank=shard.rank, world_size=shard.world_size)
+            stem = f"{stem}-rank{shard.rank}-of-{shard.world_size}"
+        checkpoint = Checkpoint(keyed_path(checkpoints_dir(), stem, run_key), run_key,
                                 every=checkpoint_every)
+        checkpoints.append(checkpoint)
         if resume and not checkpoint.path.exists():
-            click.echo(f"note: no checkpoint at {checkpoint.path}; starting from the first "
-                       "image", err=True)
+            others = checkpoint.siblings()
+            if others:
+                path, differences = others[-1]
+                raise CheckpointMismatch(
+                    f"no checkpoint of this run to resume; {path} is from another run: "
+                    f"{'; '.join(differences)}; run without --resume to start from the first "
+                    "image (that checkpoint is kept)")
+            say(f"note: no checkpoint of this run at {checkpoint.path}; starting from "
+                "the first image", err=True)
         try:
             result = run_evaluation(dataset, backend, checkpoint=checkpoint, resume=resume,
-                                    save_predictions=out_dir, progress=progress,
-                                    workers=workers, desc=f"{variant} {name}", data=fingerprint)
+                                    save_predictions=out_dir, progress=progress and lead,
+                                    workers=workers, desc=f"{variant} {name}", data=fingerprint,
+                                    shard=shard)
         except KeyboardInterrupt:
             if checkpoint.path.exists():
-                click.echo(f"\ninterrupted: {name}'s finished images are in the checkpoint "
+                say(f"\ninterrupted: {name}'s finished images are in the checkpoint "
                            f"{checkpoint.path}; rerun the same command with --resume to "
                            "continue", err=True)
             raise
@@ -151,6 +188,10 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
                                comparisons, run_verdict(comparisons, subset),
                                precision=backend.options.precision))
         del backend  # free one framework's memory before the next starts
+    if group is not None:
+        group.close()
+    if not lead:
+        return
 
     paper_classes = per_class_iou(variant, split, weights=None)
     # Random weights say so (as the note does), not just "other".
@@ -169,6 +210,7 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
                               weights=weights_summary(weights_path, weights_sha, spec,
                                                       run_weights, metadata),
                               data_fingerprint=fingerprint.summary(), runs=runs, notes=notes)
+        record["world_size"] = world_size  # processes that shared the images (torchrun)
         with writing(output, "reproduce record"):
             write_json(output, record)
         click.echo(f"wrote {output}")
@@ -177,6 +219,24 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
 
         for path in write_reproduce_plots(plots_dir, variant, dataset.name, runs, paper_classes):
             click.echo(f"wrote {path}")
+    for checkpoint in checkpoints:
+        if keep_checkpoint:
+            click.echo(f"kept checkpoint {checkpoint.path}", err=True)
+        else:
+            checkpoint.remove()  # the run finished: its record holds the result
     if any(run.verdict == "differs" for run in runs):
         raise FcnBenchError(f"{variant} does not reproduce the published numbers within "
                             "tolerance (see the table above)")
+
+
+def _quiet(*args: object, **kwargs: object) -> None:
+    """click.echo for ranks other than 0: they say nothing (rank 0 speaks for the run)."""
+
+
+def _evaluation_group(world_size: int, device: str):
+    """The torch.distributed group joining torchrun's processes (None for one process)."""
+    if world_size == 1:
+        return None
+    from backends.torch.distributed import EvaluationGroup
+
+    return EvaluationGroup(device)

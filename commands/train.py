@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ import click
 from bench.errors import UsageError
 from bench.spec import NUM_CLASSES, build_spec
 from bench.train import (
+    DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_SEED,
     RANDOM_INIT,
     RECIPES,
@@ -77,8 +77,11 @@ from commands._options import (
              help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True,
               help="Write the mean training loss to the CSV every N updates.")
-@click.option("--keep-snapshots", type=click.IntRange(0), default=0, show_default=True,
-              help="Keep only the newest N snapshots (+ the best); 0 keeps all.")
+@click.option("--keep-snapshots", type=click.IntRange(1), default=DEFAULT_KEEP_SNAPSHOTS,
+              show_default=True, help="Keep the newest N snapshots and the best one (by "
+                                      "validation mean IU); older ones are deleted.")
+@click.option("--keep-all-snapshots", is_flag=True,
+              help="Keep every snapshot (REF; ~1.1 GB each for fcn32s).")
 @click.option("--plots", is_flag=True, help="Write curves.png (loss and validation metrics).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path),
               default=None, help="Also write TensorBoard scalars to this folder.")
@@ -87,15 +90,19 @@ from commands._options import (
               help="Intra-op CPU threads (default: the framework's).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: only on a terminal].")
+@click.option("--nondeterministic", is_flag=True,
+              help="Allow CUDA's faster nondeterministic kernels (cuDNN backward, TF ops): runs "
+                   "and --resume are then equal only to float noise. Default: deterministic.")
 @click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Narrow network (channels // N) for demos and tests; 1 = VGG16. Needs "
                    "--init random or an archive of the same width.")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
             recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
             snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
-            base_lr: float | None, seed: int, log_every: int, keep_snapshots: int, plots: bool,
+            base_lr: float | None, seed: int, log_every: int, keep_snapshots: int,
+            keep_all_snapshots: bool, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
-            progress: bool | None, width_divisor: int) -> None:
+            progress: bool | None, nondeterministic: bool, width_divisor: int) -> None:
     """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
 
     \b
@@ -116,6 +123,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     SUMMED over non-void pixels, batch 1 at the image's own size, SBD train sampled with
     replacement (seed 1337), dropout on, no augmentation. With torchrun on N processes each
     update averages N images' gradients (DDP) at the same lr: Caffe's batch-N semantics.
+    TensorFlow does the same on N workers: python -m bench.distributed --workers N cli.py
+    train --backend tf ... (or TF_CONFIG per worker). Deterministic kernels by default, so
+    --resume is bitwise exact on GPUs too; --nondeterministic trades that for speed.
     """
     from backends import canonical_name, get_backend
 
@@ -141,14 +151,13 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         eval_every=eval_every or recipe.eval_every,
         snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
         num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
-        val_split=val_split, val_limit=val_limit, keep_snapshots=keep_snapshots, plots=plots,
-        init=init or "")
+        val_split=val_split, val_limit=val_limit,
+        keep_snapshots=0 if keep_all_snapshots else keep_snapshots, plots=plots,
+        init=init or "", deterministic=not nondeterministic)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if backend == "tensorflow" and world_size > 1:
-        raise UsageError("data-parallel training (torchrun) is implemented for the torch "
-                         "backend only; run the tensorflow backend as one process")
+    world_size = _world_size(backend)
     train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
+    _check_outputs(out_dir, tensorboard_dir, init, train_set, val_set)
     fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
     resume_state = (load_resume_state(out_dir, config, spec, fingerprint, world_size)
@@ -167,11 +176,13 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                 and init_info.get("init_archive_kind") == "init"):
             click.echo(f"note: {variant} starts from VGG16 surgery, not from the coarser stage's "
                        "snapshot as in REF's staged recipe", err=True)
+    _check_disk(out_dir, config, spec, resume_state.iteration if resume_state else 0)
     get_backend(backend)  # a missing framework is one clear line
     module = importlib.import_module(f"backends.{backend}.train")
     plan = solver_plan(spec, recipe, config.base_lr)
     trainer_class = module.TensorflowTrainer if backend == "tensorflow" else module.TorchTrainer
-    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads)
+    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads,
+                            deterministic=config.deterministic)
     close_writer = None
     try:
         if resume_state:
@@ -187,7 +198,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                        f"{plural(len(train_set.ids), 'training image')}, "
                        f"{len(val_ids)} validation; "
                        f"{init_info.get('init') or init_info.get('resumed_from_snapshot')} -> "
-                       f"{out_dir}",
+                       f"{out_dir}; "
+                       f"{'deterministic' if config.deterministic else 'NONDETERMINISTIC'} "
+                       "kernels",
                        err=True)
         record = run_training(trainer, config, spec, train_set, val_set, val_ids, out_dir,
                               fingerprint=fingerprint, resume=resume_state, progress=progress,
@@ -199,6 +212,50 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         trainer.close()
     if trainer.rank == 0:
         _report(record, out_dir)
+
+
+def _world_size(backend: str) -> int:
+    """Processes in this run: torchrun's WORLD_SIZE (torch) or TF_CONFIG's workers (tensorflow)."""
+    from bench.distributed import tf_config_world, torchrun_world
+
+    _, torch_world = torchrun_world()
+    if backend == "tensorflow":
+        if torch_world > 1:
+            raise UsageError("torchrun starts torch workers; for data-parallel tensorflow "
+                             "training use `python -m bench.distributed --workers N cli.py "
+                             "train --backend tf ...` (or TF_CONFIG per worker)")
+        return tf_config_world()[1]
+    return torch_world
+
+
+def _check_outputs(out_dir: Path, tensorboard_dir: Path | None, init: str | None,
+                   train_set, val_set) -> None:
+    """The run folder must not hold, or sit inside, the data or the init archive."""
+    from bench.outputs import check_outputs, dataset_inputs, folder
+
+    inputs = dataset_inputs(train_set, "training ")
+    if val_set is not None:
+        inputs.update(dataset_inputs(val_set, "validation "))
+    if init and init != RANDOM_INIT:
+        inputs["--init"] = Path(init)
+    check_outputs({"--out": folder(out_dir, "run folder"),
+                   "--tensorboard": folder(tensorboard_dir, "TensorBoard folder")}, inputs)
+
+
+def _check_disk(out_dir: Path, config: TrainConfig, spec, start: int) -> None:
+    """Print the disk the snapshots need; refuse to start when the disk cannot hold them."""
+    from bench.disk import check_disk, plan_disk
+
+    plan = plan_disk(out_dir, spec, [hyper.name for hyper in solver_plan(spec, config.recipe,
+                                                                          config.base_lr)],
+                     iters=config.iters, snapshot_every=config.snapshot_every, start=start,
+                     keep=config.keep_snapshots,
+                     existing=len(list_snapshots(out_dir, config.variant)))
+    from bench.distributed import torchrun_world
+
+    if torchrun_world()[0] == 0:
+        click.echo(plan.summary(), err=True)
+    check_disk(plan)
 
 
 def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):

@@ -128,8 +128,11 @@ def test_corrupt_blobs_and_wire_types_are_errors(tmp_path):
     path.write_bytes(_field(100, 2, _field(1, 2, b"fc7") + _field(7, 2, bytes([0x2D, 0, 0]))))
     with pytest.raises(WeightsError, match=r"corrupt inside layer 'fc7'.*runs to byte"):
         list(read_caffemodel(path))
-    path.write_bytes(bytes([0xFF] * 12))
+    path.write_bytes(_field(1, 2, b"net") + bytes([0xFF] * 12))
     with pytest.raises(WeightsError, match=r"corrupt at byte .*varint longer than 10 bytes"):
+        list(read_caffemodel(path))
+    path.write_bytes(bytes([0xFF] * 12))  # not even a first protobuf field
+    with pytest.raises(WeightsError, match=r"does not look like a Caffe model"):
         list(read_caffemodel(path))
 
 

@@ -184,18 +184,27 @@ def test_parity_backends_take_aliases_and_need_two():
             param.process_value(ctx, bad)
 
 
-@pytest.mark.parametrize("option", ["--variant", "--backend", "--data-root", "--split",
-                                    "--weights", "--device"])
+@pytest.mark.parametrize("option", ["--variant", "--backend", "--data-root", "--weights",
+                                    "--device"])
 def test_shared_options_have_one_help_text(option):
-    """Written once in commands/_options.py; convert's --variant (the variant of INPUT, where
-    the file cannot tell) is a different question and says so."""
+    """Written once in commands/_options.py. Different questions say so: convert's --variant
+    (the variant of INPUT, where the file cannot tell), evaluate's --split (other data sets
+    have other splits) and evaluate's --weights (what produced the predictions, a kind)."""
+    different = {("convert", "--variant"), ("evaluate", "--split"), ("evaluate", "--weights")}
     helps = {name: next(p.help for p in command.params if option in p.opts)
              for name, command in cli.commands.items()
-             if any(option in p.opts for p in command.params) and (name, option) != (
-                 "convert", "--variant")}
+             if any(option in p.opts for p in command.params)
+             and (name, option) not in different}
     assert len(helps) >= 2, helps
     stems = {re.split(r"[.(\[]", text)[0].strip() for text in helps.values()}
     assert len(stems) == 1, helps
+
+
+def test_split_help_is_written_once():
+    def help_of(command: str, option: str) -> str:
+        return next(p.help for p in cli.commands[command].params if option in p.opts)
+
+    assert help_of("train", "--val-split").endswith(help_of("reproduce", "--split"))
 
 
 def test_split_errors_are_all_usage_errors(tmp_path):

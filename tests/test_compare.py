@@ -347,3 +347,59 @@ def test_label_maps_round_trip_and_count_changes():
     assert decoded.changed_pixels(cmp.decode_label_maps(cmp.encode_label_maps(changed))) == 10
     with pytest.raises(cmp.RecordError, match="label_maps"):
         cmp.decode_label_maps("zlib+base64:!!!")
+
+
+def one_backend_reproduce_record(shift: int) -> dict:
+    row = evaluate_record(shift, backend="torch", device="cpu", variant="fcn8s")
+    for key in ("schema_version", "kind", "provenance"):
+        row.pop(key)
+    return make_record("reproduce", variant="fcn8s", split="seg11valid", num_images=21,
+                       rows=[{**row, "precision": "fp32", "images_per_s": 3.0}])
+
+
+def test_records_of_different_kinds_exit_2_naming_both(tmp_path):
+    """Issue 11.6: a latency and a reproduce record gave a table of 'missing' rows and exit 1."""
+    latency = write(tmp_path, "lat.json", latency_record({"fcn8s": [10.0] * 5}))
+    result = run([latency, write(tmp_path, "rep.json", one_backend_reproduce_record(0))])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot compare a latency record with a reproduce record" in result.output
+
+
+def test_a_reproduce_and_an_evaluate_record_of_the_same_predictions_match(tmp_path):
+    """Issue 11.6: `evaluate` re-scoring reproduce's --save-predictions must match row for row."""
+    base = write(tmp_path, "rep.json", one_backend_reproduce_record(2))
+    same = cmp.compare_paths(base, write(tmp_path, "same.json", evaluate_record(2)),
+                             cmp.load_tolerances())
+    assert not same.failed
+    verdicts = {f.metric: f.verdict for f in same.findings}
+    assert verdicts["mean_iou"] == verdicts["confusion_matrix"] == "ok"
+    assert "(row)" not in verdicts  # no row is missing on either side
+    assert any("compared as accuracy records, matched on split" in n for n in same.notes)
+    worse = cmp.compare_paths(base, write(tmp_path, "worse.json", evaluate_record(5)),
+                              cmp.load_tolerances())
+    assert {f.metric for f in worse.failures} >= {"mean_iou", "pixel_accuracy"}
+
+
+def test_a_wide_comparison_fits_120_columns_with_a_legend_of_cases(tmp_path):
+    """Issue 11.6: every variant x backend made a table wider than a terminal."""
+    from bench.spec import VARIANTS
+
+    def matrix(median: float, seed: int) -> dict:
+        rows = [make_row(CellKey(variant, backend, "model", 500, 500), CellResult(
+            first_call_ns=1, samples_ns=[int(s * 1e6) for s in samples(median, seed)]),
+            device="cpu", precision="fp32", gflops=1.0)
+            for variant in VARIANTS for backend in ("torch", "tensorflow")]
+        return make_latency_record(LatencyRun(rows, {}, "all cells", {}), {})
+
+    comparison = cmp.compare_paths(write(tmp_path, "a.json", matrix(100.0, 0)),
+                                   write(tmp_path, "b.json", matrix(112.0, 1)),
+                                   cmp.load_tolerances())
+    text = cmp.render(comparison, "plain")
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert "every row: kind=latency, device=cpu" in text
+    assert "A = fcn32s/torch," in text and "H = fcn8s-atonce/tensorflow" in text
+    assert "\nA       p50_ms" in text and "  +10%  " in text  # the gate's bound, not its metric
+    narrow = cmp.compare_paths(write(tmp_path, "c.json", evaluate_record(0)),
+                               write(tmp_path, "d.json", evaluate_record(1)),
+                               cmp.load_tolerances())
+    assert "cases:" not in cmp.render(narrow, "plain")  # a narrow table keeps its columns

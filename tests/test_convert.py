@@ -464,7 +464,7 @@ def _bad_inputs(tmp_path):
         ("truncated.caffemodel", "truncated at byte"),
         ("lenet.caffemodel", "no FCN or VGG16 layers"),
         ("missing.safetensors", "1 problem: missing score_fr.bias"),
-        ("text.caffemodel", "corrupt"),
+        ("text.caffemodel", "is a text file, not weights"),
         ("absent.caffemodel", "no such file"),
     ]
     h5py = pytest.importorskip("h5py")

@@ -16,8 +16,9 @@ import pytest
 
 from bench import download
 from bench.cache import recorded_sha256
-from bench.download import download_file, fetch_source, prepare_dataset, safe_extract
+from bench.download import download_file, fetch_source, safe_extract
 from bench.errors import DataError, DownloadError, UsageError
+from bench.provision import prepare_dataset
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, every byte value
 
@@ -117,9 +118,14 @@ def test_checksum_mismatch_deletes_part_and_raises(server, tmp_path):
 def test_size_is_checked_before_hashing(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
     _, opts = _quiet()
-    with pytest.raises(DownloadError, match="size is 1,048,576 bytes, expected 1,000"):
+    # A server sending more than the expected size is cut off (a stream must not fill the disk).
+    with pytest.raises(DownloadError, match="sent more than the 1,000 bytes expected"):
         download_file(server.url + "/a.bin", tmp_path / "a.bin", size=1000, md5=_md5(PAYLOAD),
                       **opts)
+    assert not (tmp_path / "a.bin.part").exists()
+    (tmp_path / "b.bin").write_bytes(PAYLOAD)
+    with pytest.raises(DownloadError, match="size is 1,048,576 bytes, expected 1,000"):
+        download.verify_file(tmp_path / "b.bin", size=1000, md5="0" * 32)
 
 
 def test_interrupted_transfer_resumes_with_range(server, tmp_path):
@@ -211,19 +217,27 @@ def test_sbd_catalog_accepts_both_published_md5(server, tmp_path, monkeypatch):
     assert any(f"md5 {_md5(PAYLOAD)} (published value 2 of 2)" in m for m in messages)
 
 
-def test_unpinned_file_records_sha256_then_enforces_it(server, tmp_path):
-    server.files["/fcn32s-heavy-pascal.caffemodel"] = PAYLOAD
-    source = dataclasses.replace(download.CATALOG["fcn32s"],
+def test_unpinned_file_records_sha256_then_enforces_it(server, tmp_path, monkeypatch):
+    good = _narrow_caffemodel(tmp_path / "good.caffemodel", "fcn32s").read_bytes()
+    server.files["/fcn32s-heavy-pascal.caffemodel"] = good
+    source = dataclasses.replace(download.CATALOG["fcn32s"], width_divisor=16,
                                  urls=(server.url + "/fcn32s-heavy-pascal.caffemodel",))
     assert not source.pinned
     messages, opts = _quiet()
+    path = fetch_source(source, tmp_path, allow_http=True, **opts)
+    # Fetched over plain http (the test server): used, content-checked, NOT recorded.
+    assert recorded_sha256(source.filename) is None
+    assert any("NOT recorded" in m for m in messages)
+    path.unlink()
+    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
+    messages, opts = _quiet()
     path = fetch_source(source, tmp_path, **opts)
-    assert recorded_sha256(source.filename) == hashlib.sha256(PAYLOAD).hexdigest()
+    assert recorded_sha256(source.filename) == hashlib.sha256(good).hexdigest()
     assert any("trust on first use" in m for m in messages)
     path.unlink()
-    server.files["/fcn32s-heavy-pascal.caffemodel"] = PAYLOAD[::-1]  # the host changed the file
-    with pytest.raises(DownloadError, match="sha256"):
-        fetch_source(source, tmp_path, **opts)
+    server.files["/fcn32s-heavy-pascal.caffemodel"] = good[::-1]  # the host changed the file
+    with pytest.raises(DownloadError, match=r"sha256 is .*download forget fcn32s"):
+        fetch_source(source, tmp_path, **_quiet()[1])
 
 
 def test_non_http_urls_are_refused(tmp_path):
@@ -400,9 +414,10 @@ def test_download_weights_converts_into_the_cache_and_reproduce_finds_it(server,
 
     caffemodel = _narrow_caffemodel(tmp_path / "fcn32s-heavy-pascal.caffemodel", "fcn32s")
     server.files["/fcn32s-heavy-pascal.caffemodel"] = caffemodel.read_bytes()
-    local = dataclasses.replace(download.CATALOG["fcn32s"],
+    local = dataclasses.replace(download.CATALOG["fcn32s"], width_divisor=16,
                                 urls=(server.url + "/fcn32s-heavy-pascal.caffemodel",))
     monkeypatch.setitem(download.CATALOG, "fcn32s", local)
+    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
     result = CliRunner().invoke(cli, ["download", "weights", "fcn32s", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "trust on first use" in result.output and "converted:" in result.output

@@ -195,3 +195,90 @@ def test_seg11valid_without_data_names_the_downloads(voc_root, perfect_predictio
                                       "--predictions", str(perfect_predictions)])
     _assert_clean_failure(result, "seg11valid", "python cli.py download voc2011",
                           "python cli.py download sbd", "python cli.py download seg11valid")
+
+
+# -- other data sets -------------------------------------------------------------------------------
+
+def _zoo_predictions(root, name, folders):
+    """Perfect predictions (void -> class 0) for every head of a generated data set."""
+    from bench.datasets import open_dataset
+
+    dataset = open_dataset(name, root)
+    for image_id in dataset.ids:
+        for head, label in dataset.load_labels(image_id).items():
+            write_label_png(folders[head] / f"{image_id}.png", np.where(label == 255, 0, label))
+    return dataset
+
+
+@pytest.mark.parametrize("name", ["nyud", "pascalcontext", "ade20k"])
+def test_other_data_sets_score_perfect_predictions(tmp_path, name):
+    from bench.synthetic_zoo import WRITERS
+
+    WRITERS[name](tmp_path / "data", 0, 6)
+    dataset = _zoo_predictions(tmp_path / "data", name, {"semantic": tmp_path / "pred"})
+    output = tmp_path / "record.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", name, "--data-root",
+                                      str(tmp_path / "data"), "--predictions",
+                                      str(tmp_path / "pred"), "--no-progress", "--output",
+                                      str(output)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(output.read_text())
+    assert record["dataset"] == name and record["num_images"] == len(dataset)
+    assert record["metrics"]["pixel_accuracy"] == 1.0
+    assert record["published_split"] is False  # generated ids are not the published list
+    assert "NOT the published list" in result.output
+    if name == "pascalcontext":
+        assert "background (index 0) is counted" in result.output
+    if name == "ade20k":
+        assert "benchmark score" in result.output
+
+
+def test_siftflow_scores_two_heads_and_reports_both_mean_ius(tmp_path):
+    from bench.synthetic_zoo import write_siftflow_tree
+
+    write_siftflow_tree(tmp_path / "data", 0, 6)
+    folders = {"semantic": tmp_path / "sem", "geometric": tmp_path / "geo"}
+    _zoo_predictions(tmp_path / "data", "siftflow", folders)
+    output = tmp_path / "record.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "siftflow", "--data-root",
+                                      str(tmp_path / "data"), "--predictions", str(folders[
+                                          "semantic"]), "--geo-predictions",
+                                      str(folders["geometric"]), "--no-progress", "--output",
+                                      str(output)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(output.read_text())["metrics"]
+    assert metrics["heads"]["geometric"]["pixel_accuracy"] == 1.0
+    assert "mean_iou_present" in metrics and "GT-present" in result.output
+
+
+def test_siftflow_without_geo_predictions_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "siftflow", "--data-root",
+                                      str(tmp_path), "--predictions", str(tmp_path)])
+    _assert_clean_failure(result, "--geo-predictions", exit_code=2)
+
+
+def test_other_data_set_prediction_out_of_range_is_one_line(tmp_path):
+    from bench.synthetic_zoo import write_nyud_tree
+
+    write_nyud_tree(tmp_path / "data", 0, 6)
+    dataset = _zoo_predictions(tmp_path / "data", "nyud", {"semantic": tmp_path / "pred"})
+    bad = tmp_path / "pred" / f"{dataset.ids[0]}.png"
+    write_label_png(bad, np.full((48, 64), 45, dtype=np.uint8))
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "nyud", "--data-root",
+                                      str(tmp_path / "data"), "--predictions",
+                                      str(tmp_path / "pred"), "--no-progress"])
+    _assert_clean_failure(result, bad, "outside 0-39")
+
+
+def test_model_option_prints_the_paper_as_a_reference_point(tmp_path):
+    from bench.synthetic_zoo import write_nyud_tree
+
+    write_nyud_tree(tmp_path / "data", 0, 6)
+    _zoo_predictions(tmp_path / "data", "nyud", {"semantic": tmp_path / "pred"})
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "nyud", "--data-root",
+                                      str(tmp_path / "data"), "--predictions",
+                                      str(tmp_path / "pred"), "--no-progress", "--model",
+                                      "nyud-fcn32s-color"])
+    assert result.exit_code == 0, result.output
+    assert "60.0 (CVPR 2015 Table 4)" in result.output
+    assert "verdict: reference point (released-heavy weights)" in result.output

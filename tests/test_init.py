@@ -30,7 +30,7 @@ def test_bilinear_weight_is_diagonal_only():
     weight = bilinear_upsample_weight(21, 4)
     off_diagonal = weight.copy()
     off_diagonal[np.arange(21), np.arange(21)] = 0
-    assert not off_diagonal.any()  # no cross-class mixing (pitfall 7)
+    assert not off_diagonal.any()  # no class mixing (docs/fidelity.md "Heads: FCN-32s, ...")
     assert np.array_equal(weight[5, 5], bilinear_filter(4))
 
 

@@ -233,3 +233,68 @@ def test_metrics_table_in_percent_with_dashes_for_undefined():
     assert "| background" in metrics_table(cm.summary())  # github format by default
     parsed = json.loads(to_json(cm.summary()))  # also renders a record's (null) metrics
     assert "-" in metrics_table(parsed, tablefmt="plain")
+
+
+# -- other data sets: ignore rules, scored classes, heads -----------------------------------------
+
+def test_ignore_label_below_n_is_not_counted_and_defaults_are_unchanged():
+    from bench.metrics import ConfusionMatrix
+
+    label = np.array([[0, 1, 2, 255]], dtype=np.uint8)
+    pred = np.array([[2, 1, 0, 1]], dtype=np.uint8)
+    plain = ConfusionMatrix(3, ("a", "b", "c")).update(label, pred)
+    assert plain.num_pixels == 3
+    ade_like = ConfusionMatrix(3, ("other", "b", "c"), ignore_labels=(0, 255),
+                               scored_classes=(1, 2)).update(label, pred)
+    assert ade_like.num_pixels == 2
+    summary = ade_like.summary()
+    assert list(summary["per_class_iou"]) == ["b", "c"]
+    assert summary["pixel_accuracy"] == 0.5
+    assert summary["mean_iou"] == 0.5  # b: 1/1, c: 0/1 (predicted 'other' is still an error)
+
+
+def test_scored_subset_must_be_valid_and_rules_must_match_to_merge():
+    from bench.metrics import ConfusionMatrix
+
+    with pytest.raises(ValueError):
+        ConfusionMatrix(3, scored_classes=(3,))
+    with pytest.raises(ValueError):
+        ConfusionMatrix(3).merge(ConfusionMatrix(3, ignore_labels=(0,)))
+
+
+def test_mean_iou_present_skips_classes_absent_from_ground_truth():
+    from bench.metrics import ConfusionMatrix, dataset_summary
+
+    confusion = ConfusionMatrix(3, ("a", "b", "c"))
+    confusion.update(np.array([[0, 0, 1, 1]], dtype=np.uint8),
+                     np.array([[0, 2, 1, 1]], dtype=np.uint8))  # c absent, but predicted once
+    metrics = dataset_summary({"semantic": confusion}, "semantic", present_only_iou=True)
+    assert metrics["mean_iou"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # score.py
+    assert metrics["mean_iou_present"] == pytest.approx((0.5 + 1.0) / 2)  # CVPR footnote
+    assert metrics["heads"]["semantic"]["confusion_matrix"] == confusion.matrix.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.uint8, (2, 7, 9), elements=st.integers(0, 150)),
+       arrays(np.uint8, (2, 7, 9), elements=st.integers(0, 150)))
+def test_ade20k_rules_equal_the_scene_parsing_evaluation(labels, preds):
+    """CSAILVision/sceneparsing evaluationCode: prediction masked by GT > 0, histograms over
+    classes 1..150, accuracy = correct / labelled."""
+    from bench.datasets.ade20k import HEADS
+
+    confusion = HEADS[0].confusion()
+    for label, pred in zip(labels, preds, strict=True):
+        confusion.update(label, pred)
+    masked = preds * (labels > 0)
+    bins = np.arange(1, 152)
+    inter = np.histogram(masked[masked == labels], bins=bins)[0]
+    union = (np.histogram(masked, bins=bins)[0] + np.histogram(labels, bins=bins)[0] - inter)
+    summary = confusion.summary()
+    ious = np.array(list(summary["per_class_iou"].values()))
+    present = union > 0
+    np.testing.assert_allclose(ious[present], inter[present] / union[present])
+    assert np.isnan(ious[~present]).all()
+    labelled = (labels > 0).sum()
+    if labelled:
+        assert summary["pixel_accuracy"] == pytest.approx(
+            ((preds == labels) & (labels > 0)).sum() / labelled)

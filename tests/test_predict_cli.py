@@ -131,3 +131,21 @@ def test_predict_checks_its_outputs_before_the_forward_pass(archives, photo, tmp
         wrong = predict(*base, option, str(tmp_path / name))
         assert wrong.exit_code == 2 and f"{option} {tmp_path / name}" in wrong.output
     assert not list(tmp_path.glob("[los].*"))
+
+
+def test_predict_never_overwrites_its_image_or_one_output_with_another(archives, photo,
+                                                                        tmp_path, monkeypatch):
+    """Issue 10.4: an output with the image's path overwrote the image, and --out-labels equal
+    to --overlay silently kept only the last one."""
+    import backends as registry
+
+    monkeypatch.setattr(registry, "create_backend", lambda *a, **k: pytest.fail("ran forward"))
+    original = photo.read_bytes()
+    base = ["--weights", str(archives["fcn8s"]), "--image", str(photo)]
+    itself = predict(*base, "--overlay", str(tmp_path / "x" / ".." / photo.name))
+    assert itself.exit_code == 2 and "is the input --image" in itself.output
+    same = predict(*base, "--out-labels", str(tmp_path / "o.png"), "--overlay",
+                   str(tmp_path / "o.png"))
+    assert same.exit_code == 2 and "--overlay" in same.output and "same path" in same.output
+    assert "Traceback" not in itself.output + same.output
+    assert photo.read_bytes() == original and not (tmp_path / "o.png").exists()

@@ -36,3 +36,22 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         records.write_json(path, {"x": object()})
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+
+
+def test_json_depth_counts_brackets_outside_strings_only():
+    from bench.records import json_depth
+
+    assert json_depth("{}") == 1 and json_depth("1") == 0 and json_depth("") == 0
+    assert json_depth('[{"a": [1, {"b": "]]]["}]}]') == 4
+    assert json_depth('["\\"[[[[", [[]]]') == 3  # an escaped quote does not end the string
+    assert json_depth("[" * 5000, limit=64) > 64
+
+
+def test_loads_bounded_refuses_deep_documents_before_parsing():
+    from bench.records import JsonTooDeep, loads_bounded
+
+    assert loads_bounded("[" * 64 + "]" * 64) is not None
+    with pytest.raises(JsonTooDeep, match="nested more than 64 levels deep"):
+        loads_bounded("[" * 65 + "]" * 65)
+    with pytest.raises(ValueError):  # beyond Python's int digit limit: ValueError, not a crash
+        loads_bounded("9" * 5000)

@@ -75,7 +75,7 @@ def test_deconv2d_is_the_adjoint_of_the_strided_convolution():
 
 
 @pytest.mark.parametrize(("size", "pooled"), [
-    # fcn_facts.md §2.3, from Caffe's ceil((in - 2) / 2) + 1 = ceil(in / 2)
+    # docs/fidelity.md "Ceil pooling", from Caffe's ceil((in - 2) / 2) + 1 = ceil(in / 2)
     (698, 349), (349, 175), (175, 88), (88, 44), (44, 22), (199, 100), (25, 13), (13, 7),
 ])
 def test_caffe_pooled_size_rounds_up(size, pooled):
@@ -155,7 +155,7 @@ def test_an_impulse_lands_where_the_coordinate_map_says():
 
 
 def test_shapes_for_a_1x1_input_match_the_hand_derived_table():
-    """fcn_facts.md §2.3, input 1: conv1 199, pools 100/50/25/13/7, fc6 1, upscore 64,
+    """docs/fidelity.md "Blob sizes", input 1: conv1 199, pools 100/50/25/13/7, fc6 1, upscore 64,
     upscore2 4, upscore16 80, upscore_pool4 10, upscore8 88 (narrow net: same geometry)."""
     expected = {"conv1_1": 199, "pool1": 100, "pool2": 50, "pool3": 25, "pool4": 13,
                 "pool5": 7, "fc6": 1, "upscore": 64, "upscore2": 4, "upscore16": 80,

@@ -8,7 +8,8 @@ from bench import references as refs
 from bench.labels import VOC_CLASSES
 from bench.spec import VARIANTS
 
-KNOWN_SPLITS = {"seg11valid", "voc2011-val", "voc2011-test", "voc2012-test"}
+KNOWN_SPLITS = {"seg11valid", "voc2011-val", "voc2011-test", "voc2012-test", "nyud-test",
+                "siftflow-test", "pascalcontext-val", "pascalcontext33-val", "ade20k-val"}
 KNOWN_KINDS = {"paper", "claimed", "reevaluation", "independent"}
 
 
@@ -19,7 +20,7 @@ def test_every_row_has_source_split_and_a_parsable_value():
         assert row.source and row.location and row.evaluated_by, row
         assert row.split in KNOWN_SPLITS, row
         assert row.kind in KNOWN_KINDS, row
-        assert row.metric in (*refs.METRICS, "class_iou"), row
+        assert row.metric in (*refs.METRICS, *refs.DATASET_METRICS, "class_iou"), row
         assert 0.0 < row.value < 1.0, row
         if row.metric == "class_iou":
             assert row.class_name in VOC_CLASSES, row
@@ -135,3 +136,43 @@ def test_every_tolerance_row_matches_some_reference():
         assert tol.run_weights in refs.RUN_WEIGHTS
         assert any(r.kind == tol.reference_kind and r.weights == tol.reference_weights
                    for r in refs.load_references()), tol
+
+
+# -- the other data sets ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("variant", "split", "metric", "percent"), [
+    ("nyud-fcn32s-color-hha", "nyud-test", "pixel_accuracy", "64.3"),
+    ("nyud-fcn32s-hha", "nyud-test", "mean_iou", "24.2"),
+    ("siftflow-fcn16s", "siftflow-test", "mean_iou_present", "39.5"),
+    ("siftflow-fcn16s", "siftflow-test", "geometric_accuracy", "94.3"),
+    ("pascalcontext-fcn8s", "pascalcontext-val", "mean_iou", "35.1"),
+    ("ade20k-fcn8s", "ade20k-val", "mean_iou", "29.39"),
+])
+def test_other_data_sets_tables(variant, split, metric, percent):
+    (row,) = refs.reference_metrics(variant, split, metric=metric)
+    assert row.percent_text == percent and row.kind == "paper"
+
+
+def test_split_keys_of_other_data_sets():
+    assert refs.reference_split("test", "nyud") == "nyud-test"
+    assert refs.reference_split("validation", "ade20k") == "ade20k-val"
+    assert refs.reference_split("val") == "voc2012-val"
+    assert refs.dataset_of_split("pascalcontext33-val") == "pascalcontext"
+    assert refs.dataset_of_split("seg11valid") == "voc"
+
+
+def test_released_heavy_against_cvpr_is_a_reference_point_not_pass_fail():
+    summary = {"pixel_accuracy": 0.60, "mean_accuracy": 0.40, "mean_iou": 0.10, "fw_iou": 0.44}
+    comparisons = refs.compare(summary, "nyud-fcn32s-color", "nyud-test")
+    assert len(comparisons) == 4
+    verdicts = {c.reference.metric: c.verdict for c in comparisons}
+    assert verdicts["pixel_accuracy"] == "reference point (near the paper)"
+    assert verdicts["mean_iou"] == "reference point (far from the paper)"
+    assert refs.overall_verdict(comparisons) == "reference point"
+
+
+def test_voc_paper_rows_stay_context_for_released_weights():
+    """The new reference-point rows must not leak into VOC (datasets column)."""
+    (ref,) = refs.reference_metrics("fcn8s", "seg11valid", weights="cvpr2015", kind="paper",
+                                    metric="mean_iou")
+    assert refs.tolerance(ref, "released-heavy") is None

@@ -212,7 +212,7 @@ def test_ctrl_c_names_the_checkpoint_and_how_to_resume(work, monkeypatch):
     args = ("--split", "trainval", "--checkpoint-every", "5")
     result = _reproduce(work, *args)
     assert result.exit_code == 130
-    checkpoint = work / "cache/checkpoints/reproduce-fcn32s-torch-trainval.json"
+    (checkpoint,) = (work / "cache/checkpoints").glob("reproduce-fcn32s-torch-trainval-*.json")
     assert f"checkpoint {checkpoint}; rerun the same command with --resume" in result.output
     assert len(_record(checkpoint)["ids_done"]) == 2
 
@@ -220,6 +220,64 @@ def test_ctrl_c_names_the_checkpoint_and_how_to_resume(work, monkeypatch):
     resumed = _reproduce(work, *args, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "4 images in" in resumed.output and "2 images from the checkpoint" in resumed.output
+    assert not checkpoint.exists()  # a finished run's checkpoint is removed
+
+
+def test_predictions_are_refused_where_they_would_overwrite_the_ground_truth(work, monkeypatch):
+    """Issue 10.4: --save-predictions into SegmentationClass overwrote the labels, so a rerun
+    scored 100 %."""
+    import bench.runner
+
+    monkeypatch.setattr(bench.runner, "run_evaluation", lambda *a, **k: pytest.fail("ran"))
+    labels = work / "data/VOCdevkit/VOC2012/SegmentationClass"
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    for target in (labels, work / "data/VOCdevkit", labels / ".." / "JPEGImages"):
+        result = _reproduce(work, "--split", "val", "--save-predictions", str(target))
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "writing there would overwrite it" in result.output
+    (work / "link").symlink_to(labels, target_is_directory=True)
+    result = _reproduce(work, "--split", "val", "--save-predictions", str(work / "link"))
+    assert result.exit_code == 2 and "is the input labels folder" in result.output
+    result = _reproduce(work, "--split", "val", "--output", str(work / "fcn32s-0.safetensors"))
+    assert result.exit_code == 2 and "is the input --weights" in result.output
+    assert {p.name: p.read_bytes() for p in labels.iterdir()} == before
+
+
+def test_two_split_files_with_the_same_name_keep_their_own_checkpoints(work, monkeypatch):
+    """Issue 10.7: the checkpoint was keyed by the split file's base name, so a run on another
+    `list.txt` destroyed the interrupted run's progress."""
+    import functools
+
+    import bench.runner
+
+    ids = (work / "data/VOCdevkit/VOC2012/ImageSets/Segmentation/trainval.txt").read_text().split()
+    first, second = work / "a" / "list.txt", work / "b" / "list.txt"
+    for path, chosen in ((first, ids[:4]), (second, ids[2:])):
+        path.parent.mkdir()
+        path.write_text("\n".join(chosen) + "\n")
+    fresh = _reproduce(work, "--split", str(first), "--output", str(work / "fresh.json"))
+    assert fresh.exit_code == 0, fresh.output
+
+    def interrupt_after_two(done, image_id):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    real = bench.runner.run_evaluation
+    monkeypatch.setattr(bench.runner, "run_evaluation",
+                        functools.partial(real, on_image=interrupt_after_two))
+    args = ("--split", str(first), "--checkpoint-every", "1")
+    assert _reproduce(work, *args).exit_code == 130
+    monkeypatch.setattr(bench.runner, "run_evaluation", real)
+    other = _reproduce(work, "--split", str(second), "--keep-checkpoint")
+    assert other.exit_code == 0, other.output
+    assert len(list((work / "cache/checkpoints").glob("*.json"))) == 2  # both kept
+
+    resumed = _reproduce(work, *args, "--resume", "--output", str(work / "resumed.json"))
+    assert resumed.exit_code == 0, resumed.output
+    fresh_row, resumed_row = (_record(work / f"{n}.json")["rows"][0] for n in ("fresh", "resumed"))
+    assert resumed_row["resumed_from"] == 2
+    assert resumed_row["metrics"]["confusion_matrix"] == fresh_row["metrics"]["confusion_matrix"]
+    assert len(list((work / "cache/checkpoints").glob("*.json"))) == 1  # only --keep-checkpoint's
 
 
 def test_figures_mark_undefined_classes_instead_of_drawing_zero(tmp_path, monkeypatch):

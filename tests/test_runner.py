@@ -174,3 +174,31 @@ def test_data_fingerprint_tracks_ids_and_files(dataset):
     changed = data_fingerprint(dataset).summary()
     assert changed["images_sha256"] != first["images_sha256"]
     assert changed["labels_sha256"] == first["labels_sha256"]
+
+
+def test_checkpoint_files_are_keyed_by_the_run_content_not_its_names(dataset, tmp_path):
+    """Issue 10.7: two split files both named list.txt shared one checkpoint file, so a run on
+    one destroyed the other's progress."""
+    from bench.checkpoint import keyed_path
+
+    def key(ids, **changes):
+        subset = resolve_split(dataset.voc_dir.parent.parent, "trainval")
+        subset.ids = list(ids)
+        return {"weights_sha256": "a" * 64, "split": "list.txt",
+                "data": data_fingerprint(subset).checkpoint_key(), **changes}
+
+    first, second = key(dataset.ids[:4]), key(dataset.ids[4:8])
+    stem = "reproduce-fcn8s-numpy-list.txt"
+    assert keyed_path(tmp_path, stem, first) != keyed_path(tmp_path, stem, second)
+    assert keyed_path(tmp_path, stem, first) == keyed_path(tmp_path, stem, dict(reversed(
+        first.items())))  # key order does not matter
+    assert keyed_path(tmp_path, stem, first) != keyed_path(tmp_path, stem, key(
+        dataset.ids[:4], weights_sha256="b" * 64))
+    # A checkpoint of the first run survives the second, and says why it is not this run's.
+    Checkpoint(keyed_path(tmp_path, stem, first), first).save(dataset.ids[:2],
+                                                              np.zeros((21, 21), np.int64))
+    other = Checkpoint(keyed_path(tmp_path, stem, second), second)
+    other.save(dataset.ids[4:5], np.zeros((21, 21), np.int64))
+    assert len(list(tmp_path.glob(f"{stem}-*.json"))) == 2
+    (path, differences), = Checkpoint(keyed_path(tmp_path, stem, first), first).siblings()
+    assert path == other.path and any(d.startswith("data was") for d in differences)

@@ -25,7 +25,7 @@ from bench.spec import (
 
 
 def test_crop_offsets_are_derived_as_in_the_reference_prototxts():
-    # fcn_facts.md 2.2/2.3: 19; 5 and 27; 5, 9 and 31 (never typed into the spec).
+    # docs/fidelity.md "Crop offsets": 19; 5 and 27; 5, 9 and 31 (never typed into the spec).
     assert get_spec("fcn32s").crop_offsets == {"score": 19}
     assert get_spec("fcn16s").crop_offsets == {"score_pool4c": 5, "score": 27}
     assert get_spec("fcn8s").crop_offsets == {"score_pool4c": 5, "score_pool3c": 9, "score": 31}
@@ -67,7 +67,7 @@ def test_coordinate_maps_match_the_hand_derivation():
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [  # fcn_facts.md 2.3: conv1, pool1..5, fc6, upscore2, upscore16, upscore_pool4, upscore8
+    [  # docs/fidelity.md "Blob sizes": conv1, pool1..5, fc6, upscore2/16, upscore_pool4, upscore8
         (500, (698, 349, 175, 88, 44, 22, 16, 34, 560, 70, 568)),
         (375, (573, 287, 144, 72, 36, 18, 12, 26, 432, 54, 440)),
         (224, (422, 211, 106, 53, 27, 14, 8, 18, 304, 38, 312)),
@@ -91,7 +91,7 @@ def test_every_input_size_gives_a_full_size_score(height, width, variant):
 
 
 def test_parameter_inventory_matches_the_caffemodels():
-    # fcn_facts.md 6.1 parameter counts of the released caffemodels.
+    # docs/fidelity.md "Parameter counts" (summed over the reference blob shapes).
     counts = {v: get_spec(v).num_parameters() for v in VARIANTS}
     assert counts == {"fcn32s": 136_152_917, "fcn16s": 134_815_994, "fcn8s": 134_489_759,
                       "fcn8s-atonce": 134_490_527}
@@ -158,8 +158,9 @@ def test_narrow_specs_keep_the_geometry():
 
 
 def test_unknown_variant_lists_the_choices():
-    with pytest.raises(UsageError, match="unknown variant 'fcn4s'; choose from fcn32s, fcn16s, "
-                                         "fcn8s, fcn8s-atonce"):
+    with pytest.raises(UsageError, match=r"unknown variant 'fcn4s'; choose from voc-fcn32s, "
+                                         r"voc-fcn16s, .*, ade20k-fcn8s, fcn32s, fcn16s, fcn8s, "
+                                         r"fcn8s-atonce$"):
         get_spec("fcn4s")
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -588,6 +589,22 @@ def check_resume_is_exact(backend: str, data_root: Path, tmp: Path) -> None:
             np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
     # ...and the run really moved: the momentum is not still zero.
     assert any(np.abs(v).max() > 0 for v in straight.values())
+    # Exact on a GPU too: deterministic kernels are the default, and the record says so.
+    record = json.loads((tmp / "stopped" / "train_record.json").read_text())
+    assert record["config"]["deterministic"] is True
+    assert record["environment"]["deterministic"] is True
+
+
+def check_nondeterministic_is_recorded(backend: str, data_root: Path, out: Path) -> dict:
+    """`--nondeterministic` reaches the trainer and the record (config and environment)."""
+    output = train_cli("--variant", "fcn32s", "--backend", backend, "--data-root", str(data_root),
+                       "--init", "random", "--out", str(out), "--iters", "1", "--val-limit",
+                       "0", "--lr", "1e-7", "--nondeterministic")
+    assert "NONDETERMINISTIC kernels" in output
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["config"]["deterministic"] is False
+    assert record["environment"]["deterministic"] is False
+    return record["environment"]
 
 
 def caffe_softmax_loss(scores_nchw: np.ndarray, labels: np.ndarray, normalize: bool) -> float:
@@ -625,3 +642,78 @@ def test_caffe_softmax_loss_reference_itself():
     uniform = np.zeros((1, 21, 5, 7), np.float32)
     assert np.isclose(caffe_softmax_loss(uniform, labels, False), 24 * np.log(21))
     assert np.isclose(caffe_softmax_loss(uniform, labels, True), np.log(21))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data-parallel plumbing without a framework (bench/distributed.py): TF_CONFIG and the launcher.
+
+
+def test_tf_config_names_the_worker_and_the_world():
+    from bench.distributed import tf_config_world
+
+    assert tf_config_world("") == (0, 1)
+    config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2", "h:3"]},
+              "task": {"type": "worker", "index": 2}}
+    assert tf_config_world(json.dumps(config)) == (2, 3)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "TF_CONFIG is not valid"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "non-empty list"),
+    ('{"cluster": {"worker": ["a:1"], "chief": ["b:2"]}, "task": {"type": "worker", '
+     '"index": 0}}', "only 'worker' tasks"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+     "task.index 1 is not in 0..0"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": true}}',
+     "task.index True"),
+])
+def test_bad_tf_config_is_one_usage_error(text, message):
+    from bench.distributed import tf_config_world
+    from bench.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        tf_config_world(text)
+
+
+def test_launcher_gives_each_worker_its_tf_config(tmp_path):
+    import sys
+
+    from bench.distributed import launch_workers
+
+    script = ("import json, os, pathlib; c = json.loads(os.environ['TF_CONFIG']); "
+              f"pathlib.Path(r'{tmp_path}', str(c['task']['index'])).write_text("
+              "json.dumps(c['cluster']['worker']))")
+    assert launch_workers([sys.executable, "-c", script], 2, timeout_s=60) == 0
+    first, second = (json.loads((tmp_path / name).read_text()) for name in ("0", "1"))
+    assert first == second and len(set(first)) == 2
+    assert all(address.startswith("127.0.0.1:") for address in first)
+
+
+def test_launcher_stops_the_others_when_one_worker_fails(tmp_path):
+    import sys
+    import time
+
+    from bench.distributed import launch_workers
+
+    # Worker 1 fails at once; worker 0 would wait 60 s for it in a collective.
+    script = ("import os, sys, time; i = os.environ['FCN_BENCH_LOCAL_RANK']; "
+              "sys.exit(3) if i == '1' else time.sleep(60)")
+    started = time.monotonic()
+    assert launch_workers([sys.executable, "-c", script], 2, timeout_s=120) == 3
+    assert time.monotonic() - started < 30
+
+
+def test_launcher_usage_is_one_line(capsys):
+    from bench.distributed import main
+
+    assert main(["cli.py", "train"]) == 2
+    assert "usage: python -m bench.distributed --workers N" in capsys.readouterr().err
+
+
+def test_torchrun_with_the_tensorflow_backend_is_refused(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = _train("--variant", "fcn32s", "--backend", "tf", "--data-root", str(tiny_data),
+                    "--init", "random", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "python -m bench.distributed --workers N" in result.output

@@ -15,6 +15,7 @@ from test_train import (  # noqa: E402
     caffe_softmax_loss,
     check_caffe_step,
     check_learns,
+    check_nondeterministic_is_recorded,
     check_resume_is_exact,
     loss_case,
     make_tiny_data,
@@ -23,6 +24,7 @@ from test_train import (  # noqa: E402
 
 from backends.tensorflow.model import FcnModule  # noqa: E402
 from backends.tensorflow.train import TensorflowTrainer, summed_pixel_loss  # noqa: E402
+from bench.errors import FcnBenchError  # noqa: E402
 from bench.init import random_params  # noqa: E402
 from bench.spec import build_spec  # noqa: E402
 from bench.train import CVPR, HEAVY, solver_plan  # noqa: E402
@@ -109,3 +111,47 @@ def test_loss_is_caffe_softmax_with_loss(normalize):
     assert np.isclose(float(loss), expected, rtol=1e-5)
     if not normalize:
         assert expected > 100  # 24 valid pixels with ~10-magnitude logits: a sum, not a mean
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_op_determinism_holds_during_steps_and_is_restored(monkeypatch, deterministic):
+    """TF's switch is process-wide: on for the trainer's traces and calls, the caller's after."""
+    from tensorflow.python.framework import config as tf_config
+
+    spec = build_spec("fcn32s", width_divisor=NARROW)
+    trainer = TensorflowTrainer(spec, random_params(spec, 1), solver_plan(spec, HEAVY, 1e-4),
+                                HEAVY, device="cpu", deterministic=deterministic)
+    seen = []
+    step = trainer._train_step
+
+    def spying_step(images, labels):
+        seen.append(tf_config.is_op_determinism_enabled())
+        return step(images, labels)
+
+    monkeypatch.setattr(trainer, "_train_step", spying_step)
+    tf_config.disable_op_determinism()
+    trainer.forward_backward(*tiny_image(0), 3, last_of_batch=True)
+    trainer.update()
+    assert seen == [deterministic]
+    assert not tf_config.is_op_determinism_enabled()
+    tf.random.normal([2])  # unseeded random ops (refused under determinism) work again
+    assert trainer.environment()["deterministic"] is deterministic
+
+
+def test_nondeterministic_option_is_recorded(tiny_data, tmp_path):
+    check_nondeterministic_is_recorded("tensorflow", tiny_data, tmp_path / "run")
+
+
+def test_op_without_deterministic_kernel_is_one_line(monkeypatch):
+    spec = build_spec("fcn32s", width_divisor=NARROW)
+    trainer = TensorflowTrainer(spec, random_params(spec, 1), solver_plan(spec, HEAVY, 1e-4),
+                                HEAVY, device="cpu")
+
+    def refuse(images, labels):
+        raise tf.errors.UnimplementedError(None, None, "A deterministic GPU implementation of "
+                                           "SomeOpGrad is not currently available.")
+
+    monkeypatch.setattr(trainer, "_train_step", refuse)
+    with pytest.raises(FcnBenchError, match=r"no deterministic implementation in tensorflow .*"
+                       r"SomeOpGrad.*--nondeterministic"):
+        trainer.forward_backward(*tiny_image(0), 3, last_of_batch=True)

@@ -57,6 +57,15 @@ def test_the_readme_shows_what_demo_prints_for_its_defaults():
         assert name in names, name
 
 
+def _needs_both_frameworks() -> None:
+    """Skip without torch or TensorFlow, importing neither (the backends import them quietly)."""
+    from backends import unavailable_reason
+
+    for name in ("torch", "tensorflow"):
+        if unavailable_reason(name):
+            pytest.skip(unavailable_reason(name))
+
+
 def run(*args: str):
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, (args, result.output, result.exception)
@@ -97,8 +106,7 @@ def _shorten(argv: list[str], **values: str) -> list[str]:
 def test_walkthrough_runs_shortened(in_tmp: Path):
     """Every walkthrough command on a 4-image demo with narrow weights; train shortened to 2
     updates; golden's own run is the slow test's (here compare reads the committed baseline)."""
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
+    _needs_both_frameworks()
     demo = run("demo", "--data-root", "demo", "--num-images", "4", "--variant", "fcn8s",
                "--width-divisor", "16", "--no-progress")
     commands = printed_commands(demo.output)
@@ -122,7 +130,7 @@ def test_walkthrough_runs_shortened(in_tmp: Path):
         (ROOT / "reference_results/ci/golden.json").read_bytes())
     run(*by_name["compare"])
     history = run(*by_name["history"])
-    assert "iter_0000001.json" in history.output and "iter_0000002.json" in history.output
+    assert "2 records" in history.output
 
 
 @pytest.mark.slow
@@ -131,8 +139,7 @@ def test_walkthrough_runs_shortened(in_tmp: Path):
 def test_walkthrough_runs_verbatim_and_training_learns(in_tmp: Path):
     """The README's commands as printed (only the demo limited to the fcn8s weights it uses):
     full-width reproduce and parity, 200 training updates, the golden suite. Minutes."""
-    pytest.importorskip("torch")
-    pytest.importorskip("tensorflow")
+    _needs_both_frameworks()
     demo = run("demo", "--data-root", "demo", "--variant", "fcn8s", "--no-progress")
     commands = printed_commands(demo.output)
     assert commands == readme_commands()[1:]

@@ -152,7 +152,7 @@ BAD_ENTRY = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": "xy"}}'
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "not a safetensors file"),
-    (b"\x89PNG\r\n\x1a\n" + bytes(100), "not a safetensors file"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(100), "is a PNG image, not an fcn-bench weights archive"),
     (b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", "header is not JSON"),
     (len(BAD_ENTRY).to_bytes(8, "little") + BAD_ENTRY, "bad header entry 'a'"),
 ])

@@ -3,6 +3,7 @@
 Mirrors backends/torch/backend.py. numpy NCHW float32 in, numpy NCHW float32 out; inside, the
 network is NHWC. Inference always runs in a `tf.function` whose input signature leaves N, H and W
 open, so VOC's many image sizes never retrace; the argmax of `predict_labels` runs on the device.
+Multi-input models take a dict {input name: array}; multi-head models give a dict of scores.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from backends.base import Backend, RunOptions
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule
 from bench.errors import BackendUnavailable
-from bench.reference_forward import check_images
+from bench.reference_forward import check_inputs
 from bench.spec import FcnSpec
 
-# Any batch and image size; channels last. One trace serves every VOC image.
-_IMAGES_NHWC = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+def input_signature(spec: FcnSpec) -> list[Any]:
+    """Any batch and image size, channels last: one trace serves every image. A one-input model
+    takes a tensor, a multi-input model a dict of them."""
+    specs = {item.name: tf.TensorSpec([None, None, None, item.channels], tf.float32)
+             for item in spec.inputs}
+    return [next(iter(specs.values())) if len(specs) == 1 else specs]
 
 
 class TensorflowBackend(Backend):
@@ -41,27 +47,28 @@ class TensorflowBackend(Backend):
                                    compute_dtype=devices.COMPUTE_DTYPES[self.options.precision])
         jit = bool(self.options.compile)
         self._compile_mode = "xla" if jit else None
-        self._scores_fn = tf.function(self._scores, input_signature=[_IMAGES_NHWC],
-                                      jit_compile=jit)
-        self._labels_fn = tf.function(self._labels, input_signature=[_IMAGES_NHWC],
-                                      jit_compile=jit)
+        signature = input_signature(spec)
+        self._scores_fn = tf.function(self._scores, input_signature=signature, jit_compile=jit)
+        self._labels_fn = tf.function(self._labels, input_signature=signature, jit_compile=jit)
         # Names are a static argument: one trace per requested set (parity asks for one set).
         self._blobs_fn = tf.function(self._blobs, reduce_retracing=True)
         self._compiled_once = False
 
     # -- graph bodies ----------------------------------------------------------------------
 
-    def _scores(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.cast(self.model(images, training=False), tf.float32)
+    def _scores(self, images: Any) -> Any:
+        return tf.nest.map_structure(lambda scores: tf.cast(scores, tf.float32),
+                                     self.model(images, training=False))
 
-    def _labels(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.cast(tf.argmax(self._scores(images), axis=-1), tf.uint8)
+    def _labels(self, images: Any) -> Any:
+        return tf.nest.map_structure(lambda scores: tf.cast(tf.argmax(scores, axis=-1), tf.uint8),
+                                     self._scores(images))
 
-    def _blobs(self, images: tf.Tensor, names: tuple[str, ...]) -> dict[str, tf.Tensor]:
+    def _blobs(self, images: Any, names: tuple[str, ...]) -> dict[str, tf.Tensor]:
         blobs = self.model.blobs(images, names, training=False)
         return {name: tf.cast(blob, tf.float32) for name, blob in blobs.items()}
 
-    def _call(self, function: Any, batch: tf.Tensor) -> tf.Tensor:
+    def _call(self, function: Any, batch: Any) -> Any:
         """Run a graph on the device with this backend's TF32 setting; XLA failures are clear."""
         with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
             if self._compiled_once or not self.options.compile:
@@ -86,13 +93,15 @@ class TensorflowBackend(Backend):
 
     # -- timing hooks ------------------------------------------------------------------------
 
-    def to_device(self, images: np.ndarray) -> tf.Tensor:
-        """Host NCHW -> device NHWC (the layout change happens on the device, untimed)."""
-        images = check_images(images)
+    def to_device(self, images: np.ndarray | Mapping[str, np.ndarray]) -> Any:
+        """Host NCHW -> device NHWC (the layout change happens on the device, untimed); a dict
+        of them for a multi-input model."""
         with tf.device(self._tf_device):
-            return tf.transpose(tf.constant(images), (0, 2, 3, 1))
+            batches = {name: tf.transpose(tf.constant(value), (0, 2, 3, 1))
+                       for name, value in check_inputs(self.spec, images).items()}
+        return next(iter(batches.values())) if len(batches) == 1 else batches
 
-    def forward_device(self, batch: tf.Tensor) -> tf.Tensor:
+    def forward_device(self, batch: Any) -> Any:
         """Device NHWC images -> device NHWC float32 scores (nothing copied back)."""
         return self._call(self._scores_fn, batch)
 
@@ -103,14 +112,16 @@ class TensorflowBackend(Backend):
 
     # -- inference -------------------------------------------------------------------------
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: Any) -> Any:
         scores = self.forward_device(self.to_device(images))
-        return np.ascontiguousarray(scores.numpy().transpose(0, 3, 1, 2))
+        return tf.nest.map_structure(
+            lambda value: np.ascontiguousarray(value.numpy().transpose(0, 3, 1, 2)), scores)
 
-    def predict_labels(self, images: np.ndarray) -> np.ndarray:
-        return self._call(self._labels_fn, self.to_device(images)).numpy()
+    def predict_labels(self, images: Any) -> Any:
+        labels = self._call(self._labels_fn, self.to_device(images))
+        return tf.nest.map_structure(lambda value: value.numpy(), labels)
 
-    def forward_blobs(self, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    def forward_blobs(self, images: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
         batch = self.to_device(images)
         with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
             blobs = self._blobs_fn(batch, tuple(names))

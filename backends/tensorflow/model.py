@@ -14,7 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from bench.init import placeholder_params
-from bench.spec import Conv, Crop, Dropout, FcnSpec, Layer, MaxPool, Scale, Sum, Upsample
+from bench.spec import (
+    LRN,
+    Concat,
+    Conv,
+    Crop,
+    Dropout,
+    FcnSpec,
+    Layer,
+    MaxPool,
+    Scale,
+    Sum,
+    Upsample,
+)
 from bench.weights import check_params
 
 # Canonical layout -> TF layout permutation. OIHW -> HWIO; Caffe deconv IOHW [C_in, C_out, kH, kW]
@@ -57,8 +69,35 @@ def caffe_max_pool(x: tf.Tensor, kernel: int, stride: int) -> tf.Tensor:
     return tf.nn.max_pool2d(x, kernel, stride, "VALID")
 
 
+def grouped_conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int, padding: object,
+                   group: int) -> tf.Tensor:
+    """Caffe grouped convolution (kernel HWIO with I = C_in / group): output group j convolves
+    input group j only. Split explicitly, so it runs on every device (TF's implicit grouped
+    conv2d is not implemented on every CPU kernel)."""
+    if group == 1:
+        return tf.nn.conv2d(x, kernel, stride, padding)
+    parts = zip(tf.split(x, group, axis=-1), tf.split(kernel, group, axis=-1), strict=True)
+    return tf.concat([tf.nn.conv2d(xg, kg, stride, padding) for xg, kg in parts], axis=-1)
+
+
+def caffe_lrn(x: tf.Tensor, layer: LRN) -> tf.Tensor:
+    """Caffe LRN ACROSS_CHANNELS in TF's parametrisation (docs/fidelity.md "Layer semantics").
+
+    TF: x / (bias + alpha * sum over d - r .. d + r of x^2) ** beta; Caffe: x / (k + alpha / n *
+    sum over the n = 2r + 1 centred channels) ** beta. So r = (n - 1) / 2, bias = k and TF's
+    alpha is Caffe's alpha / n (per element, not per window).
+    """
+    return tf.nn.local_response_normalization(
+        x, depth_radius=(layer.local_size - 1) // 2, bias=layer.k,
+        alpha=layer.alpha / layer.local_size, beta=layer.beta)
+
+
 class FcnModule(tf.Module):
-    """One FCN variant: __call__(NHWC images, training=False) -> NHWC scores.
+    """One FCN: __call__(NHWC images, training=False) -> NHWC scores.
+
+    A multi-input model (NYUD colour + depth/HHA) takes a dict {input name: tensor}; a
+    multi-head model (SIFT Flow) returns a dict {output blob: scores}. One-input, one-head
+    models keep taking and returning plain tensors.
 
     Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
     layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
@@ -102,19 +141,24 @@ class FcnModule(tf.Module):
 
     # -- forward ---------------------------------------------------------------------------
 
-    def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """(N, H, W, 3) mean-subtracted BGR -> (N, H, W, num_classes) scores (compute dtype)."""
-        return self.blobs(images, (self.spec.output,), training)[self.spec.output]
+    def __call__(self, images: tf.Tensor | Mapping[str, tf.Tensor],
+                 training: bool = False) -> tf.Tensor | dict[str, tf.Tensor]:
+        """(N, H, W, C) mean-subtracted input(s) -> (N, H, W, num_classes) scores (per head)."""
+        outputs = self.spec.outputs
+        blobs = self.blobs(images, outputs, training)
+        return blobs[outputs[0]] if len(outputs) == 1 else blobs
 
-    def blobs(self, images: tf.Tensor, names: Sequence[str],
+    def blobs(self, images: tf.Tensor | Mapping[str, tf.Tensor], names: Sequence[str],
               training: bool = False) -> dict[str, tf.Tensor]:
-        """The named blobs (spec layer names or "data") of one forward pass, NHWC."""
-        known = {"data", *self.spec.blob_names}
+        """The named blobs (spec layer or input names) of one forward pass, NHWC."""
+        known = {*self.spec.input_names, *self.spec.blob_names}
         unknown = [name for name in names if name not in known]
         if unknown:
             raise KeyError(f"{self.spec.variant} has no blob(s) {', '.join(unknown)}")
+        if not isinstance(images, Mapping):
+            images = {self.spec.input_names[0]: images}
         # Inside tf.function the graph frees intermediates itself; no liveness bookkeeping.
-        blobs = {"data": tf.cast(images, self.compute_dtype)}
+        blobs = {name: tf.cast(value, self.compute_dtype) for name, value in images.items()}
         for layer in self.spec.layers:
             blobs[layer.name] = self._layer_forward(layer, blobs, training)
         return {name: blobs[name] for name in names}
@@ -126,18 +170,27 @@ class FcnModule(tf.Module):
                        training: bool) -> tf.Tensor:
         if isinstance(layer, Sum):
             first, second = (blobs[name] for name in layer.bottoms)
-            return first + second
+            if layer.coeffs is None:
+                return first + second
+            # Eltwise SUM with coefficients (late fusion averages colour and HHA scores).
+            a, b = (tf.constant(c, self.compute_dtype) for c in layer.coeffs)
+            return a * first + b * second
+        if isinstance(layer, Concat):
+            return tf.concat([blobs[name] for name in layer.bottoms], axis=-1)  # channels
         x = blobs[layer.bottom]
         if isinstance(layer, Conv):
             pad = layer.pad
             # Explicit symmetric zero padding = Caffe's (pad 100 on conv1_1 pads the
             # mean-subtracted input with zeros); fc6 is 7x7 VALID, never SAME.
             padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]] if pad else "VALID"
-            y = tf.nn.conv2d(x, self._weight(f"{layer.name}.weight"), layer.stride, padding)
+            y = grouped_conv2d(x, self._weight(f"{layer.name}.weight"), layer.stride, padding,
+                               layer.group)
             y = tf.nn.bias_add(y, self._weight(f"{layer.name}.bias"))
             return tf.nn.relu(y) if layer.relu else y
         if isinstance(layer, MaxPool):
             return caffe_max_pool(x, layer.kernel, layer.stride)
+        if isinstance(layer, LRN):
+            return caffe_lrn(x, layer)
         if isinstance(layer, Dropout):
             if not training:
                 return x

@@ -3,19 +3,32 @@
 Mirrors backends/torch/train.py. The Caffe SGD step is written out with variable assignments (no
 Keras optimizer: their momentum and weight-decay conventions differ from Caffe's). Momentum
 buffers live in TF layout (HWIO) next to their variables and cross the boundary in canonical
-layout, so a snapshot continues in either backend. Single process only.
+layout, so a snapshot continues in either backend.
+
+With TF_CONFIG naming several workers (`python -m bench.distributed --workers N cli.py train
+...`), it trains data-parallel like the torchrun path: each worker samples with seed + rank, and
+before every update MultiWorkerMirroredStrategy's all-reduce averages the workers' accumulated
+gradients, so one update is Caffe's batch N at the same learning rate (docs/distributed.md).
+Every worker then applies the identical update to its own variables, which therefore stay equal
+without being mirrored. Op determinism is on unless `deterministic=False`
+(docs/training_determinism.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config_module
 
 from backends.base import RunOptions
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule, from_tf_layout, to_tf_layout
+from bench.distributed import LOCAL_RANK_ENV, tf_config_world
+from bench.errors import FcnBenchError
 from bench.labels import VOID_LABEL
 from bench.spec import FcnSpec
 from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
@@ -24,6 +37,31 @@ FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps
 # One trace serves every image size: batch 1, H and W open.
 _IMAGE = tf.TensorSpec([1, None, None, 3], tf.float32)
 _LABEL = tf.TensorSpec([1, None, None], tf.int32)
+# A collective that waits longer than this for a peer fails instead of hanging forever (a worker
+# that died, or one stuck on I/O); generous, since rank 0 writes snapshots between updates.
+COLLECTIVE_TIMEOUT_S = 1800.0
+
+
+@contextlib.contextmanager
+def determinism_scope(enabled: bool) -> Iterator[None]:
+    """TF op determinism on (or off) around one step, then the caller's setting again.
+
+    Process-wide in TF, and it changes which kernels a tf.function traces (e.g. a deterministic
+    sparse softmax cross-entropy on GPUs), so every trace and call of the trainer happens inside
+    it; other code in the process (tests, unseeded random ops) keeps its own setting.
+    """
+    before = tf_config_module.is_op_determinism_enabled()
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config_module.disable_op_determinism()
+    try:
+        yield
+    finally:
+        if before:
+            tf.config.experimental.enable_op_determinism()
+        else:
+            tf_config_module.disable_op_determinism()
 
 
 def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> tf.Tensor:
@@ -41,17 +79,34 @@ def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> 
     return loss
 
 
+def _one_gpu_per_worker() -> None:
+    """A worker trains on one device: its local rank's GPU when the machine has several."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        local = int(os.environ.get(LOCAL_RANK_ENV, "0"))
+        with contextlib.suppress(RuntimeError):  # already initialised: keep TF's choice
+            tf.config.set_visible_devices(gpus[local % len(gpus)], "GPU")
+
+
 class TensorflowTrainer:
-    """One FCN being trained in TensorFlow (one process)."""
+    """One FCN being trained in TensorFlow; one per worker under TF_CONFIG."""
 
     backend = "tensorflow"
-    rank = 0
-    world_size = 1
 
     def __init__(self, spec: FcnSpec, params: Mapping[str, np.ndarray],
                  plan: Sequence[TensorHyper], recipe: Recipe, *, device: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, deterministic: bool = True):
         self._threads_note = devices.configure_threads(threads)
+        self.rank, self.world_size = tf_config_world()
+        self._strategy = None
+        if self.world_size > 1:
+            # Must exist before any TensorFlow op runs (collectives are configured at start-up).
+            _one_gpu_per_worker()
+            self._strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                communication_options=tf.distribute.experimental.CommunicationOptions(
+                    timeout_seconds=COLLECTIVE_TIMEOUT_S))
+            self.rank = int(self._strategy.cluster_resolver.task_id)
+        self.deterministic = deterministic
         self.device = devices.resolve_device(device)
         self._tf_device = devices.tf_device_name(self.device)
         self.spec = spec
@@ -72,6 +127,7 @@ class TensorflowTrainer:
         self._train_step = tf.function(self._forward_backward, input_signature=[_IMAGE, _LABEL])
         self._update = tf.function(self._apply_update)
         self._predict = tf.function(self._scores_and_loss, input_signature=[_IMAGE, _LABEL])
+        self._all_reduce = tf.function(self._cross_worker_sum) if self._strategy else None
 
     # -- graph bodies ----------------------------------------------------------------------
 
@@ -99,6 +155,18 @@ class TensorflowTrainer:
             weight.assign_sub(velocity)
             accumulator.assign(tf.zeros_like(accumulator))
 
+    def _cross_worker_sum(self, tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Element-wise sums over the workers (the strategy's collective all-reduce)."""
+        def replica_sum(values: list[tf.Tensor]) -> list[tf.Tensor]:
+            # Copies made here carry the replica's device, which the all-reduce needs to know
+            # where the result goes (inputs traced outside have none).
+            local = [tf.identity(value) for value in values]
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                  local)
+
+        result = self._strategy.run(replica_sum, args=(tensors,))
+        return self._strategy.experimental_local_results(result)[0]
+
     def _scores_and_loss(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor,
                                                                               tf.Tensor]:
         scores = self.model(images, training=False)
@@ -118,16 +186,32 @@ class TensorflowTrainer:
         # Dropout masks come from the model's stateless generator; resetting it per forward pass
         # makes them a function of (seed, iteration, image), hence resumable.
         self.model.reseed_dropout(dropout_seed)
-        with devices.precision_scope(FP32), tf.device(self._tf_device):
-            return float(self._train_step(images, labels))
+        try:
+            with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
+                  tf.device(self._tf_device)):
+                return float(self._train_step(images, labels))
+        except tf.errors.UnimplementedError as error:
+            if "determinis" not in str(error):
+                raise
+            raise FcnBenchError(f"an op has no deterministic implementation in tensorflow "
+                                f"{tf.__version__} on this device ({error.message.splitlines()[0]})"
+                                "; rerun with --nondeterministic (resume is then only "
+                                "approximately exact)") from error
 
     def update(self) -> None:
-        with devices.precision_scope(FP32), tf.device(self._tf_device):
+        with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
+              tf.device(self._tf_device)):
+            if self._all_reduce is not None:
+                # Average the workers' accumulated gradients (DDP's semantics): Caffe batch N.
+                summed = self._all_reduce([a.read_value() for a in self._accumulators])
+                for accumulator, total in zip(self._accumulators, summed, strict=True):
+                    accumulator.assign(total / self.world_size)
             self._update()
 
     def predict(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]:
         images, labels = self._inputs(image, label)
-        with devices.precision_scope(FP32), tf.device(self._tf_device):
+        with (determinism_scope(self.deterministic), devices.precision_scope(FP32),
+              tf.device(self._tf_device)):
             predicted, loss = self._predict(images, labels)
         return predicted.numpy(), float(loss)
 
@@ -152,16 +236,23 @@ class TensorflowTrainer:
         return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self._variables)
 
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(values, np.float64)
+        values = np.asarray(values, np.float64)
+        if self._all_reduce is None:
+            return values
+        with tf.device(self._tf_device):
+            return self._all_reduce([tf.constant(values)])[0].numpy()
 
     def environment(self) -> dict:
         env = devices.environment(self.device, RunOptions(precision=FP32), None,
                                   self._threads_note)
-        env["world_size"] = 1
+        env["world_size"] = self.world_size
+        env["distributed_backend"] = ("MultiWorkerMirroredStrategy" if self._strategy
+                                      else None)
+        env["deterministic"] = self.deterministic  # op determinism around every step
         return env
 
     def close(self) -> None:
-        """Nothing to release (single process)."""
+        """Nothing to release: the strategy has no shutdown; workers leave when they exit."""
 
 
 def scalar_writer(logdir: str) -> tuple[Callable[[str, float, int], None], Callable[[], None]]:

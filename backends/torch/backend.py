@@ -1,7 +1,8 @@
 """`TorchBackend`: the backends.base.Backend contract over `FcnModule` (imports torch).
 
 Mirrors backends/tensorflow/backend.py. numpy NCHW float32 in, numpy NCHW float32 out; the
-whole forward pass (and the argmax of `predict_labels`) stays on the device.
+whole forward pass (and the argmax of `predict_labels`) stays on the device. Multi-input models
+take a dict {input name: array}; multi-head models give a dict {output blob: array}.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from backends.base import Backend, RunOptions
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
 from bench.errors import BackendUnavailable
-from bench.reference_forward import check_images
+from bench.reference_forward import check_inputs
 from bench.spec import FcnSpec
 
 
@@ -48,22 +49,26 @@ class TorchBackend(Backend):
 
     # -- timing hooks ------------------------------------------------------------------------
 
-    def to_device(self, images: np.ndarray) -> torch.Tensor:
-        images = check_images(images)
-        batch = torch.from_numpy(images).to(self._device)
-        return batch.contiguous(memory_format=self._memory_format)
+    def to_device(self, images: np.ndarray | Mapping[str, np.ndarray]) -> Any:
+        """Host NCHW input(s) -> a device tensor (one-input models) or a dict of them."""
+        batches = {name: torch.from_numpy(value).to(self._device).contiguous(
+                       memory_format=self._memory_format)
+                   for name, value in check_inputs(self.spec, images).items()}
+        return next(iter(batches.values())) if len(batches) == 1 else batches
 
     @torch.inference_mode()
-    def forward_device(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward_device(self, batch: Any) -> Any:
         """Device NCHW images -> device NCHW float32 scores (nothing copied back)."""
         with devices.precision_scope(self.options.precision, self._device):
             if self._compiled_once or not self.options.compile:
                 scores = self._forward(batch)
             else:
                 scores = self._first_compiled_call(batch)
+        if isinstance(scores, dict):  # one entry per head
+            return {name: value.float() for name, value in scores.items()}
         return scores.float()
 
-    def _first_compiled_call(self, batch: torch.Tensor) -> torch.Tensor:
+    def _first_compiled_call(self, batch: Any) -> Any:
         try:
             scores = self._forward(batch)
         except Exception as error:  # inductor needs a working C++/Triton toolchain
@@ -80,17 +85,22 @@ class TorchBackend(Backend):
 
     # -- inference -------------------------------------------------------------------------
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: Any) -> Any:
         scores = self.forward_device(self.to_device(images))
+        if isinstance(scores, dict):
+            return {name: value.contiguous().cpu().numpy() for name, value in scores.items()}
         return scores.contiguous().cpu().numpy()
 
-    def predict_labels(self, images: np.ndarray) -> np.ndarray:
+    def predict_labels(self, images: Any) -> Any:
         scores = self.forward_device(self.to_device(images))
         # argmax on the device; only (N, H, W) uint8 labels cross to the host.
+        if isinstance(scores, dict):
+            return {name: value.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    for name, value in scores.items()}
         return scores.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
     @torch.inference_mode()
-    def forward_blobs(self, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    def forward_blobs(self, images: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
         batch = self.to_device(images)
         with devices.precision_scope(self.options.precision, self._device):
             blobs = self.model.blobs(batch, names)  # eager: intermediates are not compiled

@@ -17,6 +17,8 @@ from torch import nn
 
 from bench.init import new_layer_params
 from bench.spec import (
+    LRN,
+    Concat,
     Conv,
     Crop,
     Dropout,
@@ -46,11 +48,16 @@ class ChannelScale(nn.Module):
 def _make_module(layer: Layer) -> nn.Module | None:
     """The torch module of one spec layer, or None for parameter-free crops and sums."""
     if isinstance(layer, Conv):
+        # groups: Caffe's grouped conv, same [out, in / group, k, k] weight layout.
         return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, stride=layer.stride,
-                         padding=layer.pad)
+                         padding=layer.pad, groups=layer.group)
     if isinstance(layer, MaxPool):
         # ceil_mode: Caffe rounds the pooled size up; the last window may cover one row/column.
         return nn.MaxPool2d(layer.kernel, layer.stride, ceil_mode=True)
+    if isinstance(layer, LRN):
+        # torch zero-pads the channel window and averages over `size` (count_include_pad),
+        # i.e. alpha / n * sum: Caffe's ACROSS_CHANNELS form (docs/fidelity.md "Layer semantics").
+        return nn.LocalResponseNorm(layer.local_size, layer.alpha, layer.beta, layer.k)
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.ratio)  # element-wise (Caffe), not channel-wise Dropout2d
     if isinstance(layer, Scale):
@@ -61,7 +68,7 @@ def _make_module(layer: Layer) -> nn.Module | None:
                                     stride=layer.stride, bias=False)
         module.weight.requires_grad_(False)
         return module
-    if isinstance(layer, Crop | Sum):
+    if isinstance(layer, Crop | Sum | Concat):
         return None
     raise TypeError(f"unsupported layer {layer!r}")
 
@@ -75,8 +82,16 @@ def _last_uses(spec: FcnSpec) -> dict[str, int]:
     return last
 
 
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+Scores = torch.Tensor | dict[str, torch.Tensor]
+
+
 class FcnModule(nn.Module):
-    """One FCN variant. forward(NCHW images) -> NCHW scores; `blobs()` gives named intermediates.
+    """One FCN. forward(NCHW images) -> NCHW scores; `blobs()` gives named intermediates.
+
+    A multi-input model (NYUD colour + depth/HHA) takes a dict {input name: tensor}; a
+    multi-head model (SIFT Flow) returns a dict {output blob: scores}. One-input, one-head
+    models keep taking and returning plain tensors.
 
     Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
     layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
@@ -117,33 +132,41 @@ class FcnModule(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) mean-subtracted BGR -> (N, num_classes, H, W) scores."""
-        return self._run(images, keep=(self.spec.output,))[self.spec.output]
+    def forward(self, images: Inputs) -> Scores:
+        """(N, C, H, W) mean-subtracted input(s) -> (N, num_classes, H, W) scores (per head)."""
+        outputs = self.spec.outputs
+        blobs = self._run(images, keep=outputs)
+        return blobs[outputs[0]] if len(outputs) == 1 else blobs
 
-    def blobs(self, images: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The named blobs (spec layer names or "data") of one forward pass."""
-        known = {"data", *self.spec.blob_names}
+    def blobs(self, images: Inputs, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named blobs (spec layer or input names) of one forward pass."""
+        known = {*self.spec.input_names, *self.spec.blob_names}
         unknown = [name for name in names if name not in known]
         if unknown:
             raise KeyError(f"{self.spec.variant} has no blob(s) {', '.join(unknown)}")
         return self._run(images, keep=tuple(names))
 
-    def _run(self, images: torch.Tensor, keep: Sequence[str]) -> dict[str, torch.Tensor]:
-        blobs: dict[str, torch.Tensor] = {"data": images}
+    def _run(self, images: Inputs, keep: Sequence[str]) -> dict[str, torch.Tensor]:
+        inputs = self.spec.input_names
+        blobs: dict[str, torch.Tensor] = (dict(images) if isinstance(images, Mapping)
+                                          else {inputs[0]: images})
         for index, layer in enumerate(self.spec.layers):
             blobs[layer.name] = self._layer_forward(layer, blobs)
             # Free blobs nobody reads any more (conv1 outputs are the largest: 64 x 698 x 698
             # for a 500x500 input), unless the caller asked for them.
             for name in layer_inputs(layer):
-                if self._last_use[name] == index and name not in keep and name != "data":
+                if self._last_use[name] == index and name not in keep and name not in inputs:
                     blobs.pop(name, None)
         return {name: blobs[name] for name in keep}
 
     def _layer_forward(self, layer: Layer, blobs: dict[str, torch.Tensor]) -> torch.Tensor:
         if isinstance(layer, Sum):
             first, second = (blobs[name] for name in layer.bottoms)
-            return first + second
+            if layer.coeffs is None:
+                return first + second
+            return layer.coeffs[0] * first + layer.coeffs[1] * second  # Eltwise SUM with coeff
+        if isinstance(layer, Concat):
+            return torch.cat([blobs[name] for name in layer.bottoms], dim=1)
         x = blobs[layer.bottom]
         if isinstance(layer, Crop):
             # Top-left crop at the derived offset to the reference's size (never centred).

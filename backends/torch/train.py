@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,11 +30,15 @@ from torch.nn.parallel import DistributedDataParallel
 from backends.base import RunOptions
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
+from bench.errors import FcnBenchError
 from bench.labels import VOID_LABEL
 from bench.spec import FcnSpec
 from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
+# cuBLAS is deterministic only with a fixed workspace (torch refuses otherwise in deterministic
+# mode); one of the two values NVIDIA documents. Read when cuBLAS first initialises.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 
 
 def summed_pixel_loss(scores: torch.Tensor, labels: torch.Tensor,
@@ -41,12 +46,72 @@ def summed_pixel_loss(scores: torch.Tensor, labels: torch.Tensor,
     """Caffe SoftmaxWithLoss over non-void pixels: the sum (normalize=false, batch 1) or the sum
     divided by the number of non-void pixels (normalize=true; Caffe floors the divisor at 1).
 
-    scores (1, C, H, W) float32, labels (1, H, W) int64 with 255 = void.
+    scores (1, C, H, W) float32, labels (1, H, W) int64 with 255 = void. Written as log_softmax
+    and gather rather than F.cross_entropy: its nll_loss has no deterministic CUDA kernel, so
+    deterministic training would refuse it (docs/training_determinism.md).
     """
-    loss = F.cross_entropy(scores, labels, ignore_index=VOID_LABEL, reduction="sum")
+    valid = labels != VOID_LABEL
+    log_probs = F.log_softmax(scores, dim=1)
+    picked = log_probs.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
+    loss = -torch.where(valid, picked, 0.0).sum()
     if normalize:
-        loss = loss / (labels != VOID_LABEL).sum().clamp(min=1)
+        loss = loss / valid.sum().clamp(min=1)
     return loss
+
+
+@dataclass(frozen=True)
+class Determinism:
+    """The switches that make CUDA training bitwise repeatable (docs/training_determinism.md).
+
+    On: torch.use_deterministic_algorithms(True) (an op without a deterministic kernel raises,
+    turned into one line by `explain_nondeterministic`), cuDNN deterministic with autotuning off,
+    and CUBLAS_WORKSPACE_CONFIG (set once, before CUDA initialises, unless the user chose one).
+    Off (`--nondeterministic`): torch's defaults. The torch flags are process-wide, so `scope()`
+    asserts them around each step and puts the caller's back afterwards (tests train in-process
+    beside other code), the way precision_scope handles TF32.
+    """
+
+    enabled: bool
+
+    def prepare(self) -> Determinism:
+        if self.enabled:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+        return self
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        cudnn = torch.backends.cudnn
+        before = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.deterministic,
+                  cudnn.benchmark)
+        torch.use_deterministic_algorithms(self.enabled)
+        cudnn.deterministic = self.enabled
+        if self.enabled:
+            cudnn.benchmark = False
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+    def describe(self) -> dict:
+        with self.scope():
+            return {"deterministic": self.enabled,
+                    "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                    "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+                    "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                    "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+
+
+def explain_nondeterministic(error: RuntimeError) -> FcnBenchError | None:
+    """torch's "X does not have a deterministic implementation" as one actionable line."""
+    text = str(error)
+    if "deterministic" not in text:
+        return None
+    op = text.split(" does not have", 1)[0].strip() or "an operation"
+    return FcnBenchError(f"{op} has no deterministic implementation in torch {torch.__version__} "
+                         "on this device; rerun with --nondeterministic (resume is then only "
+                         "approximately exact)")
 
 
 class TorchTrainer:
@@ -56,7 +121,9 @@ class TorchTrainer:
 
     def __init__(self, spec: FcnSpec, params: Mapping[str, np.ndarray],
                  plan: Sequence[TensorHyper], recipe: Recipe, *, device: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, deterministic: bool = True):
+        # Before anything touches CUDA: cuBLAS reads its workspace setting when it initialises.
+        self.determinism = Determinism(deterministic).prepare()
         devices.configure_threads(threads)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -106,30 +173,37 @@ class TorchTrainer:
         # Accumulating several images (cvpr recipe): reduce across processes only once.
         sync = (self.model.no_sync() if self.world_size > 1 and not last_of_batch
                 else contextlib.nullcontext())
-        with sync, devices.precision_scope(FP32, self.device):
-            loss = summed_pixel_loss(self.model(images), labels, self.normalize)
-            loss.backward()
+        try:
+            with sync, self.determinism.scope(), devices.precision_scope(FP32, self.device):
+                loss = summed_pixel_loss(self.model(images), labels, self.normalize)
+                loss.backward()
+        except RuntimeError as error:
+            explained = explain_nondeterministic(error)
+            if explained is None:
+                raise
+            raise explained from error
         return float(loss.detach())
 
     @torch.no_grad()
     def update(self) -> None:
         """Caffe SGD: V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
-        for _, param, velocity, lr, decay in self._slots:
-            grad = param.grad if param.grad is not None else torch.zeros_like(param)
-            if self.grad_scale != 1.0:
-                grad = grad * self.grad_scale
-            if decay:
-                grad = grad + param * decay  # weights only: biases have decay_mult 0
-            velocity.mul_(self.momentum_coefficient)
-            velocity.add_(grad * lr)  # two roundings, as written (no fused multiply-add)
-            param.sub_(velocity)
-            param.grad = None
+        with self.determinism.scope():
+            for _, param, velocity, lr, decay in self._slots:
+                grad = param.grad if param.grad is not None else torch.zeros_like(param)
+                if self.grad_scale != 1.0:
+                    grad = grad * self.grad_scale
+                if decay:
+                    grad = grad + param * decay  # weights only: biases have decay_mult 0
+                velocity.mul_(self.momentum_coefficient)
+                velocity.add_(grad * lr)  # two roundings, as written (no fused multiply-add)
+                param.sub_(velocity)
+                param.grad = None
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]:
         images, labels = self._to_device(image, label)
         self.module.eval()
-        with devices.precision_scope(FP32, self.device):
+        with self.determinism.scope(), devices.precision_scope(FP32, self.device):
             scores = self.module(images)
             loss = summed_pixel_loss(scores, labels, normalize=False)
             predicted = scores.argmax(dim=1)[0].to(torch.uint8)
@@ -168,6 +242,7 @@ class TorchTrainer:
         env = devices.environment(self.device, RunOptions(precision=FP32), None)
         env["world_size"] = self.world_size
         env["distributed_backend"] = dist.get_backend() if self.world_size > 1 else None
+        env.update(self.determinism.describe())
         return env
 
     def close(self) -> None:
