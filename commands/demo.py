@@ -21,7 +21,7 @@ from commands._options import data_root_option, plural, seed_option, variant_opt
 # from random weights, 200 updates, validated on the demo's val split.
 TRAIN_VARIANT = "fcn8s"
 TRAIN_WIDTH_DIVISOR = 8
-TRAIN_LR = "2e-9"
+TRAIN_LR = "1e-9"
 TRAIN_ITERS = 200
 WEIGHTS_SEED = 0
 

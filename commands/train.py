@@ -108,7 +108,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     \b
     Examples:
       python cli.py train --variant fcn8s --data-root demo --init random --width-divisor 8 \\
-          --lr 2e-9 --iters 200 --val-split val --out demo/runs/train-fcn8s   # after `demo`
+          --lr 1e-9 --iters 200 --val-split val --out demo/runs/train-fcn8s   # after `demo`
       python cli.py convert VGG_ILSVRC_16_layers.caffemodel vgg16-fcn32s.safetensors
       python cli.py train --variant fcn32s --backend torch --data-root data \\
           --init vgg16-fcn32s.safetensors --out runs/fcn32s
