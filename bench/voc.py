@@ -236,8 +236,10 @@ def read_sbd_mat(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray
     except (KeyError, TypeError, IndexError) as error:
         raise DataError(path, "not an SBD class label file (no GTcls.Segmentation)") from error
     except (OSError, ValueError, NotImplementedError, EOFError, OverflowError, AttributeError,
-            UnicodeDecodeError, struct.error, zlib.error, MemoryError) as error:
-        # scipy's MatReadError is a ValueError; v7.3 (HDF5) files raise NotImplementedError;
+            UnicodeDecodeError, struct.error, zlib.error, MemoryError,
+            scipy.io.matlab.MatReadError) as error:
+        # scipy's MatReadError (a plain Exception) covers truncated headers; v7.3 (HDF5) files
+        # raise NotImplementedError;
         # a corrupt header surfaces as struct/zlib/overflow errors from inside scipy.
         raise DataError(path, f"cannot read MATLAB file: {str(error)[:200]}") from error
     if labels.ndim != 2:
