@@ -111,7 +111,7 @@ def test_truncated_mat_files_are_one_error(tmp_path, cut, reader):
                              "S": np.zeros((4, 4), np.uint8)})
     path = tmp_path / "cut.mat"
     path.write_bytes(whole.read_bytes()[:cut])
-    with pytest.raises(DataError, match="cut.mat"):
+    with pytest.raises(DataError, match=r"cut\.mat"):
         read_sbd_mat(path) if reader == "sbd" else read_mat_array(path, "S")
 
 

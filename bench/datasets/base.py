@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.errors import DataError
 from bench.labels import VOID_LABEL, describe_values, open_image
+from bench.matfile import check_mat_inflated_size
 from bench.metrics import ConfusionMatrix, dataset_summary
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -142,6 +143,7 @@ def read_mat_array(path: Path, key: str, *, what: str = "label") -> np.ndarray:
     if size > MAX_MAT_BYTES:
         raise DataError(path, f"{what} file is {size:,} bytes; refusing more than "
                               f"{MAX_MAT_BYTES:,} (not a {what} map)")
+    check_mat_inflated_size(path, what=f"a {what} file")
     try:
         # Headers first: a small compressed file may declare a huge array (a zlib bomb);
         # refuse it before anything is decompressed into memory.
