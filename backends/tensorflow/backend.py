@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from backends.base import Backend, RunOptions
+from backends.base import Backend, RunOptions, compile_mode
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule
-from bench.errors import BackendUnavailable
+from bench import roofline
+from bench.errors import BackendUnavailable, UsageError
 from bench.reference_forward import check_images
 from bench.spec import FcnSpec
 
@@ -38,8 +39,13 @@ class TensorflowBackend(Backend):
         self._tf_device = devices.tf_device_name(self._device)
         with tf.device(self._tf_device):
             self.model = FcnModule(spec, seed=self.options.seed,
-                                   compute_dtype=devices.COMPUTE_DTYPES[self.options.precision])
-        jit = bool(self.options.compile)
+                                   compute_dtype=devices.math_dtype(self.options.precision),
+                                   variable_dtype=devices.variable_dtype(self.options.precision))
+        mode = compile_mode(self.options.compile)
+        if mode not in (None, "default", "xla"):
+            raise UsageError(f"compile mode {mode!r} is torch.compile's; TensorFlow has xla "
+                             f"(tf.function(jit_compile=True), also what 'default' means here)")
+        jit = mode is not None
         self._compile_mode = "xla" if jit else None
         self._scores_fn = tf.function(self._scores, input_signature=[_IMAGES_NHWC],
                                       jit_compile=jit)
@@ -64,7 +70,7 @@ class TensorflowBackend(Backend):
     def _call(self, function: Any, batch: tf.Tensor) -> tf.Tensor:
         """Run a graph on the device with this backend's TF32 setting; XLA failures are clear."""
         with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
-            if self._compiled_once or not self.options.compile:
+            if self._compiled_once or self._compile_mode is None:
                 return function(batch)
             try:
                 result = function(batch)
@@ -135,3 +141,24 @@ class TensorflowBackend(Backend):
         if self._device == "cuda":
             return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
         return None
+
+    def measure_peak(self) -> dict[str, Any]:
+        """Matrix-product TFLOP/s in this precision's compute dtype and copy GB/s (roofline)."""
+        n = roofline.MATMUL_N[self._device]
+        dtype = devices.math_dtype(self.options.precision)
+        with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
+            generator = tf.random.Generator.from_seed(0)
+            a = tf.cast(generator.normal((n, n)), dtype)
+            b = tf.cast(generator.normal((n, n)), dtype)
+            # Variables, not constants: grappler must neither fold the product nor drop a
+            # multiplication by one; the copy is one elementwise read + write pass.
+            source = tf.Variable(tf.ones(roofline.COPY_BYTES[self._device] // 4, tf.float32))
+            one = tf.Variable(1.0)
+            matmul = tf.function(lambda: tf.linalg.matmul(a, b), autograph=False)
+            copy = tf.function(lambda: source * one, autograph=False)
+            result = roofline.measure_ceilings(
+                self._device, dtype.name, matmul, copy, self.synchronize, matmul_n=n,
+                copy_bytes=roofline.COPY_BYTES[self._device])
+        if self.options.precision == "tf32":
+            result["dtype"] = "float32 (TF32 tensor cores)"
+        return result

@@ -66,17 +66,20 @@ class FcnModule(tf.Module):
     `training=True` turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
     """
 
-    def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32):
+    def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32,
+                 variable_dtype: tf.DType = tf.float32):
         super().__init__(name="fcn")
         self.spec = spec
         self.compute_dtype = compute_dtype
+        # bf16/fp16 deployments store the variables in that dtype (cast once, when loading).
+        self.variable_dtype = variable_dtype
         self._layouts = {p.name: p.layout for p in spec.parameters()}
         initial = placeholder_params(spec)
         # Canonical name -> variable (TF layout). A dict attribute is tracked by tf.Module, so
         # `trainable_variables` sees exactly the spec's lr_mult > 0 tensors.
         self.params = {
-            p.name: tf.Variable(to_tf_layout(initial[p.name], p.layout), name=p.name,
-                                trainable=p.trainable)
+            p.name: tf.Variable(tf.cast(to_tf_layout(initial[p.name], p.layout),
+                                        variable_dtype), name=p.name, trainable=p.trainable)
             for p in spec.parameters()
         }
         self._dropout_rng = tf.random.Generator.from_seed(seed)
@@ -91,13 +94,14 @@ class FcnModule(tf.Module):
         """Assign canonical (Caffe-layout) numpy tensors, transposed to TF layout; strict."""
         check_params(params, self.spec)
         for name, value in params.items():
-            self.params[name].assign(to_tf_layout(np.asarray(value, np.float32),
-                                                  self._layouts[name]))
+            self.params[name].assign(tf.cast(to_tf_layout(np.asarray(value, np.float32),
+                                                          self._layouts[name]),
+                                             self.variable_dtype))
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
-        return {p.name: np.ascontiguousarray(from_tf_layout(self.params[p.name].numpy(),
-                                                            p.layout))
+        return {p.name: np.ascontiguousarray(from_tf_layout(
+                    tf.cast(self.params[p.name], tf.float32).numpy(), p.layout))
                 for p in self.spec.parameters()}
 
     # -- forward ---------------------------------------------------------------------------

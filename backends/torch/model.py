@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.init import new_layer_params
+from bench.init import bilinear_filter, new_layer_params
 from bench.spec import (
     Conv,
     Crop,
@@ -66,6 +66,58 @@ def _make_module(layer: Layer) -> nn.Module | None:
     raise TypeError(f"unsupported layer {layer!r}")
 
 
+# Cheaper exact forms of the fixed bilinear upsampling (docs/latency.md, "Upsampling"): with the
+# reference's diagonal bilinear kernels, class c of the output depends on class c of the input
+# only, through the kernel outer(r, r) of the 1-D bilinear ramp r. So the full C x C deconvolution
+# (C^2 k^2 products per input pixel, all but C k^2 of them by zero) can be
+#   "grouped":   one transposed conv per class (groups=C) with the same k x k kernel: the same
+#                non-zero products, summed in another order;
+#   "separable": two 1-D grouped transposed convs (k x 1 then 1 x k): 2k products, not k^2.
+# Which is fastest depends on the layer's kernel/stride, the device and the dtype (measured: CPU
+# fp32 16/8 separable 2.6x and 4/2 grouped 2x faster; CPU bf16 both slower than dense; H100 bf16
+# 16/8 separable 3.6x, 4/2 grouped 2.7x; H100 fp32 16/8 separable 2.8x slower), so the choice is
+# data: (device type, compute class, kernel, stride) -> form; anything unlisted stays "dense".
+UPSAMPLE_FORMS: dict[tuple[str, str, int, int], str] = {
+    ("cpu", "fp32", 64, 32): "separable", ("cpu", "fp32", 32, 16): "separable",
+    ("cpu", "fp32", 16, 8): "separable", ("cpu", "fp32", 4, 2): "grouped",
+    ("cuda", "fp32", 4, 2): "grouped",
+    ("cuda", "tensor-core", 16, 8): "separable", ("cuda", "tensor-core", 4, 2): "grouped",
+}
+
+
+def upsample_form(device_type: str, tensor_cores: bool, kernel: int, stride: int) -> str:
+    """The form to execute one Upsample layer in; `tensor_cores`: half precision or TF32."""
+    compute = "tensor-core" if tensor_cores else "fp32"
+    if device_type == "cpu" and tensor_cores:
+        return "dense"  # CPU half-precision grouped/1-D kernels are slower than the dense one
+    return UPSAMPLE_FORMS.get((device_type, compute, kernel, stride), "dense")
+
+
+def is_diagonal_bilinear(weight: np.ndarray, kernel: int) -> bool:
+    """Whether a [C, C, k, k] deconvolution weight is exactly the reference's fixed kernel:
+    zero off the channel diagonal and bilinear_filter(k) on it (checked value by value)."""
+    channels = weight.shape[0]
+    if weight.shape != (channels, channels, kernel, kernel):
+        return False
+    diagonal = weight[np.arange(channels), np.arange(channels)]
+    off = weight.copy()
+    off[np.arange(channels), np.arange(channels)] = 0
+    return bool(np.array_equal(diagonal, np.broadcast_to(bilinear_filter(kernel), diagonal.shape))
+                and not off.any())
+
+
+def bilinear_ramp(kernel: int) -> np.ndarray:
+    """The 1-D ramp r with outer(r, r) == bilinear_filter(kernel), read off that filter (one
+    formula, in bench/init.py): r = column j / sqrt(entry j, j) at the peak j. Its values are
+    dyadic fractions (1/16 .. 15/16 for k 16), so the square root and division are exact."""
+    square = bilinear_filter(kernel).astype(np.float64)
+    peak = int(np.argmax(np.diag(square)))
+    ramp = square[:, peak] / np.sqrt(square[peak, peak])
+    if not np.array_equal(np.outer(ramp, ramp).astype(np.float32), bilinear_filter(kernel)):
+        raise AssertionError(f"bilinear_filter({kernel}) is not outer(r, r) of a float32 ramp")
+    return ramp.astype(np.float32)
+
+
 def _last_uses(spec: FcnSpec) -> dict[str, int]:
     """Index of the last layer reading each blob, so intermediate blobs can be freed early."""
     last: dict[str, int] = {}
@@ -92,6 +144,8 @@ class FcnModule(nn.Module):
             if module is not None:
                 self.add_module(layer.name, module)
         self._last_use = _last_uses(spec)
+        # Upsample layer name -> (form, kernels) chosen by plan_upsampling(); empty = dense.
+        self._upsample_plan: dict[str, tuple[str, tuple[torch.Tensor, ...]]] = {}
         # Same placeholder values as the TF module (bench.init.placeholder_params): zero trunk,
         # then what the reference surgery writes (zero score layers, bilinear kernels, scales).
         with torch.no_grad():
@@ -105,6 +159,7 @@ class FcnModule(nn.Module):
     def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Copy canonical (Caffe-layout) numpy tensors in; strict about names and shapes."""
         check_params(params, self.spec)
+        self._upsample_plan = {}  # new weights: plan_upsampling() must look at them again
         with torch.no_grad():
             for name, value in params.items():
                 target = self.get_parameter(name)
@@ -114,6 +169,55 @@ class FcnModule(nn.Module):
         """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
         return {p.name: self.get_parameter(p.name).detach().float().cpu().numpy().copy()
                 for p in self.spec.parameters()}
+
+    # -- upsampling: the cheaper exact forms ----------------------------------------------------
+
+    @torch.no_grad()
+    def plan_upsampling(self, tensor_cores: bool, forms: Mapping[str, str] | None = None
+                        ) -> dict[str, str]:
+        """Choose each Upsample layer's form for the current weights, device and dtype.
+
+        A cheaper form is used only where the loaded weight is exactly the diagonal bilinear
+        kernel; any other weight keeps the full deconvolution. `forms` forces a form per layer
+        (tests). Call again after loading weights or moving the module. Returns name -> form.
+        """
+        self._upsample_plan = {}
+        chosen: dict[str, str] = {}
+        for layer in self.spec.layers:
+            if not isinstance(layer, Upsample):
+                continue
+            weight = self.get_parameter(f"{layer.name}.weight")
+            form = (forms or {}).get(layer.name) or upsample_form(
+                weight.device.type, tensor_cores, layer.kernel, layer.stride)
+            if form != "dense" and not is_diagonal_bilinear(
+                    weight.detach().float().cpu().numpy(), layer.kernel):
+                form = "dense"
+            chosen[layer.name] = form
+            if form == "dense":
+                continue
+            channels, k = layer.channels, layer.kernel
+            if form == "grouped":
+                index = torch.arange(channels, device=weight.device)
+                kernels = (weight[index, index].unsqueeze(1).contiguous(),)  # [C, 1, k, k]
+            elif form == "separable":
+                ramp = torch.from_numpy(bilinear_ramp(k)).to(weight.device, weight.dtype)
+                kernels = (ramp.view(1, 1, k, 1).expand(channels, 1, k, 1).contiguous(),
+                           ramp.view(1, 1, 1, k).expand(channels, 1, 1, k).contiguous())
+            else:
+                raise ValueError(f"unknown upsampling form {form!r}")
+            self._upsample_plan[layer.name] = (form, kernels)
+        return chosen
+
+    def _upsample(self, layer: Upsample, x: torch.Tensor) -> torch.Tensor:
+        planned = None if self.training else self._upsample_plan.get(layer.name)
+        if planned is None:
+            return self.get_submodule(layer.name)(x)  # the full C x C deconvolution
+        form, kernels = planned
+        s, c = layer.stride, layer.channels
+        if form == "grouped":
+            return F.conv_transpose2d(x, kernels[0], stride=s, groups=c)
+        rows = F.conv_transpose2d(x, kernels[0], stride=(s, 1), groups=c)
+        return F.conv_transpose2d(rows, kernels[1], stride=(1, s), groups=c)
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -150,6 +254,8 @@ class FcnModule(nn.Module):
             height, width = blobs[layer.reference].shape[-2:]
             offset = layer.offset
             return x[:, :, offset:offset + height, offset:offset + width]
+        if isinstance(layer, Upsample):
+            return self._upsample(layer, x)
         y = self.get_submodule(layer.name)(x)
         if isinstance(layer, Conv) and layer.relu:
             y = F.relu(y)
