@@ -118,7 +118,7 @@ _LEFT = {"variant", "backend", "device", "precision", "compile", "mode", "size",
 _COMPACT = ("variant", "backend", "device", "precision", "compile", "mode", "size", "batch",
             "p50 ms", "p90 ms", "floor ms", "% peak", "img/s", "first call ms", "peak MiB")
 _CONSTANT_CANDIDATES = ("device", "precision", "compile", "mode", "size", "batch")
-_DROP_ORDER = ("p90 ms", "img/s", "peak MiB", "first call ms", "% peak", "floor ms")
+_DROP_ORDER = ("img/s", "p90 ms", "peak MiB", "first call ms", "% peak", "floor ms")
 
 
 def _error_notes(rows: Sequence[Mapping[str, Any]]) -> dict[int, int]:
@@ -174,7 +174,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], table_format: str = "plain",
         widest = max(len(line) for line in text.splitlines())
         if wide or widest <= CONSOLE_WIDTH or not dropped:
             return text
-        names.remove(dropped.pop())
+        names.remove(dropped.pop(0))
 
 
 def table_caption(rows: Sequence[Mapping[str, Any]]) -> str:

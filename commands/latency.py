@@ -166,7 +166,7 @@ class ProgressBar:
 
         self._bar = tqdm(total=1.0, unit="s", file=sys.stderr, dynamic_ncols=True, leave=False,
                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, "
-                                    "~{remaining} left, {postfix}", desc="latency")
+                                    "~{remaining} left{postfix}", desc="latency")
 
     def __call__(self, done_s: float, left_s: float, text: str) -> None:
         self._bar.total = max(done_s + left_s, 1e-9)

@@ -258,5 +258,8 @@ class FcnModule(nn.Module):
             return self._upsample(layer, x)
         y = self.get_submodule(layer.name)(x)
         if isinstance(layer, Conv) and layer.relu:
-            y = F.relu(y)
+            # In place: the convolution's fresh output is read by nobody else, and autograd
+            # needs only ReLU's output; saves one activation-sized allocation and pass per conv
+            # (the plain port it is benchmarked against, benchmarks/test_bench_peers.py, does so).
+            y = F.relu(y, inplace=True)
         return y
