@@ -514,3 +514,41 @@ def test_upsampling_form_is_data_per_device_dtype_and_layer():
     for kernel in (4, 16, 32, 64):
         ramp = bilinear_ramp(kernel)
         assert np.array_equal(np.outer(ramp, ramp), bilinear_filter(kernel))
+
+
+# -- the half-precision gate on the golden set ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def golden_images(tmp_path_factory):
+    from bench.golden import GoldenConfig, make_golden_images
+
+    return make_golden_images(tmp_path_factory.mktemp("golden"), GoldenConfig())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_half_precision_labels_agree_with_fp32_on_the_golden_set(name, precision,
+                                                                golden_images):
+    from bench.golden import half_precision_rows
+
+    rows = half_precision_rows(
+        lambda backend, spec, p: backends.create_backend(backend, spec,
+                                                         RunOptions(device="cpu", precision=p)),
+        name, precision, golden_images, variants=("fcn8s-atonce",))
+    for row in rows:
+        assert row["status"] == "ok" and row["passed"], row
+        assert row["label_agreement_with_fp32"] >= 0.995
+        assert row["decided_pixels"] > 0.8 * row["label_pixels"]
+
+
+def test_half_precision_gate_fails_a_broken_half_path():
+    from bench.parity import half_precision_gate
+
+    rng = np.random.default_rng(0)
+    scores = [rng.standard_normal((21, 20, 30)).astype(np.float32)]
+    right = [scores[0].argmax(axis=0)]
+    assert half_precision_gate(scores, right, "bf16")["passed"]
+    wrong = [np.roll(right[0], 1, axis=1)]  # a one-pixel shift: a geometry slip in half only
+    verdict = half_precision_gate(scores, wrong, "bf16")
+    assert not verdict["passed"] and verdict["label_agreement_with_fp32"] < 0.5
