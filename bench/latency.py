@@ -6,9 +6,7 @@ with the `backends.base.Backend` methods; this module never imports backends/, t
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import math
 import os
 import platform
 import random
@@ -21,6 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.errors import FcnBenchError
+from bench.latency_host import available_memory_bytes, host_info, plan_groups
+from bench.latency_stats import coefficient_of_variation, confidence_statement, summarize
 
 # The README and `latency --help` quote this text; keep it in step with the code below.
 METHODOLOGY = """\
@@ -55,87 +55,6 @@ The median gets a bootstrap 95% interval and p90 a distribution-free 99% upper b
 statistic, as MLPerf early stopping), null when there are too few samples."""
 
 NS_PER_MS = 1_000_000
-
-
-# ----------------------------------------------------------------------------------------------
-# Statistics on raw samples (milliseconds)
-
-
-def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
-    """p50/p90/p99 (linear interpolation), mean, sample std (ddof 1; 0 for one sample), min, max."""
-    x = np.asarray(samples_ms, dtype=np.float64)
-    if x.size == 0:
-        return {key: None for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
-                                      "min_ms", "max_ms")}
-    p50, p90, p99 = np.percentile(x, [50, 90, 99])
-    return {"n": int(x.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "mean_ms": float(x.mean()), "std_ms": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "min_ms": float(x.min()), "max_ms": float(x.max())}
-
-
-def coefficient_of_variation(samples: Sequence[float]) -> float:
-    """Sample std / mean (inf for fewer than two samples or a zero mean)."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size < 2 or x.mean() <= 0:
-        return math.inf
-    return float(x.std(ddof=1) / x.mean())
-
-
-def bootstrap_median_ci(samples: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
-                        seed: int = 0) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the median (seeded: a record reproduces); None if n < 2."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    medians = []
-    chunk = max(1, 2_000_000 // x.size)  # bound the (chunk, n) index array to ~16 MB
-    for start in range(0, resamples, chunk):
-        count = min(chunk, resamples - start)
-        medians.append(np.median(x[rng.integers(0, x.size, (count, x.size))], axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(medians), [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def percentile_upper_bound(samples: Sequence[float], percentile: float = 0.90,
-                           confidence: float = 0.99) -> tuple[float, int] | None:
-    """Distribution-free upper bound of a latency percentile, as MLPerf's early-stopping estimate.
-
-    The k-th smallest of n samples is >= the true q-quantile with probability
-    P(Binomial(n, q) <= k - 1); take the smallest k reaching `confidence`. Returns (bound, k),
-    or None when even the maximum is not enough (n < log(1 - confidence) / log(q), 44 for p90/99%).
-    """
-    # scipy is a core dependency, imported here only to keep the CLI's start fast.
-    from scipy.stats import binom
-
-    x = np.sort(np.asarray(samples, dtype=np.float64))
-    if x.size == 0:
-        return None
-    rank = int(binom.ppf(confidence, x.size, percentile)) + 1  # 1-based order statistic
-    # ppf works in floating point; step up if it landed one short of the confidence.
-    while rank <= x.size and binom.cdf(rank - 1, x.size, percentile) < confidence:
-        rank += 1
-    if rank > x.size:
-        return None
-    return float(x[rank - 1]), rank
-
-
-def confidence_statement(samples_ms: Sequence[float]) -> dict[str, Any]:
-    """The uncertainty of a cell's headline numbers, stated with its method."""
-    ci = bootstrap_median_ci(samples_ms)
-    bound = percentile_upper_bound(samples_ms)
-    needed = math.ceil(math.log(1 - 0.99) / math.log(0.90))
-    return {
-        "median_ci95_ms": list(ci) if ci else None,
-        "median_ci_method": "percentile bootstrap, 2000 resamples, seed 0",
-        "p90_upper_bound_ms": bound[0] if bound else None,
-        "p90_upper_bound_confidence": 0.99,
-        "p90_upper_bound_method": (
-            f"order statistic k={bound[1]} of n={len(samples_ms)} (distribution-free, as MLPerf "
-            "early stopping)" if bound else
-            f"not available: needs at least {needed} samples, have {len(samples_ms)}"),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,60 +443,6 @@ def make_row(key: CellKey, result: CellResult, *, device: str | None, precision:
         "paper_reference": dict(paper) if paper else None,
         "confidence": confidence_statement(samples_ms) if ok and samples_ms else None,
         "samples_ms": samples_ms, "warmup_ms": [ns / NS_PER_MS for ns in result.warmup_ns],
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Memory-aware grouping and host description
-
-
-def plan_groups(keys: Sequence[CellKey], instance_bytes: Mapping[str, int],
-                budget_bytes: int | None) -> tuple[list[list[CellKey]], str]:
-    """Interleave every cell at once if all their backend instances fit in `budget_bytes`; else
-    one variant at a time (its backends still interleaved). Returns the groups and a label."""
-    instances = {(k.variant, k.backend) for k in keys}
-    needed = sum(instance_bytes[variant] for variant, _ in instances)
-    if budget_bytes is None or needed <= budget_bytes or len({k.variant for k in keys}) == 1:
-        return [list(keys)], "all cells"
-    groups: dict[str, list[CellKey]] = {}
-    for key in keys:
-        groups.setdefault(key.variant, []).append(key)
-    return list(groups.values()), (f"one variant at a time: the {len(instances)} models "
-                                   f"(~{needed / 2**30:.1f} GiB) exceed half the available memory")
-
-
-def _read_proc(path: str) -> str:
-    with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
-        return handle.read()
-    return ""
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None (then no memory-based grouping)."""
-    for line in _read_proc("/proc/meminfo").splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def host_info() -> dict[str, Any]:
-    """The host as it was during the run: CPU model, usable cores, load, memory, thread env vars."""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in
-                      _read_proc("/proc/cpuinfo").splitlines()
-                      if line.startswith("model name")), platform.processor() or None)
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                "TF_NUM_INTEROP_THREADS", "CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH",
-                "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
-    return {
-        "cpu_model": cpu_model, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-        "load_average_1_5_15": list(load) if load else None,
-        "memory_available_bytes": available_memory_bytes(),
-        "thread_env": {k: os.environ[k] for k in env_keys if k in os.environ},
     }
 
 

@@ -28,19 +28,21 @@ from bench.latency import (
     CellResult,
     TimingPolicy,
     WarmupPolicy,
-    bootstrap_median_ci,
-    coefficient_of_variation,
-    confidence_statement,
     make_row,
     paper_for,
-    percentile_upper_bound,
     plan_cells,
     plan_groups,
     policy_for,
     precision_problem,
     run_rounds,
-    summarize,
     time_call,
+)
+from bench.latency_stats import (
+    bootstrap_median_ci,
+    coefficient_of_variation,
+    confidence_statement,
+    percentile_upper_bound,
+    summarize,
 )
 from bench.spec import VARIANTS, build_spec
 from cli import cli
