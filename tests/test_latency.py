@@ -963,3 +963,18 @@ def test_roofline_fields_and_ceilings_on_a_fake_clock():
                                 matmul_n=1000, copy_bytes=10**9, clock=clock)
     assert ceilings["matmul_tflops"] == pytest.approx(2e9 / 2e-3 / 1e12)
     assert ceilings["copy_gb_per_s"] == pytest.approx(2 * 10**9 / 4e-3 / 1e9)
+
+
+def test_real_isolated_worker_returns_its_rows(tmp_path):
+    """The real spawn path: a fresh interpreter builds the backend and sends plain rows back."""
+    _real_backend_or_skip("torch")
+    out = tmp_path / "lat.json"
+    result = invoke("--backend", "torch", "--device", "cpu", "--variant", "fcn32s", "--size",
+                    "8x8", "--width-divisor", "32", "--iters", "2", "--warmup", "0",
+                    "--min-time", "0", "--threads", "1", "--isolate", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    (row,) = record["rows"]
+    assert row["status"] == "ok" and len(row["samples_ms"]) == 2
+    assert record["options"]["isolate"] is True
+    assert record["environment"]["backends"]["torch"]["ceilings"]["matmul_tflops"] > 0
