@@ -438,79 +438,77 @@ def test_measured_ceilings_describe_the_device(name):
     assert "best of" in ceilings["matmul_method"]
 
 
-# -- cheaper exact upsampling (torch) ---------------------------------------------------------
+# -- cheaper exact upsampling ------------------------------------------------------------------
 
 
-def _dense_and_fast_blobs(variant: str, batch: np.ndarray, params=None):
+def _dense_and_fast_blobs(name: str, variant: str, batch: np.ndarray, params=None):
     spec = narrow_spec(variant)
-    backend = backends.create_backend("torch", spec, RunOptions(device="cpu"))
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
     backend.load_params(params or random_params(spec, 0))
     chosen = dict(backend.upsampling)
     fast = backend.forward_blobs(batch, spec.blob_names)
-    backend.model.plan_upsampling(False, forms={name: "dense" for name in chosen})
+    backend.plan_upsampling({layer: "dense" for layer in chosen})
     dense = backend.forward_blobs(batch, spec.blob_names)
     return chosen, fast, dense
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_cheaper_upsampling_equals_the_full_deconvolution(variant):
+@pytest.mark.parametrize("name", BACKENDS)
+def test_cheaper_upsampling_equals_the_full_deconvolution(name, variant):
     """fp32: every blob within float rounding of the dense deconvolution, labels 100 %."""
-    pytest.importorskip("torch")
     batch = images(37, 53, batch=2)
-    chosen, fast, dense = _dense_and_fast_blobs(variant, batch)
+    chosen, fast, dense = _dense_and_fast_blobs(name, variant, batch)
     assert set(chosen) == {layer.name for layer in narrow_spec(variant).layers
                            if type(layer).__name__ == "Upsample"}
-    if variant != "fcn32s":
-        assert {"grouped", "separable"} & set(chosen.values())  # a cheaper form is in use
-    for name in dense:
-        scale = max(np.abs(dense[name]).max(), 1e-30)
-        assert np.abs(fast[name] - dense[name]).max() / scale <= 1e-6, name
+    assert {"grouped", "separable"} & set(chosen.values())  # a cheaper form is in use
+    for blob in dense:
+        scale = max(np.abs(dense[blob]).max(), 1e-30)
+        assert np.abs(fast[blob] - dense[blob]).max() / scale <= 1e-6, blob
     output = narrow_spec(variant).output
     assert np.array_equal(fast[output].argmax(1), dense[output].argmax(1))
 
 
 @pytest.mark.parametrize("form", ["grouped", "separable"])
-def test_each_cheaper_form_matches_the_numpy_reference(form):
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_each_cheaper_form_matches_the_numpy_reference(name, form):
     from bench.reference_forward import reference_forward
 
     spec = narrow_spec("fcn8s")
     params = random_params(spec, 0)
-    backend = backends.create_backend("torch", spec, RunOptions(device="cpu"))
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
     backend.load_params(params)
-    forms = backend.model.plan_upsampling(False, forms={"upscore2": form, "upscore_pool4": form,
-                                                        "upscore8": form})
-    assert set(forms.values()) == {form}
+    forms = backend.plan_upsampling({"upscore2": form, "upscore_pool4": form, "upscore8": form})
+    assert set(forms.values()) == {form} and backend.environment()["upsampling"] == forms
     batch = images(21, 17)
     ours = backend.predict(batch)
     reference = reference_forward(spec, params, batch, [spec.output])[spec.output]
     assert np.abs(ours - reference).max() / np.abs(reference).max() <= 1e-5
 
 
-def test_upsampling_weights_that_are_not_diagonal_bilinear_keep_the_full_deconvolution():
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_upsampling_weights_that_are_not_diagonal_bilinear_keep_the_full_deconvolution(name):
     spec = narrow_spec("fcn8s")
     params = random_params(spec, 0)
     params["upscore8.weight"] = params["upscore8.weight"].copy()
     params["upscore8.weight"][0, 1, 3, 3] = 0.5  # a class mixes into another
     params["upscore2.weight"] = params["upscore2.weight"] * np.float32(1.001)  # not bilinear
-    chosen, fast, dense = _dense_and_fast_blobs("fcn8s", images(19, 23), params)
+    chosen, fast, dense = _dense_and_fast_blobs(name, "fcn8s", images(19, 23), params)
     assert chosen["upscore8"] == "dense" and chosen["upscore2"] == "dense"
     assert chosen["upscore_pool4"] == "grouped"  # still the reference kernel
     np.testing.assert_allclose(fast["score"], dense["score"], rtol=0,
                                atol=1e-6 * np.abs(dense["score"]).max())
 
 
-def test_upsampling_form_is_data_per_device_dtype_and_layer():
-    pytest.importorskip("torch")
-    from backends.torch.model import bilinear_ramp, upsample_form
+def test_upsampling_form_is_data_per_framework_device_dtype_and_layer():
     from bench.init import bilinear_filter
+    from bench.upsampling import bilinear_ramp, upsample_form
 
-    assert upsample_form("cpu", False, 16, 8) == "separable"
-    assert upsample_form("cpu", True, 16, 8) == "dense"  # CPU half: dense is fastest
-    assert upsample_form("cuda", True, 16, 8) == "separable"
-    assert upsample_form("cuda", False, 16, 8) == "dense"  # H100 fp32: dense 225 us vs 619
-    assert upsample_form("cuda", True, 4, 2) == "grouped"
+    assert upsample_form("torch", "cpu", False, 16, 8) == "separable"
+    assert upsample_form("torch", "cpu", True, 16, 8) == "dense"  # CPU half: dense is fastest
+    assert upsample_form("torch", "cuda", True, 16, 8) == "separable"
+    assert upsample_form("torch", "cuda", False, 16, 8) == "dense"  # H100 fp32: 225 us vs 619
+    assert upsample_form("torch", "cuda", True, 4, 2) == "grouped"
+    assert upsample_form("tensorflow", "cuda", True, 16, 8) == "dense"  # not measured
     for kernel in (4, 16, 32, 64):
         ramp = bilinear_ramp(kernel)
         assert np.array_equal(np.outer(ramp, ramp), bilinear_filter(kernel))

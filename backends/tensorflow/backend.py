@@ -45,8 +45,13 @@ class TensorflowBackend(Backend):
         if mode not in (None, "default", "xla"):
             raise UsageError(f"compile mode {mode!r} is torch.compile's; TensorFlow has xla "
                              f"(tf.function(jit_compile=True), also what 'default' means here)")
-        jit = mode is not None
-        self._compile_mode = "xla" if jit else None
+        self._compile_mode = None if mode is None else "xla"
+        self.upsampling: dict[str, str] = {}
+        self.plan_upsampling()
+
+    def _make_graphs(self) -> None:
+        """(Re)create the tf.functions: a trace freezes the upsampling plan it saw."""
+        jit = self._compile_mode is not None
         self._scores_fn = tf.function(self._scores, input_signature=[_IMAGES_NHWC],
                                       jit_compile=jit)
         self._labels_fn = tf.function(self._labels, input_signature=[_IMAGES_NHWC],
@@ -54,6 +59,15 @@ class TensorflowBackend(Backend):
         # Names are a static argument: one trace per requested set (parity asks for one set).
         self._blobs_fn = tf.function(self._blobs, reduce_retracing=True)
         self._compiled_once = False
+
+    def plan_upsampling(self, forms: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Cheaper exact upsampling where the weights allow (model.plan_upsampling), or the
+        forms given per layer (tests); recorded in the environment. Returns name -> form."""
+        tensor_cores = self.options.precision != "fp32"
+        with tf.device(self._tf_device):
+            self.upsampling = self.model.plan_upsampling(self._device, tensor_cores, forms)
+        self._make_graphs()
+        return dict(self.upsampling)
 
     # -- graph bodies ----------------------------------------------------------------------
 
@@ -86,6 +100,7 @@ class TensorflowBackend(Backend):
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         self.model.load_canonical(params)
+        self.plan_upsampling()
 
     def state_params(self) -> dict[str, np.ndarray]:
         return self.model.canonical_params()
@@ -130,8 +145,8 @@ class TensorflowBackend(Backend):
         return self._device
 
     def environment(self) -> dict[str, Any]:
-        return devices.environment(self._device, self.options, self._compile_mode,
-                                   self._threads_note)
+        return {**devices.environment(self._device, self.options, self._compile_mode,
+                                      self._threads_note), "upsampling": dict(self.upsampling)}
 
     def reset_peak_memory(self) -> None:
         if self._device == "cuda":

@@ -50,18 +50,20 @@ class TorchBackend(Backend):
                          torch.compile(self.model, mode=self._compile_mode))
         self._compiled_once = False
         self.upsampling: dict[str, str] = {}
-        self._plan_upsampling()
+        self.plan_upsampling()
 
     # -- weights ---------------------------------------------------------------------------
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         self.model.load_canonical(params)
-        self._plan_upsampling()
+        self.plan_upsampling()
 
-    def _plan_upsampling(self) -> None:
-        """Cheaper exact upsampling where the weights allow (model.plan_upsampling); recorded."""
+    def plan_upsampling(self, forms: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Cheaper exact upsampling where the weights allow (model.plan_upsampling), or the
+        forms given per layer (tests); recorded in the environment. Returns name -> form."""
         tensor_cores = self._dtype != torch.float32 or self.options.precision != "fp32"
-        self.upsampling = self.model.plan_upsampling(tensor_cores)
+        self.upsampling = self.model.plan_upsampling(tensor_cores, forms)
+        return dict(self.upsampling)
 
     def state_params(self) -> dict[str, np.ndarray]:
         return self.model.canonical_params()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.init import bilinear_filter, new_layer_params
+from bench.init import new_layer_params
 from bench.spec import (
     Conv,
     Crop,
@@ -28,6 +28,7 @@ from bench.spec import (
     Upsample,
     layer_inputs,
 )
+from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
 from bench.weights import check_params
 
 
@@ -64,58 +65,6 @@ def _make_module(layer: Layer) -> nn.Module | None:
     if isinstance(layer, Crop | Sum):
         return None
     raise TypeError(f"unsupported layer {layer!r}")
-
-
-# Cheaper exact forms of the fixed bilinear upsampling (docs/latency.md, "Upsampling"): with the
-# reference's diagonal bilinear kernels, class c of the output depends on class c of the input
-# only, through the kernel outer(r, r) of the 1-D bilinear ramp r. So the full C x C deconvolution
-# (C^2 k^2 products per input pixel, all but C k^2 of them by zero) can be
-#   "grouped":   one transposed conv per class (groups=C) with the same k x k kernel: the same
-#                non-zero products, summed in another order;
-#   "separable": two 1-D grouped transposed convs (k x 1 then 1 x k): 2k products, not k^2.
-# Which is fastest depends on the layer's kernel/stride, the device and the dtype (measured: CPU
-# fp32 16/8 separable 2.6x and 4/2 grouped 2x faster; CPU bf16 both slower than dense; H100 bf16
-# 16/8 separable 3.6x, 4/2 grouped 2.7x; H100 fp32 16/8 separable 2.8x slower), so the choice is
-# data: (device type, compute class, kernel, stride) -> form; anything unlisted stays "dense".
-UPSAMPLE_FORMS: dict[tuple[str, str, int, int], str] = {
-    ("cpu", "fp32", 64, 32): "separable", ("cpu", "fp32", 32, 16): "separable",
-    ("cpu", "fp32", 16, 8): "separable", ("cpu", "fp32", 4, 2): "grouped",
-    ("cuda", "fp32", 4, 2): "grouped",
-    ("cuda", "tensor-core", 16, 8): "separable", ("cuda", "tensor-core", 4, 2): "grouped",
-}
-
-
-def upsample_form(device_type: str, tensor_cores: bool, kernel: int, stride: int) -> str:
-    """The form to execute one Upsample layer in; `tensor_cores`: half precision or TF32."""
-    compute = "tensor-core" if tensor_cores else "fp32"
-    if device_type == "cpu" and tensor_cores:
-        return "dense"  # CPU half-precision grouped/1-D kernels are slower than the dense one
-    return UPSAMPLE_FORMS.get((device_type, compute, kernel, stride), "dense")
-
-
-def is_diagonal_bilinear(weight: np.ndarray, kernel: int) -> bool:
-    """Whether a [C, C, k, k] deconvolution weight is exactly the reference's fixed kernel:
-    zero off the channel diagonal and bilinear_filter(k) on it (checked value by value)."""
-    channels = weight.shape[0]
-    if weight.shape != (channels, channels, kernel, kernel):
-        return False
-    diagonal = weight[np.arange(channels), np.arange(channels)]
-    off = weight.copy()
-    off[np.arange(channels), np.arange(channels)] = 0
-    return bool(np.array_equal(diagonal, np.broadcast_to(bilinear_filter(kernel), diagonal.shape))
-                and not off.any())
-
-
-def bilinear_ramp(kernel: int) -> np.ndarray:
-    """The 1-D ramp r with outer(r, r) == bilinear_filter(kernel), read off that filter (one
-    formula, in bench/init.py): r = column j / sqrt(entry j, j) at the peak j. Its values are
-    dyadic fractions (1/16 .. 15/16 for k 16), so the square root and division are exact."""
-    square = bilinear_filter(kernel).astype(np.float64)
-    peak = int(np.argmax(np.diag(square)))
-    ramp = square[:, peak] / np.sqrt(square[peak, peak])
-    if not np.array_equal(np.outer(ramp, ramp).astype(np.float32), bilinear_filter(kernel)):
-        raise AssertionError(f"bilinear_filter({kernel}) is not outer(r, r) of a float32 ramp")
-    return ramp.astype(np.float32)
 
 
 def _last_uses(spec: FcnSpec) -> dict[str, int]:
@@ -188,7 +137,7 @@ class FcnModule(nn.Module):
                 continue
             weight = self.get_parameter(f"{layer.name}.weight")
             form = (forms or {}).get(layer.name) or upsample_form(
-                weight.device.type, tensor_cores, layer.kernel, layer.stride)
+                "torch", weight.device.type, tensor_cores, layer.kernel, layer.stride)
             if form != "dense" and not is_diagonal_bilinear(
                     weight.detach().float().cpu().numpy(), layer.kernel):
                 form = "dense"
