@@ -21,7 +21,7 @@ from bench.init import bilinear_filter
 FORMS = ("dense", "grouped", "separable")
 
 # (framework, device type, "fp32" or "tensor-core" (half precision / TF32), kernel, stride) -> form.
-# torch CPU fp32: 64/32, 32/16, 16/8 dense 229-342 ms -> 69-94 ms; 4/2 2x faster grouped.
+# torch CPU fp32 (1 thread, CPU time): 64/32 and 16/8 dense 100-130 ms -> 30 ms; 4/2 2x grouped.
 # torch CPU half: grouped/separable kernels slower than dense (not listed). H100 (torch 2.11):
 # bf16 16/8 separable 144 us vs dense 514, 4/2 grouped 25-38 vs 68-101; fp32 16/8 dense is best.
 # TensorFlow CPU fp32 (depthwise transposed convolutions): 16/8 30 -> 10 ms, 64/32 77 -> 6 ms,

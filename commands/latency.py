@@ -294,8 +294,8 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
                _measure(**job, progress=bar, log=log))
     except KeyboardInterrupt:
         bar.close()
-        click.echo("interrupted: no results were written (cells are timed together in "
-                   "interleaved rounds, so none had finished)", err=True)
+        click.echo("interrupted: no results were written (the records are written only once "
+                   "every cell has finished; cells are timed in interleaved rounds)", err=True)
         ctx.exit(130)
     bar.close()
 
