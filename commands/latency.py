@@ -108,8 +108,12 @@ def _measure_job(job: dict[str, Any]) -> LatencyRun:
     return _measure(**job, progress=None, log=lambda message: None)
 
 
-def _measure(*, keys, options, width_divisor, seed, precision, compile_mode, channels_last,
-             warmup, iters, min_time, device, progress, log) -> LatencyRun:
+def _measure(*, keys: list[CellKey], options: RunOptions, width_divisor: int, seed: int,
+             precision: str, compile_mode: str | None, channels_last: bool, warmup: int | None,
+             iters: int | None, min_time: float | None, device: str,
+             progress: Callable[[float, float, str], None] | None,
+             log: Callable[[str], None]) -> LatencyRun:
+    """The matrix in this process (bench.latency.measure) with random weights per variant."""
     specs = {k.variant: build_spec(k.variant, width_divisor=width_divisor) for k in keys}
     return measure(
         keys, backend_factory(options, width_divisor, seed, log), precision=precision,
@@ -123,7 +127,8 @@ def _measure(*, keys, options, width_divisor, seed, precision, compile_mode, cha
                                           precision).device_bytes)
 
 
-def measure_isolated(job: dict[str, Any], log: Callable[[str], None]) -> LatencyRun:
+def measure_isolated(job: dict[str, Any], log: Callable[[str], None],
+                     progress: Callable[[float, float, str], None] | None = None) -> LatencyRun:
     """Each variant x backend in its own spawned worker (bench.latency_worker): a worker that
     crashes (an illegal memory access in a compiled kernel) makes its cells FAILED rows and the
     rest of the matrix still runs. Cells of one worker are interleaved with each other only."""
@@ -135,8 +140,14 @@ def measure_isolated(job: dict[str, Any], log: Callable[[str], None]) -> Latency
     environments: dict[str, dict[str, Any]] = {}
     policies: dict = {}
     before = host_info()
+    started = time.monotonic()
     for number, ((variant, name), group) in enumerate(groups.items(), start=1):
         log(f"worker {number}/{len(groups)}: {variant} / {name} ({len(group)} cells)")
+        if progress:  # workers report nothing until they finish: estimate per worker
+            spent = time.monotonic() - started
+            per_worker = spent / (number - 1) if number > 1 else 0.0
+            progress(spent, per_worker * (len(groups) - number + 1),
+                     f"worker {number}/{len(groups)}: {variant}/{name}")
         run, error = run_in_worker(_measure_job, {**job, "keys": group},
                                    what=f"{variant}/{name} worker")
         if run is None:
@@ -290,7 +301,7 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
            "precision": precision, "compile_mode": compile_, "channels_last": channels_last,
            "warmup": warmup, "iters": iters, "min_time": min_time, "device": device}
     try:
-        run = (measure_isolated(job, log) if isolate else
+        run = (measure_isolated(job, log, bar) if isolate else
                _measure(**job, progress=bar, log=log))
     except KeyboardInterrupt:
         bar.close()
