@@ -18,7 +18,7 @@ from bench.cache import default_data_root
 from bench.errors import DataError
 from bench.labels import read_label_png
 from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
-from bench.outputs import Output, check_outputs, check_writable, dataset_inputs, writing
+from bench.outputs import Output, check_outputs, dataset_inputs, writing
 from bench.records import write_json
 from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
 from commands._options import data_root_option, plural, voc_split_callback
@@ -213,9 +213,10 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
     if (geo_dir is not None) != (dataset_name == "siftflow"):
         raise UsageError("--geo-predictions is required with --dataset siftflow and only "
                          "accepted there (SIFT Flow has a semantic and a geometric head)")
-    if output is not None:
-        check_writable(output, what="record")
     if dataset_name != "voc":
+        check_outputs({"--output": Output(output, what="record") if output else None},
+                      {"--predictions": predictions_dir, "--geo-predictions": geo_dir,
+                       "--data-root": data_root})
         folders = {"semantic": predictions_dir}
         if geo_dir is not None:
             folders["geometric"] = geo_dir
