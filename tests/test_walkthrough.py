@@ -145,9 +145,12 @@ def test_walkthrough_runs_verbatim_and_training_learns(in_tmp: Path):
     assert commands == readme_commands()[1:]
     for argv in commands:
         run(*argv, *(["--no-progress"] if argv[0] in ("reproduce", "evaluate", "train") else []))
-    evaluation = json.loads((in_tmp / "demo/runs/train-fcn8s/eval/iter_0000200.json").read_text())
+    # Batch-1 SGD at momentum 0.99 is noisy (docs/demo.md): every validation must beat the
+    # all-background score, and the best one clearly.
     baseline = background_mean_iou(in_tmp / "demo", "val")
-    assert evaluation["metrics"]["mean_iou"] > 1.5 * baseline, (evaluation["metrics"], baseline)
+    scores = [json.loads((in_tmp / f"demo/runs/train-fcn8s/eval/iter_{i:07d}.json").read_text())
+              ["metrics"]["mean_iou"] for i in (100, 200)]
+    assert min(scores) > baseline and max(scores) > 2 * baseline, (scores, baseline)
 
 
 def test_missing_data_points_at_the_demo(tmp_path, monkeypatch):
