@@ -41,6 +41,7 @@ listed in ONE WeightsError naming the file; a truncated or foreign file is a Wei
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -52,16 +53,19 @@ import numpy as np
 
 from bench import __version__
 from bench.cache import default_weights_path, file_digests
-from bench.errors import WeightsError
+from bench.errors import UsageError, WeightsError
 from bench.outputs import writing
 from bench.records import JsonTooDeep, atomic_path, loads_bounded, utc_now
 from bench.sniff import FileKind, convert_hint, sniff
-from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
+from bench.spec import FcnSpec, UnknownVariantError, build_spec, resolve_model
+from bench.zoo import MODEL_ENTRIES
 
 FORMAT = "fcn-bench-weights"
 FORMAT_VERSION = "1"
 # A VGG16 trunk without FCN heads (conv1_1 .. fc7): what `detect_variant` calls a backbone.
 BACKBONE = "vgg16"
+ALEXNET = "alexnet"  # a CaffeNet trunk (conv1 .. fc7): FCN-AlexNet's ImageNet init
+BACKBONES = (BACKBONE, ALEXNET)
 KINDS = ("trained", "init", "random")
 LAYOUTS = json.dumps({
     "conv": "OIHW [C_out, C_in, kH, kW] (Caffe Convolution blob 0)",
@@ -101,11 +105,34 @@ def reading_weights_file(path: str | Path, expected: str) -> Iterator[None]:
 # Variant detection: from the key set (authoritative), cross-checked with the metadata.
 
 
+def _layers(keys: Iterable[str]) -> set[str]:
+    return {key.rsplit(".", 1)[0] for key in keys}
+
+
 def variant_from_keys(keys: set[str] | Mapping[str, Any]) -> str | None:
-    """The variant whose distinctive layers appear in `keys`, "vgg16" for a bare trunk, or None."""
-    layers = {key.rsplit(".", 1)[0] for key in keys}
+    """The model whose distinctive layers appear in `keys` ("vgg16"/"alexnet" for a bare
+    ImageNet trunk), or None. Names only: where several models share every name (VOC, Context
+    and NYUD 32s) this is the first of them in the catalogue; `model_from_tensors` then picks
+    by class count (docs/fidelity.md "Telling the models apart")."""
+    layers = _layers(keys)
+    if "conv1_1color" in layers or "conv1_1hha" in layers:
+        return "nyud-fcn32s-color-hha"
+    if "conv1_1_bgrd" in layers:
+        return "nyud-fcn32s-color-d"
+    if any(layer.endswith(("_sem", "_geo")) for layer in layers):  # SIFT Flow's two heads
+        for final, model in (("upscore8", "siftflow-fcn8s"), ("upscore16", "siftflow-fcn16s"),
+                             ("upscore", "siftflow-fcn32s")):
+            if {f"{final}_sem", f"{final}_geo"} & layers:
+                return model
+        return None
+    if "conv1" in layers and "conv1_1" not in layers:  # CaffeNet trunk
+        if "upscore" in layers:
+            return "voc-fcn-alexnet"
+        if "fc7" in layers and "score_fr" not in layers:
+            return ALEXNET
+        return None
     if {"scale_pool4", "scale_pool3"} & layers:
-        return "fcn8s-atonce"  # the only variant with Scale layers
+        return "fcn8s-atonce"  # Scale layers: at-once (VOC; ADE20K by class count)
     if "upscore8" in layers:
         return "fcn8s"
     if "upscore16" in layers:
@@ -117,67 +144,147 @@ def variant_from_keys(keys: set[str] | Mapping[str, Any]) -> str | None:
     return None
 
 
-def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
-    """The variant of an archive (path) or a params dict, detected from its content.
+@functools.cache
+def _param_names(model: str) -> frozenset[str]:
+    return frozenset(build_spec(model).param_shapes())
 
-    The key set decides (e.g. fcn8s has `upscore8`, at-once has `scale_pool*`, a VGG16 trunk has
-    no score layers); the `variant` metadata is used when the keys cannot tell, and a metadata
-    entry that contradicts the keys is an error. Never guessed from the file name.
+
+def same_structure(model: str) -> tuple[str, ...]:
+    """Every model whose tensors have the same names as `model`'s (differing at most in shape:
+    class count or input channels), in catalogue order."""
+    names = _param_names(model)
+    return tuple(entry.key for entry in MODEL_ENTRIES if _param_names(entry.key) == names)
+
+
+def _released_classes(model: str) -> int:
+    return resolve_model(model).heads[0].classes
+
+
+def _classes_of(model: str, shapes: Mapping[str, Any]) -> int | None:
+    """Classes of a single-head model's tensors: channels of its final upsampling kernel."""
+    if len(resolve_model(model).heads) > 1:
+        return None
+    final = [name for name in build_spec(model).param_shapes() if name.startswith("upscore")]
+    if not final or final[-1] not in shapes:
+        return None
+    return int(_shape(shapes[final[-1]])[0])
+
+
+def model_from_tensors(path: str | Path, shapes: Mapping[str, Any] | set[str],
+                       metadata: Mapping[str, str] | None = None,
+                       requested: str | None = None) -> str:
+    """The model (catalogue key) a set of tensors was made for, from their names and shapes.
+
+    Names decide the structure; where several models share it (VOC/Context/NYUD 32s, VOC/ADE20K
+    at-once), the class count decides; NYUD colour and HHA have identical shapes, so the
+    archive's `variant` metadata or `requested` (--variant) must say which. A `variant` in the
+    metadata of another structure is refused in one line.
+    """
+    metadata = metadata or {}
+    from_keys = variant_from_keys(shapes)
+    known = _canonical(path, metadata.get("variant"), "metadata variant")
+    wanted = _canonical(path, requested, "--variant")
+    if from_keys is None:
+        if known is None:
+            raise WeightsError(path, "cannot tell the FCN model: no 'variant' metadata and no "
+                               f"distinctive layer among its tensors "
+                               f"({preview_names(sorted(shapes))})")
+        return known
+    if from_keys in BACKBONES:
+        if known not in (None, from_keys):
+            raise WeightsError(path, f"metadata says variant {known!r} but the tensors are a "
+                               f"bare {from_keys} trunk; the file is inconsistent")
+        return from_keys
+    siblings = same_structure(from_keys)
+    if known is not None:
+        if known not in siblings:
+            raise WeightsError(path, f"metadata says variant {known!r} but the tensors are "
+                               f"those of {' or '.join(siblings)}; the file is inconsistent, "
+                               "re-convert it")
+        return known
+    if len(siblings) == 1:
+        return from_keys
+    classes = _classes_of(from_keys, shapes) if isinstance(shapes, Mapping) else None
+    fits = [model for model in siblings if _released_classes(model) == classes]
+    if wanted in fits:
+        return wanted
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:  # a class count no released model has: the VOC structure, fine-tuned
+        return from_keys
+    raise WeightsError(path, f"the tensors fit {' and '.join(fits)} equally (identical names "
+                       "and shapes); pass --variant with the one it is (it is recorded in the "
+                       "archive)")
+
+
+def _canonical(path: str | Path, name: str | None, what: str) -> str | None:
+    if name is None:
+        return None
+    if name in BACKBONES:
+        return name
+    try:
+        return resolve_model(name).key
+    except UnknownVariantError as error:
+        raise WeightsError(path, f"{what}: {error}") from None
+
+
+def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
+    """The model of an archive (path) or a params dict, detected from its content.
+
+    The tensors decide (names, then class count); the `variant` metadata is used where they
+    cannot tell, and a metadata entry that contradicts them is an error. Never guessed from
+    the file name.
     """
     if isinstance(source, Mapping):
-        variant = variant_from_keys(source)
-        if variant is None:
-            raise WeightsError("<params>", "cannot tell the FCN variant from the tensor names "
-                               f"({preview_names(sorted(source))})")
-        return variant
+        return model_from_tensors("<params>", source)
     path = Path(source)
     header = read_header(path)
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
     metadata = header.get("__metadata__") or {}
-    return _variant_of(path, tensors, metadata)
-
-
-def _variant_of(path: Path, keys: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
-    from_keys = variant_from_keys(keys)
-    from_metadata = metadata.get("variant")
-    if from_keys and from_metadata and from_keys != from_metadata:
-        raise WeightsError(path, f"metadata says variant {from_metadata!r} but the tensors are "
-                           f"those of {from_keys}; the file is inconsistent, re-convert it")
-    variant = from_keys or from_metadata
-    if variant is None:
-        raise WeightsError(path, "cannot tell the FCN variant: no 'variant' metadata and no "
-                           f"distinctive layer among its tensors ({preview_names(sorted(keys))})")
-    return variant
+    return model_from_tensors(path, tensors, metadata)
 
 
 def infer_spec(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
-               path: str | Path = "<params>") -> FcnSpec:
-    """The FcnSpec that a set of weights was made for (variant, classes, width), from content.
+               path: str | Path = "<params>", requested: str | None = None) -> FcnSpec:
+    """The FcnSpec that a set of weights was made for (model, classes, width), from content.
 
     `params` values only need a `.shape` (arrays, or shapes read from a header).
     """
     metadata = metadata or {}
-    variant = _variant_of(Path(path), params, metadata)
-    if variant not in VARIANTS:
+    variant = model_from_tensors(path, params, metadata, requested)
+    if variant in BACKBONES:
         raise WeightsError(path, f"holds a bare {variant} trunk, not an FCN: convert it with "
-                           "`cli.py convert --init-for VARIANT` first")
+                           "`cli.py convert --init-for MODEL` first")
     num_classes = _int_meta(path, metadata, "num_classes")
-    if num_classes is None and "score_fr.bias" in params:
-        num_classes = int(_shape(params["score_fr.bias"])[0])
+    if num_classes is None:
+        num_classes = _classes_of(variant, params)
+    if len(resolve_model(variant).heads) > 1:
+        num_classes = None  # fixed per head; the strict shape check compares them
     width_divisor = _int_meta(path, metadata, "width_divisor")
-    if width_divisor is None and "conv1_1.weight" in params:
-        width_divisor = max(1, 64 // max(1, int(_shape(params["conv1_1.weight"])[0])))
+    if width_divisor is None:
+        width_divisor = width_divisor_of(variant, params, path)
     try:
-        return build_spec(variant, num_classes or 21, width_divisor or 1)
-    except UnknownVariantError as error:
+        return build_spec(variant, num_classes, width_divisor or 1)
+    except UsageError as error:
         raise WeightsError(path, str(error)) from None
 
 
-def spec_from_archive(path: str | Path) -> FcnSpec:
+def width_divisor_of(model: str, shapes: Mapping[str, Any], path: str | Path = "<params>") -> int:
+    """1 for the released widths; > 1 for a narrow test-only net (from the first convolution)."""
+    name, full = next(iter(build_spec(model).param_shapes().items()))
+    if name not in shapes:
+        return 1
+    channels = int(_shape(shapes[name])[0])
+    if channels < 1 or full[0] % channels:
+        raise WeightsError(path, f"{name} has {channels} filters; {model} has {full[0]}")
+    return full[0] // channels
+
+
+def spec_from_archive(path: str | Path, requested: str | None = None) -> FcnSpec:
     """The spec of an archive on disk, read from its header only (no tensor data)."""
     header = read_header(path)
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
-    return infer_spec(tensors, header.get("__metadata__") or {}, path)
+    return infer_spec(tensors, header.get("__metadata__") or {}, path, requested)
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -314,7 +421,7 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     if spec is None:
         spec = infer_spec(entries, metadata, path)
     else:
-        found = _variant_of(path, entries, metadata)
+        found = model_from_tensors(path, entries, metadata, spec.variant)
         if found != spec.variant:
             raise WeightsError(path, f"holds {found} weights (detected from the archive, not "
                                f"guessed from the file name) but {spec.variant} was requested; "
@@ -350,9 +457,16 @@ def load_weights(path: str | Path, variant: str | None = None
     Classes and width always come from the archive's content; `variant` (a command's --variant)
     is only checked against it: weights of another variant are refused, naming both.
     """
-    found = spec_from_archive(path)
-    spec = (found if variant in (None, found.variant)
-            else build_spec(variant, found.num_classes, found.width_divisor))
+    if variant is not None:
+        try:
+            variant = resolve_model(variant).key
+        except UnknownVariantError as error:
+            raise WeightsError(path, str(error)) from None
+    found = spec_from_archive(path, variant)
+    spec = found
+    if variant not in (None, found.variant):
+        classes = None if len(resolve_model(variant).heads) > 1 else found.num_classes
+        spec = build_spec(variant, classes, found.width_divisor)
     params, metadata = load_archive(path, spec)
     return spec, params, metadata
 

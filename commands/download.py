@@ -53,7 +53,7 @@ def _catalog_table(rows: list[dict]) -> str:
             pinned = "none published"
             unpinned = (f"sha256 {state.split()[1][:12]}... (TOFU)"
                         if state.startswith("sha256") else "none recorded yet (TOFU)")
-        file = row["file"] if len(row["file"]) <= 32 else row["file"][:29] + "..."
+        file = row["file"] if len(row["file"]) <= 29 else row["file"][:26] + "..."
         table.append([row["name"], file, size, pinned, unpinned])
     return tabulate(table, headers=["name", "file", "bytes", "pinned (published)",
                                    "not pinned"],
