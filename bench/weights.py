@@ -423,9 +423,7 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     else:
         found = model_from_tensors(path, entries, metadata, spec.variant)
         if found != spec.variant:
-            raise WeightsError(path, f"holds {found} weights (detected from the archive, not "
-                               f"guessed from the file name) but {spec.variant} was requested; "
-                               f"use --variant {found} or pick the {spec.variant} weights")
+            raise wrong_model(path, found, spec.variant)
 
     expected = spec.param_shapes()
     problems = _shape_problems(spec, {k: tuple(v["shape"]) for k, v in entries.items()})
@@ -448,6 +446,23 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     if problems:
         raise _problems_error(path, problems)
     return {name: params[name] for name in expected}, metadata
+
+
+def wrong_model(path: str | Path, found: str, requested: str) -> WeightsError:
+    """The one line for an archive of another model than the one asked for."""
+    return WeightsError(path, f"holds {found} weights (detected from the archive, not guessed "
+                        f"from the file name) but {requested} was requested; use --variant "
+                        f"{found} or pick the {requested} weights")
+
+
+def archive_spec(path: str | Path, variant: str | None = None) -> FcnSpec:
+    """The spec of an archive from its header alone, refusing one of another model than
+    `variant` (any name or alias) in one line: what a command checks before reading inputs."""
+    requested = _canonical(path, variant, "--variant")
+    spec = spec_from_archive(path, requested)
+    if requested is not None and requested != spec.variant:
+        raise wrong_model(path, spec.variant, requested)
+    return spec
 
 
 def load_weights(path: str | Path, variant: str | None = None
