@@ -150,5 +150,7 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
             click.echo(f"{name}: reproduce uses it by default: python cli.py reproduce "
                        f"--variant {CATALOG[name].variant} --backend torch")
         else:
+            target = ("voc-fcn-alexnet" if CATALOG[name].content == "alexnet-caffemodel"
+                      else "fcn32s")
             click.echo(f"{name}: to build an FCN training init from it: python cli.py convert "
-                       f"{result.download} fcn32s-init.safetensors --init-for fcn32s")
+                       f"{result.download} {target}-init.safetensors --init-for {target}")
