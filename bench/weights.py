@@ -18,12 +18,17 @@ A standard safetensors file (https://github.com/huggingface/safetensors), writte
   Deconvolution blob = torch `ConvTranspose2d.weight`); bias and Scale blobs `[C]`.
 * Every tensor is float32, little-endian, C order, finite.
 * The weights expect the Caffe input convention: NCHW, BGR, 0-255, minus the per-channel mean
-  B 104.00698793, G 116.66876762, R 122.67891434 (whatever the source framework was).
+  B 104.00698793, G 116.66876762, R 122.67891434 for the VOC nets (whatever the source framework
+  was); the other models' inputs are prepared as in docs/fidelity.md "Inputs per model".
 * `__metadata__` (string -> string):
     format            "fcn-bench-weights"
     format_version    "1"
-    variant           fcn32s | fcn16s | fcn8s | fcn8s-atonce
-    num_classes       "21"
+    variant           the model's catalogue key (bench/zoo.py): fcn32s | fcn16s | fcn8s |
+                      fcn8s-atonce (the VOC nets) | voc-fcn-alexnet | nyud-fcn32s-color | ...
+                      | ade20k-fcn8s; recorded because NYUD colour and HHA tensors are identical
+    variant_source    how it was decided: "detected from the tensors" or "--variant, checked
+                      against the tensors" (convert of a caffemodel or foreign file)
+    num_classes       "21" (the first head's classes)
     width_divisor     "1" (> 1 only for the narrow test-only networks)
     kind              "trained" (e.g. the official caffemodels) | "init" (VGG16 surgery for
                       training) | "random" (bench.init.random_params)
@@ -41,7 +46,6 @@ listed in ONE WeightsError naming the file; a truncated or foreign file is a Wei
 
 from __future__ import annotations
 
-import functools
 import json
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,19 +57,21 @@ import numpy as np
 
 from bench import __version__
 from bench.cache import default_weights_path, file_digests
+from bench.detect import ALEXNET as ALEXNET  # re-exported: callers import detection from here
+from bench.detect import BACKBONE as BACKBONE
+from bench.detect import BACKBONES as BACKBONES
+from bench.detect import canonical_model, classes_of, model_from_tensors, width_divisor_of
+from bench.detect import preview_names as preview_names
+from bench.detect import same_structure as same_structure
+from bench.detect import variant_from_keys as variant_from_keys
 from bench.errors import UsageError, WeightsError
 from bench.outputs import writing
 from bench.records import JsonTooDeep, atomic_path, loads_bounded, utc_now
 from bench.sniff import FileKind, convert_hint, sniff
 from bench.spec import FcnSpec, UnknownVariantError, build_spec, resolve_model
-from bench.zoo import MODEL_ENTRIES
 
 FORMAT = "fcn-bench-weights"
 FORMAT_VERSION = "1"
-# A VGG16 trunk without FCN heads (conv1_1 .. fc7): what `detect_variant` calls a backbone.
-BACKBONE = "vgg16"
-ALEXNET = "alexnet"  # a CaffeNet trunk (conv1 .. fc7): FCN-AlexNet's ImageNet init
-BACKBONES = (BACKBONE, ALEXNET)
 KINDS = ("trained", "init", "random")
 LAYOUTS = json.dumps({
     "conv": "OIHW [C_out, C_in, kH, kW] (Caffe Convolution blob 0)",
@@ -102,130 +108,7 @@ def reading_weights_file(path: str | Path, expected: str) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Variant detection: from the key set (authoritative), cross-checked with the metadata.
-
-
-def _layers(keys: Iterable[str]) -> set[str]:
-    return {key.rsplit(".", 1)[0] for key in keys}
-
-
-def variant_from_keys(keys: set[str] | Mapping[str, Any]) -> str | None:
-    """The model whose distinctive layers appear in `keys` ("vgg16"/"alexnet" for a bare
-    ImageNet trunk), or None. Names only: where several models share every name (VOC, Context
-    and NYUD 32s) this is the first of them in the catalogue; `model_from_tensors` then picks
-    by class count (docs/fidelity.md "Telling the models apart")."""
-    layers = _layers(keys)
-    if "conv1_1color" in layers or "conv1_1hha" in layers:
-        return "nyud-fcn32s-color-hha"
-    if "conv1_1_bgrd" in layers:
-        return "nyud-fcn32s-color-d"
-    if any(layer.endswith(("_sem", "_geo")) for layer in layers):  # SIFT Flow's two heads
-        for final, model in (("upscore8", "siftflow-fcn8s"), ("upscore16", "siftflow-fcn16s"),
-                             ("upscore", "siftflow-fcn32s")):
-            if {f"{final}_sem", f"{final}_geo"} & layers:
-                return model
-        return None
-    if "conv1" in layers and "conv1_1" not in layers:  # CaffeNet trunk
-        if "upscore" in layers:
-            return "voc-fcn-alexnet"
-        if "fc7" in layers and "score_fr" not in layers:
-            return ALEXNET
-        return None
-    if {"scale_pool4", "scale_pool3"} & layers:
-        return "fcn8s-atonce"  # Scale layers: at-once (VOC; ADE20K by class count)
-    if "upscore8" in layers:
-        return "fcn8s"
-    if "upscore16" in layers:
-        return "fcn16s"
-    if "upscore" in layers:
-        return "fcn32s"
-    if "fc7" in layers and not {"score_fr", "upscore2"} & layers:
-        return BACKBONE
-    return None
-
-
-@functools.cache
-def _param_names(model: str) -> frozenset[str]:
-    return frozenset(build_spec(model).param_shapes())
-
-
-def same_structure(model: str) -> tuple[str, ...]:
-    """Every model whose tensors have the same names as `model`'s (differing at most in shape:
-    class count or input channels), in catalogue order."""
-    names = _param_names(model)
-    return tuple(entry.key for entry in MODEL_ENTRIES if _param_names(entry.key) == names)
-
-
-def _released_classes(model: str) -> int:
-    return resolve_model(model).heads[0].classes
-
-
-def _classes_of(model: str, shapes: Mapping[str, Any]) -> int | None:
-    """Classes of a single-head model's tensors: channels of its final upsampling kernel."""
-    if len(resolve_model(model).heads) > 1:
-        return None
-    final = [name for name in build_spec(model).param_shapes() if name.startswith("upscore")]
-    if not final or final[-1] not in shapes:
-        return None
-    return int(_shape(shapes[final[-1]])[0])
-
-
-def model_from_tensors(path: str | Path, shapes: Mapping[str, Any] | set[str],
-                       metadata: Mapping[str, str] | None = None,
-                       requested: str | None = None) -> str:
-    """The model (catalogue key) a set of tensors was made for, from their names and shapes.
-
-    Names decide the structure; where several models share it (VOC/Context/NYUD 32s, VOC/ADE20K
-    at-once), the class count decides; NYUD colour and HHA have identical shapes, so the
-    archive's `variant` metadata or `requested` (--variant) must say which. A `variant` in the
-    metadata of another structure is refused in one line.
-    """
-    metadata = metadata or {}
-    from_keys = variant_from_keys(shapes)
-    known = _canonical(path, metadata.get("variant"), "metadata variant")
-    wanted = _canonical(path, requested, "--variant")
-    if from_keys is None:
-        if known is None:
-            raise WeightsError(path, "cannot tell the FCN model: no 'variant' metadata and no "
-                               f"distinctive layer among its tensors "
-                               f"({preview_names(sorted(shapes))})")
-        return known
-    if from_keys in BACKBONES:
-        if known not in (None, from_keys):
-            raise WeightsError(path, f"metadata says variant {known!r} but the tensors are a "
-                               f"bare {from_keys} trunk; the file is inconsistent")
-        return from_keys
-    siblings = same_structure(from_keys)
-    if known is not None:
-        if known not in siblings:
-            raise WeightsError(path, f"metadata says variant {known!r} but the tensors are "
-                               f"those of {' or '.join(siblings)}; the file is inconsistent, "
-                               "re-convert it")
-        return known
-    if len(siblings) == 1:
-        return from_keys
-    classes = _classes_of(from_keys, shapes) if isinstance(shapes, Mapping) else None
-    fits = [model for model in siblings if _released_classes(model) == classes]
-    if wanted in fits:
-        return wanted
-    if len(fits) == 1:
-        return fits[0]
-    if not fits:  # a class count no released model has: the VOC structure, fine-tuned
-        return from_keys
-    raise WeightsError(path, f"the tensors fit {' and '.join(fits)} equally (identical names "
-                       "and shapes); pass --variant with the one it is (it is recorded in the "
-                       "archive)")
-
-
-def _canonical(path: str | Path, name: str | None, what: str) -> str | None:
-    if name is None:
-        return None
-    if name in BACKBONES:
-        return name
-    try:
-        return resolve_model(name).key
-    except UnknownVariantError as error:
-        raise WeightsError(path, f"{what}: {error}") from None
+# Model detection (bench/detect.py), cross-checked with the metadata.
 
 
 def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
@@ -257,7 +140,7 @@ def infer_spec(params: Mapping[str, Any], metadata: Mapping[str, str] | None = N
                            "`cli.py convert --init-for MODEL` first")
     num_classes = _int_meta(path, metadata, "num_classes")
     if num_classes is None:
-        num_classes = _classes_of(variant, params)
+        num_classes = classes_of(variant, params)
     if len(resolve_model(variant).heads) > 1:
         num_classes = None  # fixed per head; the strict shape check compares them
     width_divisor = _int_meta(path, metadata, "width_divisor")
@@ -269,28 +152,11 @@ def infer_spec(params: Mapping[str, Any], metadata: Mapping[str, str] | None = N
         raise WeightsError(path, str(error)) from None
 
 
-def width_divisor_of(model: str, shapes: Mapping[str, Any], path: str | Path = "<params>") -> int:
-    """1 for the released widths; > 1 for a narrow test-only net (from the first convolution)."""
-    name, full = next(iter(build_spec(model).param_shapes().items()))
-    if name not in shapes:
-        return 1
-    channels = int(_shape(shapes[name])[0])
-    if channels < 1 or full[0] % channels:
-        raise WeightsError(path, f"{name} has {channels} filters; {model} has {full[0]}")
-    return full[0] // channels
-
-
 def spec_from_archive(path: str | Path, requested: str | None = None) -> FcnSpec:
     """The spec of an archive on disk, read from its header only (no tensor data)."""
     header = read_header(path)
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
     return infer_spec(tensors, header.get("__metadata__") or {}, path, requested)
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    if isinstance(value, Mapping):  # a safetensors header entry
-        return tuple(value["shape"])
-    return tuple(np.shape(value))
 
 
 def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | None:
@@ -300,13 +166,6 @@ def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | 
         return int(metadata[key])
     except ValueError:
         raise WeightsError(path, f"metadata {key}={metadata[key]!r} is not an integer") from None
-
-
-def preview_names(names: Iterable[str], limit: int = 6) -> str:
-    """'a, b, c, ... (40 in all)' for error messages; 'none' for an empty list."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") or "none"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,7 +317,7 @@ def wrong_model(path: str | Path, found: str, requested: str) -> WeightsError:
 def archive_spec(path: str | Path, variant: str | None = None) -> FcnSpec:
     """The spec of an archive from its header alone, refusing one of another model than
     `variant` (any name or alias) in one line: what a command checks before reading inputs."""
-    requested = _canonical(path, variant, "--variant")
+    requested = canonical_model(path, variant, "--variant")
     spec = spec_from_archive(path, requested)
     if requested is not None and requested != spec.variant:
         raise wrong_model(path, spec.variant, requested)
