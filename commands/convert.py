@@ -68,7 +68,8 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
     """
     from pathlib import Path
 
-    from bench.convert import ProgressBars, convert, convert_fused, convert_random
+    from bench.convert import ProgressBars, convert, convert_random
+    from bench.fusion import convert_fused
     from bench.outputs import Output, check_outputs
 
     if fuse:

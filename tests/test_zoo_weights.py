@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from bench.caffe import write_caffemodel
 from bench.catalog import CATALOG
-from bench.convert import convert, convert_fused, convert_random
+from bench.convert import convert, convert_random
 from bench.download_checks import check_content
 from bench.errors import DownloadError, UsageError, WeightsError
+from bench.fusion import convert_fused
 from bench.init import random_params
 from bench.spec import MODELS, Conv, Scale, Upsample, build_spec, resolve_model
 from bench.weights import detect_variant, load_archive, load_weights, model_from_tensors
