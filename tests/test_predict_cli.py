@@ -15,7 +15,7 @@ from PIL import Image
 import backends
 from bench.init import random_params
 from bench.labels import VOC_PALETTE, read_label_png
-from bench.spec import build_spec
+from bench.spec import MODELS, build_spec
 from bench.weights import save_archive
 from cli import cli
 
@@ -250,3 +250,26 @@ def test_inputs_are_encoded_as_their_data_layers():
                                np.array([10, 20, 30]) - np.array(NYUD_HHA.mean), rtol=1e-6)
     np.testing.assert_allclose(encode(NYUD_LOGD, np.array([[2550.0]]))[0, 0, 0],
                                np.log(2550.0) - 7.844, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_predict_runs_every_model(model, rgbd, tmp_path):
+    """`convert --random` then `predict` for every released model (narrow nets; the VOC-sized
+    bilinear kernels of the 40/60/151-class nets make this the slow part)."""
+    from bench.spec import resolve_model
+
+    archive = tmp_path / "w.safetensors"
+    made = CliRunner().invoke(cli, ["convert", "--random", "--variant", model,
+                                    "--width-divisor", "16", str(archive)])
+    assert made.exit_code == 0, made.output
+    entry = resolve_model(model)
+    options = {"bgr": ("--image", rgbd["image"]), "hha": ("--hha", rgbd["hha"]),
+               "logd": ("--depth", rgbd["depth"])}
+    inputs = [str(part) for item in entry.inputs for part in options[item.kind]]
+    result = predict("--weights", str(archive), *inputs, "--out-scores",
+                     str(tmp_path / "s.npy"))
+    assert result.exit_code == 0, result.output
+    for head in entry.heads:
+        name = "s.npy" if len(entry.heads) == 1 else f"s{head.suffix}.npy"
+        assert np.load(tmp_path / name).shape == (head.classes, 29, 35)
