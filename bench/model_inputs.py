@@ -23,12 +23,13 @@ _MAX_DEPTH_VALUES = 64 * 2**20
 
 
 def read_photo(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a colour photo (greyscale is replicated, as REF's ADE layer does);
-    a 2-channel or 16-bit image is refused rather than guessed."""
+    """(H, W, 3) uint8 RGB of a colour photo (greyscale, palette and CMYK converted, as
+    bench.voc.load_image does); a 16-bit or float single-channel image (a depth map, not a
+    photo) is refused rather than squashed into 8 bits."""
     image = open_image(path)
-    if image.mode in ("LA", "I", "I;16", "I;16B", "I;16L", "F"):
-        raise DataError(path, f"image has mode {image.mode!r} ({len(image.getbands())} "
-                              "channel(s)); the colour input needs an RGB photo")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise DataError(path, f"image has mode {image.mode!r} (one 16/32-bit channel, like a "
+                              "depth map); the colour input needs an 8-bit RGB photo")
     return np.array(image.convert("RGB") if image.mode != "RGB" else image)
 
 

@@ -234,6 +234,8 @@ def test_wrong_or_missing_inputs_are_one_line(zoo_archives, archives, rgbd, tmp_
                       *out), str(grey), "HHA image has mode 'L'")
     _one_line(predict("--weights", str(archives["fcn8s"]), "--image", str(rgbd["image"]),
                       "--depth", str(rgbd["depth"]), *out), "fcn8s takes no such input")
+    _one_line(predict("--weights", str(archives["fcn8s"]), "--image", str(rgbd["depth"]), *out),
+              str(rgbd["depth"]), "the colour input needs an 8-bit RGB photo")
     _one_line(predict("--weights", str(zoo_archives["siftflow-fcn16s"]), "--variant", "fcn16s",
                       "--image", str(rgbd["image"]), *out), "holds siftflow-fcn16s weights")
     assert not list(tmp_path.glob("l*.png"))
