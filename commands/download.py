@@ -17,6 +17,7 @@ from bench.download import forget
 from bench.errors import UsageError
 from bench.outputs import check_writable
 from bench.provision import prepare_dataset, prepare_weights
+from bench.spec import VARIANTS
 
 TARGETS = ("voc2012", "voc2011", "sbd", "seg11valid", "weights", "list", "forget")
 
@@ -146,9 +147,12 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
         result = prepare_weights(name, progress=progress, allow_http=allow_http)
         for action in result.actions:
             click.echo(f"{name}: {action}")
-        if result.archive is not None:
+        if result.archive is not None and CATALOG[name].variant in VARIANTS:
             click.echo(f"{name}: reproduce uses it by default: python cli.py reproduce "
                        f"--variant {CATALOG[name].variant} --backend torch")
+        elif result.archive is not None:
+            click.echo(f"{name}: segment an image with it: python cli.py predict --weights "
+                       f"{result.archive} --image IMAGE --out-labels LABELS.png")
         else:
             target = ("voc-fcn-alexnet" if CATALOG[name].content == "alexnet-caffemodel"
                       else "fcn32s")
