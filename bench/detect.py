@@ -88,7 +88,8 @@ def classes_of(model: str, shapes: Mapping[str, Any]) -> int | None:
     final = [name for name in build_spec(model).param_shapes() if name.startswith("upscore")]
     if not final or final[-1] not in shapes:
         return None
-    return int(_shape(shapes[final[-1]])[0])
+    shape = _shape(shapes[final[-1]])
+    return int(shape[0]) if shape else None
 
 
 def model_from_tensors(path: str | Path, shapes: Mapping[str, Any] | set[str],
@@ -154,7 +155,8 @@ def width_divisor_of(model: str, shapes: Mapping[str, Any], path: str | Path = "
     name, full = next(iter(build_spec(model).param_shapes().items()))
     if name not in shapes:
         return 1
-    channels = int(_shape(shapes[name])[0])
+    shape = _shape(shapes[name])
+    channels = int(shape[0]) if shape else 0
     if channels < 1 or full[0] % channels:
         raise WeightsError(path, f"{name} has {channels} filters; {model} has {full[0]}")
     return full[0] // channels

@@ -281,3 +281,17 @@ def test_content_check_validates_zoo_caffemodels(tmp_path):
     write_caffemodel(caffenet, caffenet_layers())
     alex = dataclasses.replace(CATALOG["alexnet-caffe"], width_divisor=NARROW)
     assert "CaffeNet" in check_content(alex, caffenet)
+
+
+def test_scalar_tensors_are_a_clear_error_not_a_crash(tmp_path):
+    """A 0-d `upscore.weight` or first convolution (a crafted header) used to index an empty
+    shape; now the strict shape check names it."""
+    from safetensors.numpy import save_file
+
+    params = random_params(build_spec("fcn32s", width_divisor=NARROW))
+    params["upscore.weight"] = np.zeros((), np.float32)
+    params["conv1_1.weight"] = np.zeros((), np.float32)
+    path = tmp_path / "w.safetensors"
+    save_file(params, str(path))
+    with pytest.raises(WeightsError, match="conv1_1"):
+        load_weights(path)
