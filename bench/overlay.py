@@ -26,29 +26,35 @@ def format_share(count: int, total: int) -> str:
     return "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
 
 
-def class_shares(labels: np.ndarray) -> list[tuple[int, str]]:
+def class_shares(labels: np.ndarray, num_classes: int = len(VOC_CLASSES)
+                 ) -> list[tuple[int, str]]:
     """(class, share text) for every class present, largest first."""
-    counts = np.bincount(labels.ravel(), minlength=len(VOC_CLASSES))
+    counts = np.bincount(labels.ravel(), minlength=num_classes)
     return [(int(c), format_share(int(counts[c]), labels.size))
             for c in np.argsort(-counts, kind="stable") if counts[c]]
 
 
-def blend(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """uint8 (H, W, 3): every non-background pixel blended with its VOC colour."""
-    colours = VOC_PALETTE[labels].astype(np.float32)
+def blend(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA,
+          background: int | None = 0) -> np.ndarray:
+    """uint8 (H, W, 3): every pixel blended with its class colour (VOC palette), except those of
+    the `background` class (None: every pixel is a class, e.g. NYUD's wall)."""
+    colours = VOC_PALETTE[labels.astype(np.int64) % len(VOC_PALETTE)].astype(np.float32)
     blended = rgb.astype(np.float32)
-    foreground = labels > 0
+    foreground = labels != background if background is not None else np.ones_like(labels, bool)
     blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def with_legend(picture: np.ndarray, labels: np.ndarray):
+def with_legend(picture: np.ndarray, labels: np.ndarray, names: list[str] | None = None):
     """A PIL image: `picture` at the top left, a white legend panel below it (one row per class
     present: colour swatch, name, share). The photo's pixels are untouched."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    entries = [(VOC_PALETTE[c], f"{class_name(c)} {share}") for c, share in class_shares(labels)]
+    num_classes = len(names) if names else len(VOC_CLASSES)
+    entries = [(VOC_PALETTE[c % len(VOC_PALETTE)],
+                f"{names[c] if names and c < len(names) else class_name(c)} {share}")
+               for c, share in class_shares(labels, num_classes)]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max(int(probe.textlength(text, font=font)) for _, text in entries)
     entry_width = _PAD + _SWATCH + _PAD + text_width + 2 * _PAD
@@ -67,8 +73,9 @@ def with_legend(picture: np.ndarray, labels: np.ndarray):
     return canvas
 
 
-def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> bytes:
+def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA,
+                background: int | None = 0, names: list[str] | None = None) -> bytes:
     """PNG bytes: the blended photo with the class legend under it."""
     buffer = io.BytesIO()
-    with_legend(blend(rgb, labels, alpha), labels).save(buffer, "PNG")
+    with_legend(blend(rgb, labels, alpha, background), labels, names).save(buffer, "PNG")
     return buffer.getvalue()
