@@ -215,7 +215,8 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
         raise UsageError("--geo-predictions is required with --dataset siftflow and only "
                          "accepted there (SIFT Flow has a semantic and a geometric head)")
     if output is not None:
-        check_writable(output, what="record")
+        check_outputs({"--output": Output(output, what="record")},
+                      {"--predictions": predictions_dir})
     if dataset_name != "voc":
         folders = {"semantic": predictions_dir}
         if geo_dir is not None:
