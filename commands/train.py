@@ -13,18 +13,20 @@ from pathlib import Path
 import click
 
 from bench.errors import UsageError
-from bench.spec import NUM_CLASSES, VARIANTS, build_spec
+from bench.spec import MODEL_NAMES, build_spec, resolve_model
 from bench.train import (
     DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_SEED,
     RANDOM_INIT,
     RECIPES,
     TrainConfig,
+    default_recipe,
     get_recipe,
     id_lists_fingerprint,
     list_snapshots,
     load_init,
     load_resume_state,
+    recipe_for,
     require_tensorboard,
     run_training,
     solver_plan,
@@ -32,8 +34,9 @@ from bench.train import (
 
 
 @click.command(name="train")
-@click.option("--variant", type=click.Choice(VARIANTS), required=True,
-              help="Variant to train (staged: fcn32s, then fcn16s from it, then fcn8s).")
+@click.option("--variant", type=click.Choice(MODEL_NAMES), required=True,
+              help="Model to train (staged: 32s, then 16s from it, then 8s), on its own data "
+                   "set's training split with its released recipe (docs/training_recipes.md).")
 @click.option("--backend", default="torch", show_default=True,
               help="torch or tensorflow (tf). torchrun runs torch data-parallel.")
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), required=True,
@@ -45,10 +48,11 @@ from bench.train import (
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run folder (default runs/train/VARIANT-RECIPE-BACKEND): snapshots/, "
                    "train_log.csv, eval/, train_record.json, curves.png.")
-@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default="heavy",
-              show_default=True, help="heavy: REF/PAMI (batch 1, momentum 0.99, summed loss); "
-                                      "cvpr: 20-image accumulated batches, momentum 0.9, "
-                                      "per-pixel-mean loss.")
+@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
+              help="heavy: REF/PAMI (batch 1, momentum 0.99, summed loss); cvpr: 20-image "
+                   "accumulated batches, momentum 0.9, per-pixel-mean loss (VOC); alexnet: "
+                   "REF FCN-AlexNet's (cvpr-like, lr 1e-4) [default: the model's own: alexnet "
+                   "for voc-fcn-alexnet, heavy otherwise].")
 @click.option("--resume", is_flag=True,
               help="Continue the newest complete snapshot in --out exactly (same samples, "
                    "momentum and dropout stream).")
@@ -58,12 +62,14 @@ from bench.train import (
               help="Validate every N updates [heavy 4000, cvpr 200].")
 @click.option("--snapshot-every", type=click.IntRange(1), default=None,
               help="Snapshot every N updates [heavy 4000, cvpr 200].")
-@click.option("--val-split", default="seg11valid", show_default=True,
-              help="Validation split: seg11valid, train/val/trainval (VOC2012) or an id list.")
+@click.option("--val-split", default=None,
+              help="Validation split: VOC seg11valid (default), train/val/trainval or an id "
+                   "list; other models: their data set's [default: its scored split].")
 @click.option("--val-limit", type=click.IntRange(0), default=None,
               help="Validate on the first N images only (0 = no validation).")
-@click.option("--train-split", default="train", show_default=True,
-              help="SBD list: train (8498 images, REF), val, or a path to an id list.")
+@click.option("--train-split", default=None,
+              help="VOC: SBD train (default, 8498 images, REF), val or an id list; NYUD "
+                   "trainval, SIFT Flow trainval, Context train, ADE20K training by default.")
 @click.option("--lr", "base_lr", type=float, default=None,
               help="Override the recipe's base learning rate (lr_mult still applies).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
@@ -91,7 +97,8 @@ from bench.train import (
               help="Test only: narrow network (channels // N).")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
             recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
-            snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
+            snapshot_every: int | None, val_split: str | None, val_limit: int | None,
+            train_split: str | None,
             base_lr: float | None, seed: int, log_every: int, keep_snapshots: int,
             keep_all_snapshots: bool, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
@@ -120,7 +127,11 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     from backends import canonical_name, get_backend
 
     backend = canonical_name(backend)
-    recipe = get_recipe(recipe_name)
+    entry = resolve_model(variant)
+    variant = entry.key
+    recipe = get_recipe(recipe_name) if recipe_name else default_recipe(variant)
+    if base_lr is None or iters is None:  # the recipe must know this model
+        recipe = recipe_for(recipe, variant)
     if resume and init:
         click.echo("note: --resume continues the snapshot's weights; --init is ignored", err=True)
         init = None
@@ -129,7 +140,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                          f"previous stage's snapshot for fcn16s/fcn8s, or '{RANDOM_INIT}'")
     if tensorboard_dir is not None:
         require_tensorboard()  # before any work, not after building the model
-    spec = build_spec(variant, NUM_CLASSES, width_divisor)
+    spec = build_spec(variant, None, width_divisor)
     out_dir = out_dir or Path("runs", "train", f"{variant}-{recipe.name}-{backend}")
     if not resume and list_snapshots(out_dir, variant):
         raise UsageError(f"{out_dir} already holds {variant} snapshots; continue them with "
@@ -140,13 +151,14 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         iters=iters if iters is not None else recipe.max_iter[variant],
         eval_every=eval_every or recipe.eval_every,
         snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
-        num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
-        val_split=val_split, val_limit=val_limit,
+        num_classes=spec.num_classes, width_divisor=width_divisor, log_every=log_every,
+        val_split=val_split or _default_val_split(entry), val_limit=val_limit,
         keep_snapshots=0 if keep_all_snapshots else keep_snapshots, plots=plots,
         init=init or "", deterministic=not nondeterministic)
 
     world_size = _world_size(backend)
-    train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
+    train_set, val_set, val_ids = _datasets(entry, data_root, train_split, config.val_split,
+                                            val_limit)
     _check_outputs(out_dir, tensorboard_dir, init, train_set, val_set)
     fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
@@ -247,11 +259,32 @@ def _check_disk(out_dir: Path, config: TrainConfig, spec, start: int) -> None:
     check_disk(plan)
 
 
-def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):
-    """SBD training set, validation set (None when --val-limit 0) and the validated ids."""
+def _default_val_split(entry) -> str:
+    from bench.model_data import default_split
+
+    return default_split(entry)
+
+
+def _datasets(entry, data_root: Path, train_split: str | None, val_split: str,
+              val_limit: int | None):
+    """Training set, validation set (None when --val-limit 0) and the validated ids: SBD and
+    VOC for the VOC models, else the model's own data set (bench.model_data)."""
+    from bench.model_data import TRAIN_SPLITS, dataset_name, open_model_dataset
+
+    name = dataset_name(entry)
+    if name != "voc":
+        from bench.train_data import TrainingView
+
+        train_set = TrainingView(open_model_dataset(entry, data_root,
+                                                    train_split or TRAIN_SPLITS[name]))
+        if val_limit == 0:
+            return train_set, None, []
+        val_set = TrainingView(open_model_dataset(entry, data_root, val_split))
+        val_ids = val_set.ids if val_limit is None else val_set.ids[:val_limit]
+        return train_set, val_set, list(val_ids)
     from bench.voc import SBDDataset, resolve_split, sbd_dir
 
-    train_set = SBDDataset(sbd_dir(data_root), train_split)
+    train_set = SBDDataset(sbd_dir(data_root), train_split or "train")
     if val_limit == 0:
         return train_set, None, []
     val_set = resolve_split(data_root, val_split)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from zoo_weights_shim import zoo_weights_shim
 
 from bench.init import random_params
 from bench.spec import build_spec
@@ -30,25 +31,6 @@ FAMILIES = [
     ("ade20k-fcn8s", "ade20k", ("semantic",)),
     ("voc-fcn-alexnet", "voc", ("semantic",)),
 ]
-
-
-def zoo_weights_shim(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until bench.weights tells every zoo model apart by its tensors (branch zoo2), trust the
-    archive's `variant` metadata for zoo models; a no-op once the archives load as they are."""
-    import bench.weights as weights
-    from bench.spec import MODEL_NAMES
-
-    spec = build_spec("siftflow-fcn16s", width_divisor=16)
-    try:
-        weights.infer_spec(spec.param_shapes(), {"variant": spec.variant})
-        return
-    except Exception:
-        pass
-    original = weights._variant_of
-    monkeypatch.setattr(weights, "VARIANTS", MODEL_NAMES)
-    monkeypatch.setattr(weights, "_variant_of", lambda path, keys, metadata: (
-        metadata.get("variant") if metadata.get("variant") in MODEL_NAMES
-        else original(path, keys, metadata)))
 
 
 @pytest.fixture(scope="module")
