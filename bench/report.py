@@ -211,7 +211,8 @@ def results_text(runs: Sequence[BackendRun], subset: bool,
 
 
 def build_record(*, variant: str, split: str, dataset: Any, full_count: int, weights: dict,
-                 data_fingerprint: dict, runs: Sequence[BackendRun], notes: list[str]) -> dict:
+                 data_fingerprint: dict, runs: Sequence[BackendRun], notes: list[str],
+                 reference_key: str | None = None) -> dict:
     """The "reproduce" record: one row per backend, each the evaluate record of bench.metrics
     plus the references, deltas, verdict, images/s and timing profile."""
     rows = []
@@ -242,7 +243,7 @@ def build_record(*, variant: str, split: str, dataset: Any, full_count: int, wei
         rows.append(row)
     return make_record("reproduce", variant=variant, split=dataset.name,
                        split_requested=split, split_source=str(dataset.source),
-                       reference_split=reference_split(split),
+                       reference_split=reference_key or reference_split(split),
                        dataset=getattr(dataset, "dataset", "voc") or "voc", num_images=len(dataset),
                        split_images=full_count, weights=weights,
                        data_fingerprint=data_fingerprint, notes=notes, rows=rows)

@@ -225,7 +225,8 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
         from bench.records import write_json
         from bench.report import build_record
 
-        record = build_record(variant=variant, split=ref_split, dataset=dataset,
+        record = build_record(variant=variant, split=split, dataset=dataset,
+                              reference_key=ref_split,
                               full_count=full_count,
                               weights=weights_summary(weights_path, weights_sha, spec,
                                                       run_weights, metadata),
