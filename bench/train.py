@@ -173,13 +173,17 @@ INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-at
                "nyud-fcn32s-color": VGG16, "nyud-fcn32s-hha": VGG16,
                # conv1_1_bgrd from VGG16's conv1_1 (depth channel = mean of B, G, R filters)
                "nyud-fcn32s-color-d": VGG16,
-               # REF transplants a colour and an HHA FCN-32s into the *color / *hha layers;
-               # here: continue from color-hha weights (docs/training_recipes.md)
+               # REF transplants a colour and an HHA FCN-32s into the *color / *hha layers:
+               # `--init COLOR,HHA` (LATE_FUSION_SOURCES), or continue from color-hha weights
                "nyud-fcn32s-color-hha": "nyud-fcn32s-color-hha",
                "siftflow-fcn32s": VGG16, "siftflow-fcn16s": "siftflow-fcn32s",
                "siftflow-fcn8s": "siftflow-fcn16s",
                "pascalcontext-fcn32s": VGG16, "pascalcontext-fcn16s": "pascalcontext-fcn32s",
                "pascalcontext-fcn8s": "pascalcontext-fcn16s", "ade20k-fcn8s": VGG16}
+# Late fusion (REF nyud-fcn32s-color-hha/solve.py): one trained single-input FCN-32s per stream,
+# transplanted into the layers suffixed by that stream's input (conv1_1 -> conv1_1color, ...).
+LATE_FUSION_SOURCES = {"nyud-fcn32s-color-hha": (("color", "nyud-fcn32s-color"),
+                                                 ("hha", "nyud-fcn32s-hha"))}
 # Early fusion: the 4-channel first layer of a colour+depth net and the VGG16 layer it comes from.
 BGRD_LAYER, BGRD_SOURCE = "conv1_1_bgrd", "conv1_1"
 RANDOM_INIT = "random"
@@ -341,6 +345,33 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
     return params, unused
 
 
+def _late_fusion_init(spec: FcnSpec, paths: Sequence[str]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`--init COLOR,HHA`: REF's suffix transplant of two FCN-32s into a late-fusion net; every
+    learned tensor of each stream comes from its archive, upsampling is bilinear."""
+    streams = LATE_FUSION_SOURCES[spec.variant]
+    if len(paths) != len(streams):
+        raise UsageError(f"--init for {spec.variant} takes {len(streams)} archives separated by "
+                         f"a comma ({', '.join(model for _, model in streams)}), in that order")
+    source: dict[str, np.ndarray] = {}
+    for text, (suffix, model) in zip(paths, streams, strict=True):
+        path = Path(text)
+        if not path.is_file():
+            raise WeightsError(path, f"{model} init archive not found")
+        found = spec_from_archive(path)
+        if found.variant != model:
+            raise WeightsError(path, f"is a {found.variant} archive; the {suffix} stream of "
+                                     f"{spec.variant} starts from {model} weights")
+        params, _ = load_archive(path, found)
+        for name, value in params.items():
+            layer, kind = name.rsplit(".", 1)
+            source[f"{layer}{suffix}.{kind}"] = value
+    joined = ",".join(paths)
+    params, unused = initial_params(spec, source, spec.variant, joined)
+    return params, {"init": joined, "init_kind": "+".join(m for _, m in streams),
+                    "init_unused_tensors": unused}
+
+
 def _bgrd_from_rgb(source: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """REF nyud-fcn32s-color-d surgery: conv1_1_bgrd = VGG16 conv1_1 on B, G, R plus, for the
     log-depth channel, the mean of its three colour filters; the bias is conv1_1's."""
@@ -382,6 +413,8 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
     if init == RANDOM_INIT:
         return random_initial_params(spec, seed), {"init": RANDOM_INIT, "init_kind": "random",
                                                    "init_seed": seed}
+    if spec.variant in LATE_FUSION_SOURCES and "," in init:
+        return _late_fusion_init(spec, init.split(","))
     path = Path(init)
     if not path.is_file():
         raise WeightsError(path, "init archive not found; create one with `python cli.py "

@@ -96,14 +96,14 @@ from bench.train import (
 @click.option("--width-divisor", type=click.IntRange(1), default=1, hidden=True,
               help="Test only: narrow network (channels // N).")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
-            recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
+            recipe_name: str | None, resume: bool, iters: int | None, eval_every: int | None,
             snapshot_every: int | None, val_split: str | None, val_limit: int | None,
             train_split: str | None,
             base_lr: float | None, seed: int, log_every: int, keep_snapshots: int,
             keep_all_snapshots: bool, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
             progress: bool | None, nondeterministic: bool, width_divisor: int) -> None:
-    """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
+    """Train an FCN with its released recipe (SGD, Caffe update) on its own data set.
 
     \b
     Examples:
@@ -112,6 +112,8 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
       python cli.py train --variant fcn16s --backend tf --data-root data \\
           --init runs/fcn32s/snapshots/fcn32s_iter_0100000.safetensors --out runs/fcn16s
       python cli.py train --variant fcn32s --data-root data --out runs/fcn32s --resume
+      python cli.py train --variant siftflow-fcn32s --data-root data \
+          --init weights/vgg16-fcn32s-init.safetensors --out runs/siftflow-fcn32s
       torchrun --nproc_per_node 4 cli.py train --variant fcn32s --backend torch ...
 
     \b

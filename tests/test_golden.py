@@ -1,7 +1,7 @@
 """The golden suite: deterministic, matches the committed baseline, and bites on broken geometry.
 
-Runs narrow nets on the torch backend only (the CI step `python cli.py golden` runs every backend
-and the full-width check); about 20 s on a 2-core machine.
+Runs narrow nets on the torch backend only (the CI step `python cli.py golden` runs every backend,
+every family and the full-width check); about 45 s on a 2-core machine.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from zoo_weights_shim import zoo_weights_shim
 
 from bench.datasets import open_dataset
+from bench.errors import WeightsError
 from bench.spec import build_spec
 from bench.synthetic import make_sbd, make_voc
 from bench.synthetic_zoo import write_nyud_tree, write_siftflow_tree
@@ -157,3 +158,28 @@ def test_short_training_learns_every_family(tmp_path, model, dataset, split, lr)
     evaluation = json.loads((out / "eval" / "iter_0000120.json").read_text())
     baseline = _most_frequent_class_iou(root, dataset, split)
     assert evaluation["metrics"]["mean_iou"] > 1.5 * baseline, (evaluation["metrics"], baseline)
+
+
+def test_color_hha_starts_from_a_colour_and_an_hha_fcn32s(tmp_path):
+    """REF's suffix transplant: conv1_1 of the colour net -> conv1_1color, of HHA -> conv1_1hha."""
+    from bench.init import random_params
+    from bench.train import load_init
+    from bench.weights import archive_metadata, save_archive
+
+    archives = {}
+    for seed, model in enumerate(("nyud-fcn32s-color", "nyud-fcn32s-hha")):
+        spec = build_spec(model, width_divisor=NARROW)
+        archives[model] = random_params(spec, seed)
+        save_archive(tmp_path / f"{model}.safetensors", archives[model],
+                     archive_metadata(spec, kind="trained", origin="test"))
+    fused = build_spec("nyud-fcn32s-color-hha", width_divisor=NARROW)
+    paths = ",".join(str(tmp_path / f"{m}.safetensors") for m in archives)
+    params, info = load_init(fused, paths, 0)
+    np.testing.assert_array_equal(params["conv1_1color.weight"],
+                                  archives["nyud-fcn32s-color"]["conv1_1.weight"])
+    np.testing.assert_array_equal(params["score_frhha.bias"],
+                                  archives["nyud-fcn32s-hha"]["score_fr.bias"])
+    assert info["init_kind"] == "nyud-fcn32s-color+nyud-fcn32s-hha"
+    swapped = ",".join(reversed(paths.split(",")))
+    with pytest.raises(WeightsError, match="starts from nyud-fcn32s-color weights"):
+        load_init(fused, swapped, 0)
