@@ -42,9 +42,10 @@ from bench.train import (
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder holding benchmark_RELEASE/ (SBD, training) and VOCdevkit/ (val).")
 @click.option("--init", "init", default=None,
-              help="Init archive: VGG16 (convert output) for fcn32s/fcn8s-atonce, the fcn32s "
-                   "snapshot for fcn16s, fcn16s for fcn8s; 'random' for smoke tests. Ignored "
-                   "with --resume.")
+              help="Init archive: VGG16 (convert output) for 32s and at-once nets, the 32s "
+                   "snapshot for 16s, 16s for 8s, an AlexNet trunk for voc-fcn-alexnet, "
+                   "COLOR,HHA (two nyud FCN-32s) for nyud-fcn32s-color-hha "
+                   "(docs/training_recipes.md); 'random' for smoke tests. Ignored with --resume.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run folder (default runs/train/VARIANT-RECIPE-BACKEND): snapshots/, "
                    "train_log.csv, eval/, train_record.json, curves.png.")
