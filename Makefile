@@ -24,8 +24,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 ## The README's main job: the latency benchmark on an embedded default (no data, random weights).
+## Keeps its JSON and Markdown records under results/ (git-ignored), one pair per run, and says
+## where. A quick answer: make latency LATENCY_ARGS="--variant fcn8s --backend torch".
+LATENCY_ARGS ?=
 latency: $(STAMP)
-	$(PY) cli.py latency
+	@t=$$(date -u +%Y%m%dT%H%M%SZ); $(PY) cli.py latency --output results/latency-$$t.json \
+		--output results/latency-$$t.md $(LATENCY_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -17,11 +17,41 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import UsageError
 from bench.spec import FcnSpec
 
 _NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+# fp32: float32 with TF32 off; tf32: float32 storage, TF32 tensor-core math (CUDA only);
+# bf16/fp16: the model and its inputs are cast to that dtype once, as a deployment would;
+# amp-bf16/amp-fp16: float32 weights, autocast (torch) / a mixed-precision compute dtype (TF).
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16", "amp-fp16")
+# torch.compile modes, and "xla" for TensorFlow's jit_compile; "default" = the framework's own
+# (torch.compile's default mode, XLA for TensorFlow).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "xla")
+
+
+def storage_dtype(precision: str) -> str:
+    """The dtype weights and activations are stored in: float32 except for bf16/fp16 casts."""
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+
+
+def compute_dtype(precision: str) -> str:
+    """The dtype products are computed in (TF32 aside): the half type of bf16/fp16/amp-*."""
+    half = precision.removeprefix("amp-")
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(half, "float32")
+
+
+def compile_mode(compile: str | bool | None) -> str | None:
+    """Normalise RunOptions.compile: True (the old flag) means "default", False/None none."""
+    if compile is True:
+        return "default"
+    if not compile:
+        return None
+    if compile not in COMPILE_MODES:
+        raise UsageError(f"unknown compile mode {compile!r}; choose from "
+                         f"{', '.join(COMPILE_MODES)}")
+    return str(compile)
 
 
 @dataclass(frozen=True)
@@ -29,8 +59,8 @@ class RunOptions:
     """How a backend runs. Accuracy runs use the defaults: fp32 with TF32 off, no compilation."""
 
     device: str = "auto"  # "auto" picks cuda when present, else cpu
-    precision: str = "fp32"  # fp32 (TF32 off) | tf32 | fp16 | bf16 (autocast / mixed precision)
-    compile: bool = False  # torch.compile / tf.function(jit_compile=True)
+    precision: str = "fp32"  # one of PRECISIONS (see there)
+    compile: str | bool | None = None  # one of COMPILE_MODES; True = "default" (see compile_mode)
     channels_last: bool = False  # torch memory format (TF is always NHWC)
     threads: int | None = None  # intra-op CPU threads; None leaves the framework default
     seed: int = 0  # dropout RNG in training mode
@@ -95,6 +125,15 @@ class Backend(abc.ABC):
 
     def peak_memory_bytes(self) -> int | None:
         """Peak device memory since the last reset, or None where unknown."""
+        return None
+
+    def memory_capacity_bytes(self) -> int | None:
+        """Memory this backend's device can still give (free GPU memory), or None: the host."""
+        return None
+
+    def measure_peak(self) -> dict[str, Any] | None:
+        """The device's measured ceilings for this precision (matrix product TFLOP/s, copy
+        GB/s; see bench/roofline.py), or None where the backend cannot measure them."""
         return None
 
 

@@ -17,15 +17,15 @@ Never imports torch or tensorflow.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from bench.errors import DataError
 from bench.outputs import safe_file_part
-from bench.records import atomic_write_text, to_json, utc_now
+from bench.records import atomic_write_text, loads_bounded, to_json, utc_now
 from bench.spec import VARIANTS, get_spec
 
 CACHE_ENV = "FCN_BENCH_CACHE"
@@ -90,24 +90,59 @@ def _recorded_path() -> Path:
     return cache_dir() / RECORDED_HASHES
 
 
-def recorded_hashes() -> dict[str, dict[str, Any]]:
-    """{file name: {"sha256", "size", "url", "recorded_utc"}} for files without a published hash."""
+# A few hundred bytes per recorded file; anything near this is not a file fcn-bench wrote.
+MAX_RECORDED_BYTES = 16 * 2**20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_cache_file(path: Path, limit: int, what: str, fix: str) -> bytes:
+    """The bytes of a file fcn-bench wrote into the cache (checkpoint, recorded checksums), read
+    with a size bound: a user can edit or damage it, so every problem is one DataError naming
+    the file, ending with `fix` (how to recover). docs/security.md."""
+    if not path.is_file():
+        raise DataError(path, f"{what} is not a regular file; {fix}")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as error:
+        raise DataError(path, f"unreadable {what} ({error.strerror or error}); {fix}") from None
+    if len(raw) > limit:
+        raise DataError(path, f"{what} is larger than {limit // 2**20} MiB, so not one fcn-bench "
+                              f"wrote; {fix}")
+    return raw
+
+
+def recorded_hashes() -> dict[str, Any]:
+    """{file name: {"sha256", "size", "url", "recorded_utc"}} for files without a published hash.
+
+    Entries are checked where they are used (`recorded_sha256`), so `download forget` can still
+    drop one that a user damaged."""
     path = _recorded_path()
     if not path.exists():
         return {}
+    fix = "delete it to record the checksums again on the next download"
+    raw = read_cache_file(path, MAX_RECORDED_BYTES, "recorded-checksum file", fix)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(path, f"unreadable recorded-checksum file ({error}); delete it to "
-                              "record the checksums again on the next download") from None
+        data = loads_bounded(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:  # ValueError: bad JSON, too deep
+        raise DataError(path, f"unreadable recorded-checksum file ({error}); {fix}") from None
     if not isinstance(data, dict):
-        raise DataError(path, "recorded-checksum file is not a JSON object; delete it")
+        raise DataError(path, f"recorded-checksum file is not a JSON object; {fix}")
     return data
 
 
 def recorded_sha256(name: str) -> str | None:
+    """The SHA-256 recorded for `name`, or None; a damaged entry is a DataError (a wrong type
+    would otherwise surface as a traceback, or as a checksum mismatch that blames the file)."""
     entry = recorded_hashes().get(name)
-    return entry.get("sha256") if isinstance(entry, dict) else None
+    if entry is None:
+        return None
+    sha = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        raise DataError(_recorded_path(), f"the entry for {name} has no valid sha256 (64 "
+                        f"lowercase hex digits, got {str(sha)[:80]!r}); drop it with `python "
+                        "cli.py download forget` and download again")
+    return sha
 
 
 def record_sha256(name: str, sha256: str, size: int, url: str) -> Path:

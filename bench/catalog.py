@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.cache import file_digests, recorded_hashes
 from bench.errors import DownloadError, UsageError
 from bench.voc import SEG11VALID, SEG11VALID_SHA256, SEG11VALID_URL
+from bench.zoo import MODEL_ENTRIES, NO_CHECKSUM
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ class Source:
     variant: str | None = None
     note: str = ""
     # What a good copy must parse as before its hash may be recorded (bench.download_checks):
-    # "fcn-caffemodel" (the variant's blobs), "vgg16-caffemodel", "dataset-archive" (a whole
-    # tar/zip holding the `expect` paths), or "" (pinned: the hash is the check).
-    # `width_divisor` > 1 only for the narrow test-only networks.
+    # "fcn-caffemodel" (the variant's blobs), "vgg16-caffemodel", "alexnet-caffemodel",
+    # "dataset-archive" (a whole tar/zip holding the `expect` paths), or "" (pinned: the hash is
+    # the check). `width_divisor` > 1 only for the narrow test-only networks.
     content: str = ""
     width_divisor: int = 1
 
@@ -69,6 +70,26 @@ def _caffe_fcn(variant: str, stem: str, sha1: str | None = None, checksum_source
         checksum_source=checksum_source or "none published (searched: docs/downloads.md)",
         note="official Caffe model (shelhamer/fcn.berkeleyvision.org voc-*/caffemodel-url); "
              "the http URL is used only if https fails")
+
+
+def _zoo_weights() -> tuple[Source, ...]:
+    """The released caffemodel of every non-VOC model of the zoo (bench/zoo.py), named by the
+    model; its checksum status is the zoo's (none published except where the zoo pins one)."""
+    sources = []
+    for entry in MODEL_ENTRIES:
+        if entry.weights_url is None or (entry.dataset == "PASCAL VOC" and entry.trunk == "vgg16"):
+            continue  # no weights released (nyud-fcn32s-color-d); VOC VGG16: listed above
+        plain = entry.weights_url
+        secure = "https://" + plain.split("://", 1)[1]
+        sources.append(Source(
+            name=entry.key, group="weights", filename=plain.rsplit("/", 1)[1],
+            urls=(secure, plain), sha1=entry.weights_sha1, variant=entry.key,
+            content="fcn-caffemodel",
+            checksum_source=("none published (searched: docs/downloads.md)"
+                             if entry.checksum_status == NO_CHECKSUM else entry.checksum_status),
+            note=f"released {entry.name} ({entry.dataset}) Caffe model; the http URL is used "
+                 "only if https fails"))
+    return tuple(sources)
 
 
 CATALOG: dict[str, Source] = {source.name: source for source in (
@@ -195,6 +216,15 @@ CATALOG: dict[str, Source] = {source.name: source for source in (
         md5=("64373286793e3c8b2b4e3219cbf3544b",), size=553_467_096,
         checksum_source="keras.applications.vgg16 WEIGHTS_PATH file_hash",
         note="Caffe VGG16 weights in Keras layout (fc1 flattened H,W,C)"),
+    Source(
+        name="alexnet-caffe", group="weights", filename="bvlc_reference_caffenet.caffemodel",
+        urls=(f"https://{_CAFFE_HOST}/bvlc_reference_caffenet.caffemodel",
+              f"http://{_CAFFE_HOST}/bvlc_reference_caffenet.caffemodel"),
+        sha1="4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46", content="alexnet-caffemodel",
+        checksum_source="BVLC/caffe models/bvlc_reference_caffenet/readme.md",
+        note="CaffeNet ImageNet weights voc-fcn-alexnet starts from (convert --init-for "
+             "voc-fcn-alexnet)"),
+    *_zoo_weights(),
 )}
 
 DATASETS = tuple(name for name, s in CATALOG.items() if s.group in ("dataset", "split"))

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.cache import read_cache_file
 from bench.errors import DataError, UsageError
 from bench.outputs import writing
-from bench.records import to_json, utc_now, write_json
+from bench.records import loads_bounded, to_json, utc_now, write_json
+from bench.sniff import HEAD_BYTES, sniff_bytes
 
 FORMAT = "fcn-bench-checkpoint"
 FORMAT_VERSION = 1
@@ -68,17 +70,8 @@ class Checkpoint:
     def load(self, ids: Sequence[str]) -> CheckpointState | None:
         if not self.path.exists():
             return None
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-            stored = data["fingerprint"]
-            ids_done = [str(i) for i in data["ids_done"]]
-            matrix = np.asarray(data["confusion_matrix"], dtype=np.int64)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-                ValueError) as error:
-            raise DataError(self.path, f"unreadable checkpoint ({error}); delete it to start "
-                                       "over") from None
+        data = read_checkpoint(self.path)
+        stored, ids_done = data["fingerprint"], data["ids_done"]
         differences = _differences(stored, self.fingerprint)
         if differences:
             raise CheckpointMismatch(
@@ -87,9 +80,7 @@ class Checkpoint:
         if list(ids[:len(ids_done)]) != ids_done:
             raise CheckpointMismatch(f"checkpoint {self.path}: its {len(ids_done)} finished ids "
                                      "are not the start of this split; delete it")
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or (matrix < 0).any():
-            raise DataError(self.path, f"checkpoint confusion matrix has shape {matrix.shape} "
-                                       "or negative counts; delete it")
+        matrix = np.array(data["confusion_matrix"], dtype=np.int64)
         extra = {k: v for k, v in data.items() if k not in _CORE_KEYS}
         return CheckpointState(stored, ids_done, matrix, extra)
 
@@ -143,6 +134,72 @@ def keyed_path(directory: str | Path, stem: str, fingerprint: Mapping[str, Any])
 
 def _plain(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(to_json(dict(fingerprint)))
+
+
+# A checkpoint holds at most a 1000-class matrix (about 20 MB as indented JSON) and one id and
+# SHA-256 per image; 32 MiB leaves room for ~140,000 images and bounds what parsing a hostile
+# file can cost (docs/security.md, "Checkpoints, caches and .pth files").
+MAX_CHECKPOINT_BYTES = 32 * 2**20
+_MAX_COUNT = 2**63 - 1  # the matrix is int64
+_RECOVER = "delete it (or run without --resume) to start over"
+_PER_IMAGE_KEYS = ("image_sha256",)  # extras with one entry per finished id (bench.runner)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, every field it relies on type-checked; DataError otherwise.
+
+    The file is fcn-bench's own, but a user can edit it and a crash or full disk can damage it:
+    size and nesting are bounded before parsing, and counts must be non-negative JSON integers
+    that fit int64 (a float, bool or string is refused, never cast: a cast would silently give
+    another matrix).
+    """
+    raw = read_cache_file(path, MAX_CHECKPOINT_BYTES, "checkpoint", _RECOVER)
+    try:
+        data = loads_bounded(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        kind = sniff_bytes(raw[:HEAD_BYTES], len(raw)).description
+        raise DataError(path, f"is {kind}, not an fcn-bench checkpoint; {_RECOVER}") from None
+    except ValueError as error:  # JSONDecodeError, JsonTooDeep, an integer over the digit limit
+        raise DataError(path, f"unreadable checkpoint (not valid JSON: {error}); {_RECOVER}"
+                        ) from None
+    problem = _checkpoint_problem(data)
+    if problem:
+        raise DataError(path, f"corrupt checkpoint: {problem}; {_RECOVER}")
+    return data
+
+
+def _checkpoint_problem(data: Any) -> str | None:
+    """What is wrong with a parsed checkpoint, or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
+        return f"not a {FORMAT} v{FORMAT_VERSION} file"
+    if not isinstance(data.get("fingerprint"), dict):
+        return "no fingerprint object"
+    ids = data.get("ids_done")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return "ids_done is not a list of strings"
+    for key in _PER_IMAGE_KEYS:
+        values = data.get(key)
+        if values is not None and (not isinstance(values, list) or len(values) != len(ids)
+                                   or not all(isinstance(v, str) for v in values)):
+            return f"{key} is not a list of {len(ids)} strings (one per finished id)"
+    return _matrix_problem(data.get("confusion_matrix"))
+
+
+def _matrix_problem(matrix: Any) -> str | None:
+    if not isinstance(matrix, list) or not matrix:
+        return "confusion_matrix is not a non-empty list of rows"
+    side = len(matrix)
+    if not all(isinstance(row, list) and len(row) == side for row in matrix):
+        return f"confusion_matrix is not square ({side} rows of {side} counts)"
+    for row in matrix:
+        for count in row:
+            # type() is int: bool is an int subclass, and float/str would be cast by numpy.
+            if type(count) is not int or not 0 <= count <= _MAX_COUNT:
+                return (f"confusion_matrix holds {_short(count)}, not a count (a whole number "
+                        f"0..2^63-1)")
+    return None
 
 
 def _short(value: Any) -> str:

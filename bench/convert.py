@@ -29,13 +29,24 @@ import numpy as np
 from bench import __version__
 from bench.caffe import read_caffemodel
 from bench.errors import UsageError, WeightsError
-from bench.init import fixed_params, new_layer_params, random_params
+from bench.init import fixed_params, imagenet_init_params, random_params
+from bench.keras_h5 import KERAS_NAMES as KERAS_NAMES  # re-exported: tests, callers
+from bench.keras_h5 import read_keras_vgg16
 from bench.outputs import check_writable
 from bench.sniff import not_weights_problem, sniff
-from bench.spec import VARIANTS, VGG16_STAGES, Conv, FcnSpec, build_spec
+from bench.spec import (
+    VGG16_STAGES,
+    Conv,
+    FcnSpec,
+    UnknownVariantError,
+    build_spec,
+    resolve_model,
+)
 from bench.voc import MEAN_BGR
 from bench.weights import (
+    ALEXNET,
     BACKBONE,
+    BACKBONES,
     archive_metadata,
     check_metadata,
     check_params,
@@ -46,7 +57,9 @@ from bench.weights import (
     reading_weights_file,
     save_archive,
     sha256_file,
+    spec_from_archive,
     variant_from_keys,
+    width_divisor_of,
 )
 
 CONVERTER_VERSION = __version__
@@ -60,9 +73,19 @@ TORCHVISION_MEAN_RGB = np.array((0.485, 0.456, 0.406))
 TORCHVISION_STD_RGB = np.array((0.229, 0.224, 0.225))
 PTH_CONVENTIONS = ("torchvision", "caffe")
 
-# The VGG16 layers an FCN inherits: every non-score convolution of the spec (conv1_1 .. fc7).
-TRUNK_LAYERS = tuple(layer.name for layer in build_spec("fcn32s").layers
-                     if isinstance(layer, Conv) and not layer.zero_init)
+
+
+def _trunk_layers(model: str) -> tuple[str, ...]:
+    """The ImageNet layers an FCN inherits: every non-score convolution of its spec."""
+    return tuple(layer.name for layer in build_spec(model).layers
+                 if isinstance(layer, Conv) and not layer.zero_init)
+
+
+# VGG16 conv1_1 .. fc7, and CaffeNet conv1 .. fc7 (FCN-AlexNet's trunk).
+TRUNK_LAYERS = _trunk_layers("fcn32s")
+BACKBONE_LAYERS = {BACKBONE: TRUNK_LAYERS, ALEXNET: _trunk_layers("voc-fcn-alexnet")}
+# The ImageNet trunk each catalogue trunk name is initialised from.
+_TRUNK_BACKBONE = {"vgg16": BACKBONE, "alexnet": ALEXNET}
 
 
 def _torchvision_names() -> dict[str, str]:
@@ -78,16 +101,7 @@ def _torchvision_names() -> dict[str, str]:
     return names
 
 
-def _keras_names() -> dict[str, str]:
-    """Caffe name -> Keras applications.VGG16 layer name (block1_conv1 .. fc1, fc2)."""
-    names = {f"conv{stage}_{conv}": f"block{stage}_conv{conv}"
-             for stage, num_convs, _ in VGG16_STAGES for conv in range(1, num_convs + 1)}
-    names.update(fc6="fc1", fc7="fc2")
-    return names
-
-
 TORCHVISION_NAMES = _torchvision_names()
-KERAS_NAMES = _keras_names()
 
 # A VGG16 trunk in Caffe conventions: name -> (weight, bias). Conv weights OIHW; fc6 may be
 # [4096, 25088] flattened C,H,W (Caffe InnerProduct, torch Linear) or already [4096, 512, 7, 7].
@@ -139,7 +153,7 @@ def detect_format(path: str | Path) -> str:
 
 def convert(source: str | Path, output: str | Path, *, variant: str | None = None,
             init_for: str | None = None, pth_convention: str = "torchvision",
-            num_classes: int = 21, force: bool = False,
+            num_classes: int | None = None, force: bool = False,
             progress: Progress | None = None,
             read_pth: Callable[[Path], Mapping[str, np.ndarray]] | None = None) -> Conversion:
     """Convert `source` into an archive at `output` (written atomically, complete or absent).
@@ -154,9 +168,7 @@ def convert(source: str | Path, output: str | Path, *, variant: str | None = Non
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     _check_output(output, force)
-    for name, value in (("--variant", variant), ("--init-for", init_for)):
-        if value is not None and value not in VARIANTS:
-            raise UsageError(f"unknown {name} {value!r}; choose from {', '.join(VARIANTS)}")
+    variant, init_for = model_key(variant, "--variant"), model_key(init_for, "--init-for")
     if pth_convention not in PTH_CONVENTIONS:
         raise UsageError(f"unknown .pth convention {pth_convention!r}; choose from "
                          f"{', '.join(PTH_CONVENTIONS)}")
@@ -179,7 +191,7 @@ def convert(source: str | Path, output: str | Path, *, variant: str | None = Non
                                             num_classes, source_sha)
     else:  # hdf5
         trunk = read_keras_vgg16(source)
-        params, metadata = _vgg16_archive(source, trunk, "keras", variant, init_for,
+        params, metadata = _trunk_archive(source, trunk, BACKBONE, "keras", variant, init_for,
                                           num_classes, source_sha, fold=None)
     if source_format != "safetensors":  # an archive keeps its metadata exactly
         metadata.update(source_name=source.name, source_format=source_format)
@@ -187,13 +199,16 @@ def convert(source: str | Path, output: str | Path, *, variant: str | None = Non
     return _result(output, params, metadata, source_format, size, started)
 
 
-def convert_random(output: str | Path, variant: str, seed: int = 0, *, num_classes: int = 21,
-                   width_divisor: int = 1, force: bool = False) -> Conversion:
-    """An archive of `bench.init.random_params` (deterministic for a seed; no source file)."""
+def convert_random(output: str | Path, variant: str, seed: int = 0, *,
+                   num_classes: int | None = None, width_divisor: int = 1,
+                   force: bool = False) -> Conversion:
+    """An archive of `bench.init.random_params` (deterministic for a seed; no source file).
+    `num_classes` None = the model's released class count(s)."""
     started = time.perf_counter()
     output = Path(output)
     _check_output(output, force)
-    spec = build_spec(variant, check_num_classes(num_classes), width_divisor)
+    spec = build_spec(model_key(variant, "--variant") or "", check_num_classes(num_classes),
+                      width_divisor)
     check_memory(spec, output)
     params = random_params(spec, seed)
     metadata = archive_metadata(spec, kind="random", origin=f"random:seed={seed}")
@@ -210,9 +225,19 @@ MAX_NUM_CLASSES = 1000
 _PEAK_COPIES = 3
 
 
-def check_num_classes(num_classes: int) -> int:
+def model_key(name: str | None, option: str) -> str | None:
+    """The catalogue key of a model name or alias given to `option` (None stays None)."""
+    if name is None:
+        return None
+    try:
+        return resolve_model(name).key
+    except UnknownVariantError as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def check_num_classes(num_classes: int | None) -> int | None:
     """Refuse a class count outside 1..MAX_NUM_CLASSES (one line naming the option)."""
-    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+    if num_classes is not None and not 1 <= num_classes <= MAX_NUM_CLASSES:
         raise UsageError(f"--num-classes {num_classes} is outside 1..{MAX_NUM_CLASSES}")
     return num_classes
 
@@ -348,11 +373,13 @@ def _from_archive(path: Path, variant: str | None, init_for: str | None,
     """Re-validate an archive strictly; its metadata is preserved (origin, source hash...)."""
     header = read_header(path)
     keys = {key for key in header if key != "__metadata__"}
-    if variant_from_keys(keys) == BACKBONE:
-        raise WeightsError(path, "holds a bare VGG16 trunk in safetensors; fcn-bench converts "
-                           "VGG16 from its Caffe, torchvision or Keras files")
-    params, metadata = load_archive(path)
-    found = metadata.get("variant") or variant_from_keys(keys) or "?"
+    if variant_from_keys(keys) in BACKBONES:
+        raise WeightsError(path, "holds a bare ImageNet trunk in safetensors; fcn-bench converts "
+                           "VGG16 from its Caffe, torchvision or Keras files and AlexNet from "
+                           "the Caffe bvlc_reference_caffenet.caffemodel")
+    spec = spec_from_archive(path, variant)
+    params, metadata = load_archive(path, spec)
+    found = spec.variant
     if init_for is not None:
         raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
                          "ImageNet weights")
@@ -360,16 +387,17 @@ def _from_archive(path: Path, variant: str | None, init_for: str | None,
     if "format" in metadata:  # an fcn-bench archive: copied as is, so it must be complete
         check_metadata(metadata, path)
     else:  # a foreign safetensors file with the canonical names
-        spec = _spec_of(path, params)
         metadata = archive_metadata(spec, kind="trained", origin=_origin("safetensors", path),
                                     source_sha256=source_sha, source_name=path.name,
-                                    source_format="safetensors")
+                                    source_format="safetensors",
+                                    variant_source=_variant_source(variant))
     return params, dict(metadata)
 
 
-def _spec_of(path: Path, params: Mapping[str, np.ndarray], variant: str | None = None
-             ) -> FcnSpec:
-    return infer_spec(params, {"variant": variant} if variant else {}, path)
+def _variant_source(requested: str | None) -> str:
+    """How an archive's `variant` was decided (metadata `variant_source`)."""
+    return ("--variant, checked against the tensors" if requested is not None
+            else "detected from the tensors")
 
 
 def _from_canonical(path: Path, arrays: Mapping[str, np.ndarray], label: str,
@@ -383,19 +411,19 @@ def _from_canonical(path: Path, arrays: Mapping[str, np.ndarray], label: str,
     params = {k: np.asarray(v) for k, v in arrays.items() if k.endswith((".weight", ".bias"))}
     found = variant_from_keys(params)
     if found == "fcn8s" and variant == "fcn8s-atonce":
-        found = variant
-        spec = _spec_of(path, params, "fcn8s")
+        spec = infer_spec(params, {"variant": "fcn8s"}, path)
         spec = build_spec("fcn8s-atonce", spec.num_classes, spec.width_divisor)
         params.update({k: v for k, v in fixed_params(spec).items() if k not in params})
-    if found is None or found == BACKBONE:
+    if found is None or found in BACKBONES:
         raise WeightsError(path, "cannot tell the FCN variant from its tensor names")
-    _resolve_variant(path, found, variant)
-    spec = _spec_of(path, params, found)
+    spec = infer_spec(params, {}, path, variant)
+    _resolve_variant(path, spec.variant, variant)
     params = {p.name: params[p.name] for p in spec.parameters() if p.name in params} | {
         k: v for k, v in params.items() if k not in spec.param_shapes()}
     check_params(params, spec, path)
     return params, archive_metadata(spec, kind="trained", origin=_origin(label, path),
-                                    source_sha256=source_sha)
+                                    source_sha256=source_sha,
+                                    variant_source=_variant_source(variant))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,27 +451,29 @@ def _read_caffe_layers(path: Path, progress: Callable[[int], Any] | None
 def _from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]],
                        label: str, variant: str | None, init_for: str | None, num_classes: int,
                        source_sha: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Caffe layers -> archive: an FCN caffemodel, or VGG16 -> init via the surgery."""
-    found = variant_from_keys({f"{name}.weight" for name in layers})
-    if found == BACKBONE:
-        trunk = _caffe_trunk(path, layers)
-        return _vgg16_archive(path, trunk, label, variant, init_for, num_classes, source_sha,
-                              fold=None)
+    """Caffe layers -> archive: an FCN caffemodel of any released model, or an ImageNet trunk
+    (VGG16, CaffeNet) -> init via the surgery. The model is detected from the blobs (names,
+    then class count); `variant` is needed only where they cannot tell (NYUD colour vs HHA)."""
+    tensors = {f"{name}.{'weight' if index == 0 else 'bias'}": blob
+               for name, (_, blobs) in layers.items() for index, blob in enumerate(blobs[:2])}
+    found = variant_from_keys(tensors)
+    if found in BACKBONES:
+        trunk = _caffe_trunk(path, layers, found)
+        return _trunk_archive(path, trunk, found, label, variant, init_for, num_classes,
+                              source_sha, fold=None)
     if found is None:
-        raise WeightsError(path, "no FCN or VGG16 layers in this Caffe model (layers with "
-                           f"weights: {preview_names(layers)}); expected conv1_1 ... fc7, "
+        raise WeightsError(path, "no FCN, VGG16 or AlexNet layers in this Caffe model (layers "
+                           f"with weights: {preview_names(layers)}); expected conv1_1 ... fc7, "
                            "score_fr, upscore*")
     if init_for is not None:
-        raise UsageError(f"{path} already holds {found} weights; --init-for is for VGG16 "
-                         "ImageNet weights")
-    variant = _resolve_variant(path, found, variant)
-    score = layers.get("score_fr", ("", []))[1]
-    classes = score[1].size if len(score) > 1 else num_classes
-    if classes > MAX_NUM_CLASSES:
-        raise WeightsError(path, f"score_fr has {classes:,} outputs; fcn-bench supports at "
-                           f"most {MAX_NUM_CLASSES:,} classes")
-    width = _width_divisor(path, layers.get("conv1_1", ("", []))[1])
-    spec = build_spec(variant, classes, width)
+        raise UsageError(f"{path} already holds {found} weights; --init-for is for ImageNet "
+                         "weights (VGG16, CaffeNet)")
+    spec = infer_spec(tensors, {}, path, variant)
+    variant = _resolve_variant(path, spec.variant, variant)
+    if max(spec.output_classes().values()) > MAX_NUM_CLASSES:
+        raise WeightsError(path, f"has {spec.num_classes:,} classes; fcn-bench supports at "
+                           f"most {MAX_NUM_CLASSES:,}")
+    requested = variant if variant != found else None
     params, problems = {}, []
     expected_blobs = {p.layer: [] for p in spec.parameters()}
     for param in spec.parameters():
@@ -469,14 +499,17 @@ def _from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarr
     if problems:
         raise WeightsError(path, f"not a valid {variant} Caffe model: " + "; ".join(problems))
     return params, archive_metadata(spec, kind="trained", origin=_origin(label, path),
-                                    source_sha256=source_sha)
+                                    source_sha256=source_sha,
+                                    variant_source=_variant_source(requested))
 
 
-def _caffe_trunk(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]]) -> Trunk:
-    """conv1_1 .. fc7 of a Caffe VGG16 (weights already BGR 0-255 mean-subtracted: as is)."""
+def _caffe_trunk(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]],
+                 backbone: str = BACKBONE) -> Trunk:
+    """conv1_1 .. fc7 of a Caffe VGG16, or conv1 .. fc7 of CaffeNet (weights already BGR 0-255
+    mean-subtracted: as is)."""
     trunk: Trunk = {}
     problems = []
-    for name in TRUNK_LAYERS:
+    for name in BACKBONE_LAYERS[backbone]:
         blobs = layers.get(name, ("", []))[1]
         if len(blobs) != 2:
             problems.append(f"layer {name} " + ("is missing" if name not in layers else
@@ -488,7 +521,8 @@ def _caffe_trunk(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]])
             weight = _strip_leading_ones(weight, 2)
         trunk[name] = (weight, _strip_leading_ones(bias, 1))
     if problems:
-        raise WeightsError(path, "not a complete VGG16 Caffe model: " + "; ".join(problems))
+        what = "VGG16" if backbone == BACKBONE else "CaffeNet (AlexNet)"
+        raise WeightsError(path, f"not a complete {what} Caffe model: " + "; ".join(problems))
     return trunk
 
 
@@ -514,16 +548,6 @@ def _strip_leading_ones(blob: np.ndarray, ndim: int) -> np.ndarray:
     while len(shape) > ndim and shape[0] == 1:
         shape = shape[1:]
     return blob.reshape(shape)
-
-
-def _width_divisor(path: Path, conv1_1_blobs: list[np.ndarray]) -> int:
-    """1 for the real VGG16 (conv1_1 has 64 filters); >1 for the narrow test-only nets."""
-    if not conv1_1_blobs:
-        return 1
-    channels = int(conv1_1_blobs[0].shape[0]) if conv1_1_blobs[0].ndim == 4 else 64
-    if channels < 1 or 64 % channels:
-        raise WeightsError(path, f"conv1_1 has {channels} filters; VGG16 has 64")
-    return 64 // channels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -553,174 +577,12 @@ def _from_state_dict(path: Path, state: Mapping[str, np.ndarray], variant: str |
                            + "; ".join(problems))
     label = "torchvision" if convention == "torchvision" else "pth"
     fold = fold_torchvision_conv1_1 if convention == "torchvision" else None
-    return _vgg16_archive(path, trunk, label, variant, init_for, num_classes, source_sha, fold)
-
-
-# ----------------------------------------------------------------------------------------------
-# Keras h5
-
-
-def read_keras_vgg16(path: str | Path) -> Trunk:
-    """conv1_1 .. fc7 from a Keras VGG16 weights h5, in Caffe layouts.
-
-    Keras 2 `save_weights` layout: root attr `layer_names`; per layer group an attr
-    `weight_names` (kernel first, then bias) naming datasets relative to the group, either
-    `block1_conv1/kernel:0` (Keras >= 2.1) or `block1_conv1_W_1:0` (Keras 1 / early 2);
-    a whole-model save nests it all under `model_weights`. The attrs may be chunked
-    (`weight_names0`, `weight_names1`...) when they exceed the HDF5 header limit.
-    Kernels are [kH, kW, in, out] -> OIHW; `fc1` is [25088, 4096] flattened H,W,C (Keras
-    Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW. The weights are Caffe's (Keras' "caffe"
-    preprocessing feeds BGR 0-255 minus the VGG mean), so conv1_1 already expects BGR: no
-    channel reversal.
-    """
-    import h5py
-
-    path = Path(path)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise WeightsError(path, f"not a readable HDF5 file: {error}") from None
-    with handle:
-        check_h5_self_contained(handle, path)
-        group = handle.get("model_weights", handle)
-        available = _h5_attr_list(group, "layer_names") or list(group.keys())
-        missing = [keras for keras in KERAS_NAMES.values() if keras not in group]
-        if missing:
-            raise WeightsError(path, f"not a Keras VGG16 weights file: no layer(s) "
-                               f"{preview_names(missing)} (its layers: "
-                               f"{preview_names(available)})")
-        trunk: Trunk = {}
-        for name, keras in KERAS_NAMES.items():
-            layer = group[keras]
-            weight_names = _h5_attr_list(layer, "weight_names")
-            try:
-                values = [_read_h5_dataset(path, layer, weight) for weight in weight_names]
-            except (KeyError, OSError, ValueError, TypeError) as error:
-                raise WeightsError(path, f"layer {keras}: cannot read its weights "
-                                   f"({error})") from None
-            kernels = [v for v in values if v.ndim >= 2]
-            biases = [v for v in values if v.ndim == 1]
-            if len(kernels) != 1 or len(biases) != 1:
-                raise WeightsError(path, f"layer {keras} has weights {weight_names} with "
-                                   f"shapes {[list(v.shape) for v in values]}; expected one "
-                                   "kernel and one bias")
-            trunk[name] = (_keras_kernel_to_caffe(path, name, kernels[0], trunk), biases[0])
-    return trunk
-
-
-# The largest VGG16 tensor is fc6: 25088 x 4096 floats. A dataset declaring more is not VGG16
-# and is refused before it is read (a few KB of gzip can declare gigabytes).
-_MAX_H5_ELEMENTS = max(math.prod(shape) for shape in build_spec("fcn32s").param_shapes().values())
-_MAX_H5_OBJECTS = 100_000
-
-
-def check_h5_self_contained(handle: Any, path: Path) -> None:
-    """Refuse an HDF5 file that reaches outside itself (docs/security.md): external links,
-    soft links, datasets with external raw storage (`/etc/passwd` read as weights) or virtual
-    datasets (data mapped from other files). Walked iteratively over hard links only."""
-    import h5py
-
-    stack = [("", handle)]
-    seen: set[int] = set()
-    while stack:
-        prefix, group = stack.pop()
-        for name in group:
-            where = f"{prefix}/{name}"
-            link = group.get(name, getlink=True)
-            if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-                target = getattr(link, "filename", None) or getattr(link, "path", "")
-                kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
-                raise WeightsError(path, f"{where} is {kind} (to {target!s:.80}); fcn-bench reads "
-                                   "only self-contained HDF5 files")
-            item = group[name]
-            key = hash(item.id)
-            if key in seen:
-                continue
-            seen.add(key)
-            if len(seen) > _MAX_H5_OBJECTS:
-                raise WeightsError(path, f"more than {_MAX_H5_OBJECTS:,} HDF5 objects; not a "
-                                   "Keras weights file")
-            if isinstance(item, h5py.Group):
-                stack.append((where, item))
-            elif isinstance(item, h5py.Dataset):
-                if item.external:
-                    raise WeightsError(path, f"dataset {where} keeps its data in another file "
-                                       f"({item.external[0][0]!s:.80}); refusing external "
-                                       "storage")
-                if item.is_virtual:
-                    raise WeightsError(path, f"dataset {where} is a virtual dataset (data from "
-                                       "other files); refusing it")
-
-
-def _read_h5_dataset(path: Path, layer: Any, name: str) -> np.ndarray:
-    """One weight dataset as float32, its declared size and type checked before reading."""
-    dataset = layer[name]
-    if not hasattr(dataset, "dtype") or dataset.dtype.kind not in "fiu":
-        raise WeightsError(path, f"{layer.name}/{name} is not a numeric dataset")
-    if dataset.size > _MAX_H5_ELEMENTS:
-        raise WeightsError(path, f"{layer.name}/{name} declares {dataset.size:,} values, more "
-                           f"than any VGG16 tensor ({_MAX_H5_ELEMENTS:,}); refusing to read it")
-    return np.asarray(dataset, dtype=np.float32)
-
-
-def _h5_attr_list(group: Any, name: str) -> list[str]:
-    """A list-of-strings attr, joined across Keras' chunks (name0, name1, ...)."""
-    if name in group.attrs:
-        raw = list(group.attrs[name])
-    else:
-        raw, chunk = [], 0
-        while f"{name}{chunk}" in group.attrs:
-            raw += list(group.attrs[f"{name}{chunk}"])
-            chunk += 1
-    return [item.decode("utf8") if isinstance(item, bytes) else str(item) for item in raw]
-
-
-def _keras_kernel_to_caffe(path: Path, name: str, kernel: np.ndarray, trunk: Trunk
-                           ) -> np.ndarray:
-    if kernel.ndim == 4:  # [kH, kW, in, out] -> [out, in, kH, kW]
-        return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-    if name == "fc6":
-        # [H*W*C, out], flattened H,W,C: un-flatten in that order, then to OIHW.
-        channels = trunk["conv5_3"][0].shape[0]
-        side = math.isqrt(kernel.shape[0] // max(1, channels))
-        if side * side * channels != kernel.shape[0]:
-            raise WeightsError(path, f"fc1 kernel {list(kernel.shape)} does not flatten a "
-                               f"square map of {channels} channels")
-        return np.ascontiguousarray(
-            kernel.reshape(side, side, channels, kernel.shape[1]).transpose(3, 2, 0, 1))
-    return np.ascontiguousarray(kernel.T)  # Dense [in, out] -> [out, in]
+    return _trunk_archive(path, trunk, BACKBONE, label, variant, init_for, num_classes,
+                          source_sha, fold)
 
 
 # ----------------------------------------------------------------------------------------------
 # VGG16 -> FCN init (REF surgery), and the torchvision input fold
-
-
-def vgg16_init_params(trunk: Trunk, spec: FcnSpec, path: str | Path = "<vgg16>"
-                      ) -> dict[str, np.ndarray]:
-    """The FCN init the reference builds from VGG16 (REF surgery.transplant + interp).
-
-    conv1_1..conv5_3 copied; fc6/fc7 reshaped into 7x7 / 1x1 convolutions ([4096, 25088] ->
-    [4096, 512, 7, 7] in C,H,W order, as Caffe and torch flatten); fc8 dropped; score layers
-    zero (Caffe's default filler for the new layers); upsampling kernels bilinear and at-once
-    scales 0.01 / 1e-4 (bench.init.fixed_params). Every shape is checked against `spec`.
-    """
-    params: dict[str, np.ndarray] = {}
-    problems = []
-    shapes = spec.param_shapes()
-    for name in TRUNK_LAYERS:
-        weight, bias = (np.asarray(a, dtype=np.float32) for a in trunk[name])
-        shape = shapes[f"{name}.weight"]
-        if weight.ndim == 2 and weight.size == math.prod(shape):
-            weight = weight.reshape(shape)  # fully connected -> conv, C,H,W flatten order
-        for key, value in ((f"{name}.weight", weight), (f"{name}.bias", bias)):
-            if value.shape != shapes[key]:
-                problems.append(f"{key} has shape {list(value.shape)}, expected "
-                                f"{list(shapes[key])}")
-            params[key] = value
-    if problems:
-        raise WeightsError(path, "VGG16 weights do not fit the FCN trunk: " + "; ".join(problems))
-    params.update(new_layer_params(spec))
-    return {p.name: params[p.name] for p in spec.parameters()}
 
 
 def fold_torchvision_conv1_1(weight: np.ndarray, bias: np.ndarray
@@ -746,22 +608,38 @@ def fold_torchvision_conv1_1(weight: np.ndarray, bias: np.ndarray
     return np.ascontiguousarray(folded, np.float32), new_bias.astype(np.float32)
 
 
-def _vgg16_archive(path: Path, trunk: Trunk, label: str, variant: str | None,
-                   init_for: str | None, num_classes: int, source_sha: str,
+def _trunk_archive(path: Path, trunk: Trunk, backbone: str, label: str, variant: str | None,
+                   init_for: str | None, num_classes: int | None, source_sha: str,
                    fold: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None
                    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """ImageNet trunk -> the training init of `init_for` (default: the backbone's 32s FCN)."""
+    what = "VGG16" if backbone == BACKBONE else "AlexNet (CaffeNet)"
     if variant is not None:
-        raise UsageError(f"{path} holds VGG16 ImageNet weights, which have no FCN variant; use "
-                         f"--init-for {variant} to build an init for it")
-    target = init_for or "fcn32s"
+        raise UsageError(f"{path} holds {what} ImageNet weights, which have no FCN variant; "
+                         f"use --init-for {variant} to build an init for it")
+    target = init_for or ("fcn32s" if backbone == BACKBONE else "voc-fcn-alexnet")
+    entry = resolve_model(target)
+    if _TRUNK_BACKBONE[entry.trunk] != backbone:
+        needs = ("VGG16" if entry.trunk == "vgg16"
+                 else "AlexNet (CaffeNet: bvlc_reference_caffenet.caffemodel)")
+        raise UsageError(f"{path} holds {what} ImageNet weights but --init-for {target} is "
+                         f"built on {needs}; give those weights")
     if fold is not None:
         trunk = {**trunk, "conv1_1": fold(*trunk["conv1_1"])}
-    width = _width_divisor(path, [trunk["conv1_1"][0]])
+    first = BACKBONE_LAYERS[backbone][0]
+    width = width_divisor_of("fcn32s" if backbone == BACKBONE else "voc-fcn-alexnet",
+                             {f"{first}.weight": trunk[first][0]}, path)
     spec = build_spec(target, check_num_classes(num_classes), width)
     check_memory(spec, path)  # before the new layers are allocated
-    params = vgg16_init_params(trunk, spec, path)
-    extra = {"init_surgery": "VGG16 conv1_1..fc7 copied (fc6/fc7 as 7x7/1x1 convs), fc8 "
-                             "dropped, score layers zero, upsampling bilinear"}
+    params = imagenet_init_params(trunk, spec, path)
+    extra = {"init_surgery": f"{what} trunk copied (fc6/fc7 as convolutions), fc8 dropped, "
+                             "score layers zero, upsampling bilinear"}
+    if entry.fusion == "early":
+        extra["init_surgery"] += (f"; {spec.layers[1].name}: channels B,G,R = {first}, the "
+                                  f"others = the mean of {first} over its input channels")
+    elif entry.fusion == "late":
+        extra["init_surgery"] += ("; every stream from the same ImageNet trunk (the reference "
+                                  "fuses two single-stream FCNs instead: convert --fuse)")
     if fold is not None:
         extra["input_fold"] = ("torchvision RGB [0,1] mean/std input convention folded into "
                                "conv1_1 for BGR 0-255 minus MEAN_BGR (exact off the pad border)")

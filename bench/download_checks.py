@@ -87,8 +87,9 @@ def _expected(source: Source) -> tuple[dict[str, list[tuple[int, ...]]], bool]:
     if source.content == "fcn-caffemodel":
         spec = build_spec(source.variant or "", width_divisor=source.width_divisor)
         exact = True
-    else:  # vgg16-caffemodel: the trunk of any FCN (conv1_1 .. fc7); fc8 and others may follow
-        spec = build_spec("fcn32s", width_divisor=source.width_divisor)
+    else:  # an ImageNet trunk (VGG16 conv1_1 .. fc7, CaffeNet conv1 .. fc7); fc8 may follow
+        model = "voc-fcn-alexnet" if source.content == "alexnet-caffemodel" else "fcn32s"
+        spec = build_spec(model, width_divisor=source.width_divisor)
         exact = False
     trunk = {layer.name for layer in spec.layers if isinstance(layer, Conv) and not
              layer.zero_init}
@@ -134,7 +135,8 @@ def check_content(source: Source, path: str | Path) -> str:
         raise DownloadError(f"{path}: not a complete Caffe model ({error.problem})") from None
     expected, extra_ok = _expected(source)
     problems = _problems(found, expected, extra_ok)
-    what = source.variant if source.content == "fcn-caffemodel" else "VGG16"
+    what = {"fcn-caffemodel": source.variant, "alexnet-caffemodel": "CaffeNet"}.get(
+        source.content, "VGG16")
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more"
                                            if len(problems) > 4 else "")

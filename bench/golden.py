@@ -577,3 +577,41 @@ def render_faults(results: Sequence[FaultResult], fmt: str = "plain") -> str:
                      disable_numparse=True)
     missed = sum(1 for r in results if not r.caught)
     return f"{table}\n\n{len(results) - missed} of {len(results)} injected faults caught\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# The half-precision gate (docs/latency.md): labels agree with fp32's on the golden set
+
+
+HalfFactory = Callable[[str, FcnSpec, str], Any]  # (backend name, spec, precision) -> backend
+
+
+def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
+                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
+                        config: GoldenConfig | None = None) -> list[dict[str, Any]]:
+    """One row per variant: the golden images' labels in `precision` against fp32 (same backend,
+    same golden weights) on the decided pixels, gated by bench.parity.half_precision_gate. The
+    fp32 gates of the suite are unchanged; this is an extra check for half-precision runs."""
+    from bench.parity import half_precision_gate
+
+    config = config or GoldenConfig()
+    rows = []
+    for variant in variants:
+        spec = default_spec_factory(variant, config.width_divisor)
+        params = golden_params(spec, config.weights_seed)
+        row = {"variant": variant, "backend": backend, "precision": precision,
+               "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
+        try:
+            reference = backend_factory(backend, spec, "fp32")
+            reference.load_params(params)
+            scores = [reference.predict(item.image[np.newaxis])[0] for item in images]
+            half = backend_factory(backend, spec, precision)
+            half.load_params(params)
+            labels = [half.predict_labels(item.image[np.newaxis])[0] for item in images]
+        except Exception as error:  # a crash is this row's verdict; the other rows still run
+            rows.append({**row, "status": "failed", "error": describe_error(error),
+                         "passed": False})
+            continue
+        rows.append({**row, "status": "ok", "error": None,
+                     **half_precision_gate(scores, labels, precision)})
+    return rows

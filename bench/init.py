@@ -1,13 +1,20 @@
-"""Parameter initialisation from the spec: bilinear upsampling, fixed scales, random weights.
+"""Parameter initialisation from the spec: bilinear upsampling, fixed scales, random weights,
+and the ImageNet -> FCN surgery (VGG16 / CaffeNet, colour-D and late-fusion streams).
 
-Framework-free (numpy). Used by `convert --random`, the latency default, tests and the training
-surgery (VGG16 -> FCN), so every backend starts from the same numbers.
+Framework-free (numpy). Used by `convert --random`, `convert --init-for`, the latency default,
+tests and training, so every backend starts from the same numbers.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from bench.errors import WeightsError
 from bench.spec import Conv, FcnSpec, Scale, Upsample
 
 
@@ -84,4 +91,62 @@ def random_params(spec: FcnSpec, seed: int = 0) -> dict[str, np.ndarray]:
                                           * np.float32(np.sqrt(2.0 / fan_in)))
         params[f"{layer.name}.bias"] = rng.uniform(-0.01, 0.01, layer.out_channels).astype(
             np.float32)
+    return {p.name: params[p.name] for p in spec.parameters()}
+
+
+def _base_layer(name: str, spec: FcnSpec, trunk: Mapping[str, Any]) -> str | None:
+    """The ImageNet layer a trunk layer of `spec` starts from: the same name, conv1_1 for
+    early fusion's conv1_1_bgrd, or the name without the input suffix of a late-fusion stream
+    (conv1_1color -> conv1_1)."""
+    if name in trunk:
+        return name
+    first = next(iter(trunk))
+    if name == f"{first}_bgrd":
+        return first
+    for item in spec.inputs:
+        if name.endswith(item.name) and name[:-len(item.name)] in trunk:
+            return name[:-len(item.name)]
+    return None
+
+
+def imagenet_init_params(trunk: Mapping[str, tuple[np.ndarray, np.ndarray]], spec: FcnSpec,
+                         path: str | Path = "<imagenet>") -> dict[str, np.ndarray]:
+    """The FCN init the reference builds from an ImageNet trunk (REF surgery.transplant + interp).
+
+    Every trunk layer copied (VGG16 conv1_1..fc7 or CaffeNet conv1..fc7; into both streams of
+    a late-fusion net); fc6/fc7 reshaped into convolutions ([4096, 25088] -> [4096, 512, 7, 7]
+    in C,H,W order, as Caffe and torch flatten; CaffeNet [4096, 9216] -> [4096, 256, 6, 6]);
+    fc8 dropped; an early-fusion first layer (conv1_1_bgrd) gets conv1_1 on B, G, R and the
+    mean of conv1_1 over its input channels on each extra channel (REF
+    nyud-fcn32s-color-d/solve.py); score layers zero (Caffe's default filler for the new
+    layers); upsampling kernels bilinear and at-once scales 0.01 / 1e-4
+    (bench.init.fixed_params). Every shape is checked against `spec`.
+    """
+    params: dict[str, np.ndarray] = {}
+    problems = []
+    shapes = spec.param_shapes()
+    for layer in spec.layers:
+        if not isinstance(layer, Conv) or layer.zero_init:
+            continue
+        base = _base_layer(layer.name, spec, trunk)
+        if base is None:
+            problems.append(f"no ImageNet layer for {layer.name}")
+            continue
+        weight, bias = (np.asarray(a, dtype=np.float32) for a in trunk[base])
+        shape = shapes[f"{layer.name}.weight"]
+        if weight.ndim == 2 and weight.size == math.prod(shape):
+            weight = weight.reshape(shape)  # fully connected -> conv, C,H,W flatten order
+        extra = shape[1] - weight.shape[1] if weight.ndim == 4 else 0
+        if base != layer.name and extra > 0:  # early fusion: depth channel(s) = mean of B,G,R
+            mean = weight.mean(axis=1, keepdims=True)
+            weight = np.concatenate([weight] + [mean] * extra, axis=1)
+        for key, value in ((f"{layer.name}.weight", weight), (f"{layer.name}.bias", bias)):
+            if value.shape != shapes[key]:
+                problems.append(f"{key} has shape {list(value.shape)}, expected "
+                                f"{list(shapes[key])}")
+            params[key] = value
+    if problems:
+        raise WeightsError(path, "ImageNet weights do not fit the FCN trunk: "
+                           + "; ".join(problems))
+    params.update(new_layer_params(spec))
     return {p.name: params[p.name] for p in spec.parameters()}

@@ -8,6 +8,7 @@ Framework-free: never imports torch or tensorflow.
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ def open_image(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise DataError(path, "file not found" if not path.exists() else "not a regular file")
     try:
-        with Image.open(path) as image:  # reads the header only
+        # A damaged file makes Pillow warn (corrupt EXIF, oversized tags) before it fails or
+        # recovers: the error below, or the decoded pixels, say all the user needs.
+        with warnings.catch_warnings(), Image.open(path) as image:  # reads the header only
+            warnings.simplefilter("ignore")
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(path, f"image of {width}x{height} pixels is larger than "

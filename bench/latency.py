@@ -6,9 +6,7 @@ with the `backends.base.Backend` methods; this module never imports backends/, t
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import math
 import os
 import platform
 import random
@@ -21,6 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.errors import FcnBenchError
+from bench.latency_host import available_memory_bytes, host_info, plan_groups
+from bench.latency_stats import coefficient_of_variation, confidence_statement, summarize
 
 # The README and `latency --help` quote this text; keep it in step with the code below.
 METHODOLOGY = """\
@@ -55,87 +55,6 @@ The median gets a bootstrap 95% interval and p90 a distribution-free 99% upper b
 statistic, as MLPerf early stopping), null when there are too few samples."""
 
 NS_PER_MS = 1_000_000
-
-
-# ----------------------------------------------------------------------------------------------
-# Statistics on raw samples (milliseconds)
-
-
-def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
-    """p50/p90/p99 (linear interpolation), mean, sample std (ddof 1; 0 for one sample), min, max."""
-    x = np.asarray(samples_ms, dtype=np.float64)
-    if x.size == 0:
-        return {key: None for key in ("n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
-                                      "min_ms", "max_ms")}
-    p50, p90, p99 = np.percentile(x, [50, 90, 99])
-    return {"n": int(x.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "mean_ms": float(x.mean()), "std_ms": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "min_ms": float(x.min()), "max_ms": float(x.max())}
-
-
-def coefficient_of_variation(samples: Sequence[float]) -> float:
-    """Sample std / mean (inf for fewer than two samples or a zero mean)."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size < 2 or x.mean() <= 0:
-        return math.inf
-    return float(x.std(ddof=1) / x.mean())
-
-
-def bootstrap_median_ci(samples: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
-                        seed: int = 0) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the median (seeded: a record reproduces); None if n < 2."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.size < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    medians = []
-    chunk = max(1, 2_000_000 // x.size)  # bound the (chunk, n) index array to ~16 MB
-    for start in range(0, resamples, chunk):
-        count = min(chunk, resamples - start)
-        medians.append(np.median(x[rng.integers(0, x.size, (count, x.size))], axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(medians), [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def percentile_upper_bound(samples: Sequence[float], percentile: float = 0.90,
-                           confidence: float = 0.99) -> tuple[float, int] | None:
-    """Distribution-free upper bound of a latency percentile, as MLPerf's early-stopping estimate.
-
-    The k-th smallest of n samples is >= the true q-quantile with probability
-    P(Binomial(n, q) <= k - 1); take the smallest k reaching `confidence`. Returns (bound, k),
-    or None when even the maximum is not enough (n < log(1 - confidence) / log(q), 44 for p90/99%).
-    """
-    # scipy is a core dependency, imported here only to keep the CLI's start fast.
-    from scipy.stats import binom
-
-    x = np.sort(np.asarray(samples, dtype=np.float64))
-    if x.size == 0:
-        return None
-    rank = int(binom.ppf(confidence, x.size, percentile)) + 1  # 1-based order statistic
-    # ppf works in floating point; step up if it landed one short of the confidence.
-    while rank <= x.size and binom.cdf(rank - 1, x.size, percentile) < confidence:
-        rank += 1
-    if rank > x.size:
-        return None
-    return float(x[rank - 1]), rank
-
-
-def confidence_statement(samples_ms: Sequence[float]) -> dict[str, Any]:
-    """The uncertainty of a cell's headline numbers, stated with its method."""
-    ci = bootstrap_median_ci(samples_ms)
-    bound = percentile_upper_bound(samples_ms)
-    needed = math.ceil(math.log(1 - 0.99) / math.log(0.90))
-    return {
-        "median_ci95_ms": list(ci) if ci else None,
-        "median_ci_method": "percentile bootstrap, 2000 resamples, seed 0",
-        "p90_upper_bound_ms": bound[0] if bound else None,
-        "p90_upper_bound_confidence": 0.99,
-        "p90_upper_bound_method": (
-            f"order statistic k={bound[1]} of n={len(samples_ms)} (distribution-free, as MLPerf "
-            "early stopping)" if bound else
-            f"not available: needs at least {needed} samples, have {len(samples_ms)}"),
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +135,7 @@ def precision_problem(device: str, precision: str, environment: Mapping[str, Any
     if device == "cpu" and precision == "tf32":
         return "precision 'tf32' needs a CUDA GPU (Ampere or newer); on cpu use fp32 or bf16"
     capability = environment.get("compute_capability")
-    if device == "cuda" and precision in ("tf32", "bf16") and capability:
+    if device == "cuda" and precision in ("tf32", "bf16", "amp-bf16") and capability:
         major = int(str(capability).split(".")[0])
         if major < 8:
             return (f"precision {precision!r} needs compute capability >= 8.0 (Ampere), this GPU "
@@ -319,9 +238,11 @@ def process_peak_rss_bytes() -> int:
 class BackendCell:
     """A cell timed through the Backend interface, in 'model' or 'end-to-end' mode."""
 
-    def __init__(self, key: CellKey, pool: BackendPool, images: np.ndarray, precision: str):
+    def __init__(self, key: CellKey, pool: BackendPool, images: np.ndarray, precision: str,
+                 memory_bytes: int | None = None):
         self.key = key
         self.precision = precision
+        self.memory_bytes = memory_bytes  # the spec's estimate of this cell's device memory
         self._pool = pool
         self._images = images  # (N, 3, H, W) float32, preprocessed, host
         self.backend: Any = None
@@ -338,6 +259,11 @@ class BackendCell:
         problem = precision_problem(self.device, self.precision, self.backend.environment())
         if problem:
             raise UnsupportedPrecision(problem)
+        if self.memory_bytes is not None:
+            from bench.latency_budget import check_fits
+
+            check_fits(f"{self.key.variant} at {self.key.size} x batch {self.key.batch}",
+                       self.memory_bytes, self.backend.memory_capacity_bytes(), self.device)
         if self.key.mode == "model":
             self._batch = self.backend.to_device(self._images)
             self.backend.synchronize(self._batch)
@@ -407,17 +333,32 @@ def time_call(cell: TimedCall, clock: Callable[[], int] = time.perf_counter_ns) 
     return elapsed
 
 
+Progress = Callable[[float, float, str], None]  # (seconds done, seconds left (estimate), what)
+
+
 def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], TimingPolicy], *,
                seed: int = 0, clock: Callable[[], int] = time.perf_counter_ns,
-               progress: Callable[[str, int, int], None] | None = None) -> list[CellResult]:
+               progress: Progress | None = None, guess_policy: TimingPolicy | None = None,
+               guess_call_s: float = 1.0, label: Callable[[TimedCall], str] = str
+               ) -> list[CellResult]:
     """Measure all cells together: setup, first calls, interleaved warm-up and timed rounds.
 
     `policy_of(cell)` is asked after the cell's setup (its device is known only then). A cell that
     raises is marked failed (its error kept) and leaves the rotation; the others go on. Each
-    round visits every unfinished cell once, in an order shuffled with `seed`.
+    round visits every unfinished cell once, in an order shuffled with `seed`. `progress` is told,
+    before every setup and after every call, the time spent and an estimate of the time left
+    (bench.latency_progress: `guess_policy` and `guess_call_s` until the cells have been seen).
     """
+    from bench.latency_progress import Estimator
+
     results = [CellResult() for _ in cells]
     order_rng = random.Random(seed)
+    estimator = Estimator(results, guess_policy or policy_for("cpu"), guess_call_s)
+    started = clock()
+
+    def report(text: str) -> None:
+        if progress:
+            progress((clock() - started) / 1e9, estimator.remaining_s(), text)
 
     def attempt(index: int, action: Callable[[], Any]) -> Any:
         try:
@@ -427,11 +368,17 @@ def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], Timi
             return None
 
     for i, cell in enumerate(cells):
+        report(f"setting up {label(cell)} ({i + 1}/{len(cells)})")
+        before = clock()
         attempt(i, cell.setup)
+        estimator.setup_done(i, (clock() - before) / 1e9)
     active = [i for i in range(len(cells)) if results[i].error is None]
     policies = {i: policy_of(cells[i]) for i in active}
-    for i in active:
+    estimator.policies.update(policies)
+    for n, i in enumerate(active):
+        report(f"first call {label(cells[i])} ({n + 1}/{len(active)})")
         results[i].first_call_ns = attempt(i, lambda i=i: time_call(cells[i], clock))
+        estimator.first_call_done(i)
     active = [i for i in active if results[i].error is None]
 
     for phase in ("warm-up", "timed"):
@@ -439,8 +386,6 @@ def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], Timi
         round_index = 0
         while pending:
             round_index += 1
-            if progress:
-                progress(phase, round_index, len(pending))
             order = pending[:]
             order_rng.shuffle(order)
             for i in order:
@@ -448,6 +393,8 @@ def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], Timi
                 if elapsed is not None:
                     (results[i].warmup_ns if phase == "warm-up" else results[i].samples_ns
                      ).append(elapsed)
+                report(f"{phase} round {round_index}: {len(pending)} "
+                       f"cell{'s' if len(pending) != 1 else ''}")
             pending = [i for i in pending
                        if results[i].error is None and not _phase_done(phase, results[i],
                                                                        policies[i])]
@@ -456,6 +403,7 @@ def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], Timi
         warmup = policies[i].warmup
         results[i].warmup_stable = (warmup.is_stable(results[i].warmup_ns)
                                     if warmup.max_samples else None)
+    report("done")
     return results
 
 
@@ -470,7 +418,7 @@ def _phase_done(phase: str, result: CellResult, policy: TimingPolicy) -> bool:
 
 
 def make_row(key: CellKey, result: CellResult, *, device: str | None, precision: str,
-             gflops: float, compile: bool = False, channels_last: bool = False,
+             gflops: float, compile: str | None = None, channels_last: bool = False,
              peak_memory_bytes: int | None = None, peak_memory_kind: str | None = None,
              paper: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything known about one cell; statistics only for cells that finished ("ok")."""
@@ -495,60 +443,6 @@ def make_row(key: CellKey, result: CellResult, *, device: str | None, precision:
         "paper_reference": dict(paper) if paper else None,
         "confidence": confidence_statement(samples_ms) if ok and samples_ms else None,
         "samples_ms": samples_ms, "warmup_ms": [ns / NS_PER_MS for ns in result.warmup_ns],
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Memory-aware grouping and host description
-
-
-def plan_groups(keys: Sequence[CellKey], instance_bytes: Mapping[str, int],
-                budget_bytes: int | None) -> tuple[list[list[CellKey]], str]:
-    """Interleave every cell at once if all their backend instances fit in `budget_bytes`; else
-    one variant at a time (its backends still interleaved). Returns the groups and a label."""
-    instances = {(k.variant, k.backend) for k in keys}
-    needed = sum(instance_bytes[variant] for variant, _ in instances)
-    if budget_bytes is None or needed <= budget_bytes or len({k.variant for k in keys}) == 1:
-        return [list(keys)], "all cells"
-    groups: dict[str, list[CellKey]] = {}
-    for key in keys:
-        groups.setdefault(key.variant, []).append(key)
-    return list(groups.values()), (f"one variant at a time: the {len(instances)} models "
-                                   f"(~{needed / 2**30:.1f} GiB) exceed half the available memory")
-
-
-def _read_proc(path: str) -> str:
-    with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
-        return handle.read()
-    return ""
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None (then no memory-based grouping)."""
-    for line in _read_proc("/proc/meminfo").splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def host_info() -> dict[str, Any]:
-    """The host as it was during the run: CPU model, usable cores, load, memory, thread env vars."""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in
-                      _read_proc("/proc/cpuinfo").splitlines()
-                      if line.startswith("model name")), platform.processor() or None)
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                "TF_NUM_INTEROP_THREADS", "CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH",
-                "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
-    return {
-        "cpu_model": cpu_model, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-        "load_average_1_5_15": list(load) if load else None,
-        "memory_available_bytes": available_memory_bytes(),
-        "thread_env": {k: os.environ[k] for k in env_keys if k in os.environ},
     }
 
 
@@ -595,18 +489,26 @@ class LatencyRun:
 def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, precision: str,
             gflops_of: Callable[[CellKey], float], instance_bytes: Mapping[str, int],
             paper_of: Callable[[str], Mapping[str, Any] | None] = lambda variant: None,
-            requested_device: str = "auto", compile: bool = False, channels_last: bool = False,
-            warmup: int | None = None, iters: int | None = None, min_time_s: float | None = None,
-            seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> LatencyRun:
+            requested_device: str = "auto", compile: str | None = None,
+            channels_last: bool = False, warmup: int | None = None, iters: int | None = None,
+            min_time_s: float | None = None, seed: int = 0, progress: Progress | None = None,
+            memory_of: Callable[[CellKey], int] | None = None,
+            roofline: bool = True) -> LatencyRun:
     """Run every cell of `keys` (interleaved, see METHODOLOGY) and return one row per cell.
 
     `factory(variant, backend)` builds a backend with weights loaded; `instance_bytes[variant]`
-    estimates one instance's host memory, to decide whether all instances fit at once.
+    estimates one instance's host memory, to decide whether all instances fit at once;
+    `memory_of(key)` estimates a cell's device memory (bench.latency_budget), checked against
+    what the device has before the cell allocates. With `roofline`, each backend's device
+    ceilings are measured once (bench.roofline) and every row says where it stands.
     """
+    from bench.roofline import roofline_fields
+
     host_before = host_info()
     budget = available_memory_bytes()
     groups, interleaving = plan_groups(keys, instance_bytes, budget // 2 if budget else None)
     policies: dict[str, TimingPolicy] = {}
+    guess = DEFAULT_POLICIES["cuda" if requested_device == "cuda" else "cpu"]
 
     def policy_of(cell: BackendCell) -> TimingPolicy:
         device = cell.device if cell.device in DEFAULT_POLICIES else "cpu"
@@ -615,13 +517,25 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
 
     rows_by_key: dict[CellKey, dict[str, Any]] = {}
     environments: dict[str, dict[str, Any]] = {}
-    for group in groups:
+    done_s, done_cells = 0.0, 0
+    for number, group in enumerate(groups):
+        later = sum(len(g) for g in groups[number + 1:])
+
+        def group_progress(spent: float, left: float, text: str, later: int = later,
+                           before_s: float = done_s, before_cells: int = done_cells) -> None:
+            per_cell = (before_s + spent) / max(before_cells + 1, 1)
+            if progress:
+                progress(before_s + spent, left + later * per_cell, text)
+
         pool = BackendPool(factory)
         batches = {(k.height, k.width, k.batch): synthetic_batch(k.height, k.width, k.batch, seed)
                    for k in group}
-        cells = [BackendCell(k, pool, batches[k.height, k.width, k.batch], precision)
-                 for k in group]
-        results = run_rounds(cells, policy_of, seed=seed, progress=progress)
+        cells = [BackendCell(k, pool, batches[k.height, k.width, k.batch], precision,
+                             memory_of(k) if memory_of else None) for k in group]
+        started = time.perf_counter()
+        results = run_rounds(
+            cells, policy_of, seed=seed, progress=group_progress, guess_policy=guess,
+            label=lambda c: f"{c.key.variant}/{c.key.backend}/{c.key.mode}/{c.key.size}")
         for cell, result in zip(cells, results, strict=True):
             rows_by_key[cell.key] = make_row(
                 cell.key, result, device=cell.device or requested_device, precision=precision,
@@ -633,11 +547,31 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
             cell.release()
         for (_, name), backend in pool.instances():
             if name not in environments:
-                try:
-                    environments[name] = dict(backend.environment())
-                except Exception as error:  # a description must not sink the results...
-                    # ...but the record must say it is missing, and why.
-                    environments[name] = {"error": describe_error(error)}
+                environments[name] = _describe_backend(
+                    backend, roofline,
+                    lambda text, t0=started: group_progress(time.perf_counter() - t0, 0.0, text))
         pool.clear()
-    return LatencyRun([rows_by_key[k] for k in keys], environments, interleaving, policies,
-                      host_before, host_info())
+        done_s += time.perf_counter() - started
+        done_cells += len(group)
+    rows = [rows_by_key[k] for k in keys]
+    for row in rows:
+        ceilings = environments.get(row["backend"], {}).get("ceilings")
+        row.update(roofline_fields(row["gflops"], row["p50_ms"], ceilings))
+    return LatencyRun(rows, environments, interleaving, policies, host_before, host_info())
+
+
+def _describe_backend(backend: Any, roofline: bool,
+                      progress: Callable[[str], None]) -> dict[str, Any]:
+    """backend.environment(), plus its measured ceilings (env["ceilings"]) with `roofline`."""
+    try:
+        environment = dict(backend.environment())
+    except Exception as error:  # a description must not sink the results...
+        # ...but the record must say it is missing, and why.
+        return {"error": describe_error(error)}
+    if roofline:
+        progress(f"measuring the {backend.name} device's peak")
+        try:
+            environment["ceilings"] = backend.measure_peak()
+        except Exception as error:  # no ceiling: rows get no roofline, the run goes on
+            environment["ceilings"] = {"error": describe_error(error)}
+    return environment

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from bench.errors import UsageError
+from bench.errors import DataError, UsageError
 from bench.latency import METHODOLOGY, LatencyRun
-from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
+from bench.outputs import writing
+from bench.records import atomic_path, make_record, to_json
+
+# The console is read in a terminal or pasted into a PR: the default table and its notes fit
+# CONSOLE_WIDTH columns; --wide (and the .md file) keep every column.
+CONSOLE_WIDTH = 120
 
 OUTPUT_FORMATS = {".json": "json", ".csv": "csv", ".md": "md"}
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -26,7 +33,8 @@ TABLE_FORMATS = {"github": "github", "plain": "simple"}
 CSV_FIELDS = ("variant", "backend", "device", "precision", "mode", "size", "batch", "compile",
               "channels_last", "status", "error", "n_samples", "p50_ms", "p90_ms", "p99_ms",
               "mean_ms", "std_ms", "min_ms", "max_ms", "images_per_s", "first_call_ms",
-              "warmup_count", "warmup_stable", "gflops", "gflops_per_s", "peak_memory_bytes",
+              "warmup_count", "warmup_stable", "gflops", "gflops_per_s", "achieved_tflops",
+              "peak_tflops", "percent_of_peak", "compute_floor_ms", "peak_memory_bytes",
               "peak_memory_kind", "median_ci95_low_ms", "median_ci95_high_ms",
               "p90_upper_bound_ms", "paper_latency_ms", "samples_ms")
 
@@ -80,45 +88,127 @@ def _paper_notes(rows: Sequence[Mapping[str, Any]]) -> dict[int, tuple[int, Mapp
     return by_row
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], table_format: str = "plain") -> str:
-    """The headline table, one line per cell; FAILED cells stay in it with their error."""
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+# (header, value of a row) for every column of the wide table, in order.
+_Getter = Callable[[Mapping[str, Any]], Any]
+_COLUMNS: tuple[tuple[str, _Getter], ...] = (
+    ("variant", lambda r: r["variant"]), ("backend", lambda r: r["backend"]),
+    ("device", lambda r: r["device"]), ("precision", lambda r: r["precision"]),
+    ("compile", lambda r: r.get("compile") or ""),
+    ("mode", lambda r: r["mode"]), ("size", lambda r: r["size"]),
+    ("batch", lambda r: r["batch"]),
+    ("p50 ms", lambda r: _ms(r["p50_ms"])), ("p90 ms", lambda r: _ms(r["p90_ms"])),
+    ("p99 ms", lambda r: _ms(r["p99_ms"])), ("mean ms", lambda r: _ms(r["mean_ms"])),
+    ("std ms", lambda r: _ms(r["std_ms"])),
+    ("floor ms", lambda r: _ms(r.get("compute_floor_ms"))),
+    ("% peak", lambda r: _pct(r.get("percent_of_peak"))),
+    ("TFLOP/s", lambda r: _sig(r.get("achieved_tflops"))),
+    ("img/s", lambda r: _sig(r["images_per_s"])),
+    ("first call ms", lambda r: _ms(r["first_call_ms"])),
+    ("GFLOPs", lambda r: _sig(r["gflops"])), ("GFLOP/s", lambda r: _sig(r["gflops_per_s"])),
+    ("peak MiB", lambda r: _mib(r["peak_memory_bytes"])),
+)
+_LEFT = {"variant", "backend", "device", "precision", "compile", "mode", "size", "paper ms",
+         "status", "error"}
+# The default table: these columns, minus the ones equal in every row (said once above the
+# table), minus the later entries of _DROP_ORDER while a line is wider than CONSOLE_WIDTH.
+_COMPACT = ("variant", "backend", "device", "precision", "compile", "mode", "size", "batch",
+            "p50 ms", "p90 ms", "floor ms", "% peak", "img/s", "first call ms", "peak MiB")
+_CONSTANT_CANDIDATES = ("device", "precision", "compile", "mode", "size", "batch")
+_DROP_ORDER = ("img/s", "p90 ms", "peak MiB", "first call ms", "% peak", "floor ms")
+
+
+def _error_notes(rows: Sequence[Mapping[str, Any]]) -> dict[int, int]:
+    """Row index -> error footnote number (one number per distinct error text)."""
+    numbers: dict[str, int] = {}
+    return {i: numbers.setdefault(row["error"] or "", len(numbers) + 1)
+            for i, row in enumerate(rows) if row["status"] != "ok"}
+
+
+def constant_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Compact-table columns whose value is the same in every row (stated once, not per row)."""
+    getters = dict(_COLUMNS)
+    constant = {}
+    for name in _CONSTANT_CANDIDATES:
+        values = {str(getters[name](row)) for row in rows}
+        if len(values) == 1 and rows:
+            constant[name] = getters[name](rows[0])
+    return constant
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], table_format: str = "plain",
+                 wide: bool = True) -> str:
+    """One line per cell; FAILED cells stay in it with their error (inline when `wide`, else a
+    numbered note). Not `wide`: the compact console table, at most CONSOLE_WIDTH columns."""
     paper = _paper_notes(rows)
-    any_failed = any(row["status"] != "ok" for row in rows)
-    headers = ["variant", "backend", "device", "precision", "mode", "size", "batch", "p50 ms",
-               "p90 ms", "p99 ms", "mean ms", "std ms", "img/s", "first call ms", "GFLOPs",
-               "GFLOP/s", "peak MiB", "paper ms", "status"]
-    if any_failed:
-        headers.append("error")
-    body = []
-    for index, row in enumerate(rows):
-        line = [row["variant"], row["backend"], row["device"], row["precision"], row["mode"],
-                row["size"], row["batch"], _ms(row["p50_ms"]), _ms(row["p90_ms"]),
-                _ms(row["p99_ms"]), _ms(row["mean_ms"]), _ms(row["std_ms"]),
-                _sig(row["images_per_s"]), _ms(row["first_call_ms"]), _sig(row["gflops"]),
-                _sig(row["gflops_per_s"]), _mib(row["peak_memory_bytes"]),
-                f"{row['paper_latency_ms']:g} [{paper[index][0]}]" if index in paper else "",
-                "ok" if row["status"] == "ok" else "FAILED"]
-        if any_failed:
-            line.append(row["error"] or "")
-        body.append(line)
-    return tabulate(body, headers=headers, tablefmt=TABLE_FORMATS[table_format],
-                    disable_numparse=True,
-                    colalign=("left",) * 6 + ("right",) * 12 + ("left",) * (len(headers) - 18))
+    errors = _error_notes(rows)
+    any_failed = bool(errors)
+    if wide:
+        names = [name for name, _ in _COLUMNS]
+        dropped: list[str] = []
+    else:
+        constant = constant_columns(rows)
+        names = [name for name in _COMPACT if name not in constant]
+        dropped = [name for name in _DROP_ORDER if name in names]
+    getters = dict(_COLUMNS)
+    while True:
+        headers = [*names, "paper ms", "status"] + (["error"] if wide and any_failed else [])
+        body = []
+        for index, row in enumerate(rows):
+            line = [getters[name](row) for name in names]
+            line.append(f"{row['paper_latency_ms']:g} [{paper[index][0]}]" if index in paper
+                        else "")
+            if row["status"] == "ok":
+                line.append("ok")
+            else:
+                line.append("FAILED" if wide else f"FAILED [e{errors[index]}]")
+            if wide and any_failed:
+                line.append(row["error"] or "")
+            body.append(line)
+        text = tabulate(body, headers=headers, tablefmt=TABLE_FORMATS[table_format],
+                        disable_numparse=True,
+                        colalign=tuple("left" if h in _LEFT else "right" for h in headers))
+        widest = max(len(line) for line in text.splitlines())
+        if wide or widest <= CONSOLE_WIDTH or not dropped:
+            return text
+        names.remove(dropped.pop(0))
 
 
-def footnotes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Paper sources, what "peak MiB" measured, and cells whose warm-up never settled."""
+def table_caption(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The compact table's shared values, e.g. "all rows: device cpu, precision fp32, ..."."""
+    constant = constant_columns(rows)
+    if not constant:
+        return ""
+    return "all rows: " + ", ".join(f"{name} {value if value != '' else 'none'}"
+                                    for name, value in constant.items())
+
+
+def footnotes(rows: Sequence[Mapping[str, Any]], wide: bool = True) -> list[str]:
+    """Paper sources, errors (compact table), what "peak MiB" measured, the roofline columns,
+    and cells whose warm-up never settled. Not `wide`: paper notes without their long remark."""
     lines = []
     seen: set[int] = set()
+    fields = ("hardware", "input", "source", "note") if wide else ("hardware", "input", "source")
     for number, ref in _paper_notes(rows).values():
         if number not in seen:
             seen.add(number)
-            details = "; ".join(str(ref[k]) for k in ("hardware", "input", "source", "note")
-                                if ref.get(k))
+            details = "; ".join(str(ref[k]) for k in fields if ref.get(k))
             lines.append(f"[{number}] {ref['latency_ms']:g} ms: {details}")
-    if any(row["compile"] for row in rows):
-        lines.append("compiled: torch.compile (torch), tf.function(jit_compile=True) (tensorflow);"
-                     " compilation time is in first call ms")
+    if not wide:
+        seen_errors: set[int] = set()
+        for index, number in _error_notes(rows).items():
+            if number not in seen_errors:
+                seen_errors.add(number)
+                lines.append(f"[e{number}] {rows[index]['error']}")
+    if any(row.get("compile") for row in rows):
+        lines.append("compiled: torch.compile (torch), XLA jit_compile (tensorflow); "
+                     "compilation time is in first call ms")
+    if any(row.get("peak_tflops") for row in rows):
+        lines.append("floor ms: the forward's FLOPs at the device's measured matrix-product peak "
+                     "in this precision; % peak: achieved TFLOP/s at the p50 over that peak")
     if any(row["channels_last"] for row in rows):
         lines.append("torch cells use the channels_last memory format (TensorFlow is NHWC)")
     kinds = sorted({row["peak_memory_kind"] for row in rows if row.get("peak_memory_kind")})
@@ -168,10 +258,20 @@ def host_line(run: LatencyRun) -> str:
     return text
 
 
-def render_text(run: LatencyRun, table_format: str = "plain") -> str:
-    """Table, footnotes, backend ratios and the host's load, as printed to the console."""
-    parts = [format_table(run.rows, table_format), ""]
-    parts += footnotes(run.rows) + backend_ratios(run.rows) + [host_line(run)]
+def render_text(run: LatencyRun, table_format: str = "plain", wide: bool = False) -> str:
+    """Table, footnotes, backend ratios and the host's load, as printed to the console; the
+    default (not `wide`) fits CONSOLE_WIDTH columns, notes wrapped."""
+    parts = []
+    caption = "" if wide else table_caption(run.rows)
+    if caption:
+        parts.append(caption)
+    parts += [format_table(run.rows, table_format, wide=wide), ""]
+    notes = footnotes(run.rows, wide=wide) + backend_ratios(run.rows) + [host_line(run)]
+    if wide:
+        parts += notes
+    else:
+        parts += [textwrap.fill(note, CONSOLE_WIDTH, subsequent_indent="    ",
+                                break_long_words=True) for note in notes]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -223,7 +323,7 @@ def markdown_text(record: Mapping[str, Any], run: LatencyRun) -> str:
         "# fcn-bench latency", "",
         f"{prov['utc_time']}, commit {git['commit'] or 'unknown'}"
         f"{' (dirty)' if git['dirty'] else ''}; {host_line(run)}.", "",
-        format_table(run.rows, "github"), "",
+        format_table(run.rows, "github", wide=True), "",
     ]
     lines += [f"- {note}" for note in footnotes(run.rows) + backend_ratios(run.rows)]
     lines += ["", "## Environment", ""]
@@ -236,18 +336,48 @@ def markdown_text(record: Mapping[str, Any], run: LatencyRun) -> str:
     return "\n".join(lines)
 
 
-def write_output(path: str | Path, record: Mapping[str, Any], run: LatencyRun) -> None:
-    """Write the record as .json, .csv or .md (atomically: never half a file)."""
+def render_output(path: str | Path, record: Mapping[str, Any], run: LatencyRun) -> bytes:
+    """The bytes of the record as .json, .csv or .md (chosen by the extension)."""
     kind = output_kind(path)
     if kind == "json":
-        write_json(path, record)
-    elif kind == "csv":
-        atomic_write_text(path, csv_text(run.rows))
-    else:
-        atomic_write_text(path, markdown_text(record, run))
+        return to_json(record).encode("utf-8")
+    if kind == "csv":
+        return csv_text(run.rows).encode("utf-8")
+    return markdown_text(record, run).encode("utf-8")
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_all_or_none(contents: Mapping[str | Path, bytes], what: str = "latency results"
+                      ) -> None:
+    """Write every file or none: each goes to a temporary file beside it first, and only when
+    all are fully written are they renamed into place. A failure (a full disk) removes the
+    temporary files, leaves every target as it was, and names the path that failed."""
+    with ExitStack() as stack:
+        for path, data in contents.items():
+            tmp = stack.enter_context(atomic_path(path))
+            try:
+                with writing(path, what):
+                    _write_file(tmp, data)
+            except DataError as error:
+                raise DataError(error.path, f"{error.problem}; no output was written "
+                                f"({len(contents)} requested)") from None
+
+
+def write_output(path: str | Path, record: Mapping[str, Any], run: LatencyRun) -> None:
+    """Write the record as .json, .csv or .md (atomically: never half a file)."""
+    write_all_or_none({path: render_output(path, record, run)})
 
 
 def write_plot(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Latency distribution per finished cell, written atomically (see render_plot)."""
+    write_all_or_none({path: render_plot(path, rows)}, what="plot")
+
+
+def render_plot(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Latency distribution per finished cell (box = quartiles, points = every raw sample)."""
     import matplotlib
 
@@ -274,4 +404,4 @@ def write_plot(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=120)
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -31,6 +31,7 @@ from bench.labels import (
     read_label_png,
     write_label_png,
 )
+from bench.matfile import check_mat_inflated_size
 from bench.records import atomic_write_text
 
 # Per-channel mean of Caffe's ILSVRC-2012 mean image, B, G, R (REF voc_layers.py), *not* the VGG
@@ -236,59 +237,16 @@ def read_sbd_mat(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray
     except (KeyError, TypeError, IndexError) as error:
         raise DataError(path, "not an SBD class label file (no GTcls.Segmentation)") from error
     except (OSError, ValueError, NotImplementedError, EOFError, OverflowError, AttributeError,
-            UnicodeDecodeError, struct.error, zlib.error, MemoryError) as error:
-        # scipy's MatReadError is a ValueError; v7.3 (HDF5) files raise NotImplementedError;
+            UnicodeDecodeError, struct.error, zlib.error, MemoryError,
+            scipy.io.matlab.MatReadError) as error:
+        # scipy's MatReadError (a plain Exception) covers truncated headers; v7.3 (HDF5) files
+        # raise NotImplementedError;
         # a corrupt header surfaces as struct/zlib/overflow errors from inside scipy.
         raise DataError(path, f"cannot read MATLAB file: {str(error)[:200]}") from error
     if labels.ndim != 2:
         raise DataError(path, f"GTcls.Segmentation has shape {labels.shape}, expected (H, W)")
     check_label_values(labels, path, num_classes)
     return labels.astype(np.uint8)
-
-
-MAX_MAT_INFLATED = 64 * 2**20  # an SBD label (500x500 uint8 plus boundaries) inflates to ~1 MB
-_MI_COMPRESSED = 15
-
-
-def check_mat_inflated_size(path: Path, limit: int = MAX_MAT_INFLATED) -> None:
-    """Refuse a MATLAB v5 file whose compressed variables inflate past `limit`, before scipy
-    inflates them whole (a few MB of zlib can claim gigabytes). Streams each compressed element
-    through zlib in 1 MiB steps and discards the output; other files are left to scipy."""
-    data = path.read_bytes()  # at most MAX_MAT_BYTES (checked by the caller)
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        return  # not a v5 MAT file: scipy says what it is
-    order = "<" if data[126:128] == b"IM" else ">"
-    pos, total = 128, 0
-    while pos + 8 <= len(data):
-        kind, size = struct.unpack_from(f"{order}II", data, pos)
-        if kind >> 16:  # small data element: type and size packed in 4 bytes, data in 4
-            pos += 8
-            continue
-        payload = data[pos + 8:pos + 8 + size]
-        if kind == _MI_COMPRESSED:
-            total += _inflated_size(payload, limit - total + 1)
-        else:
-            total += len(payload)
-        if total > limit:
-            raise DataError(path, f"MATLAB variables inflate to more than {limit // 2**20} MiB; "
-                                  "not an SBD label file (refused before decompressing)")
-        pos += 8 + size + (0 if kind == _MI_COMPRESSED else -size % 8)
-
-
-def _inflated_size(payload: bytes, limit: int) -> int:
-    """Bytes a zlib stream inflates to, counted up to `limit` in bounded steps."""
-    inflater = zlib.decompressobj()
-    total = 0
-    try:
-        chunk = inflater.decompress(payload, 2**20)
-        while chunk:
-            total += len(chunk)
-            if total >= limit:
-                return total
-            chunk = inflater.decompress(inflater.unconsumed_tail, 2**20)
-    except zlib.error:
-        return total  # corrupt: scipy reports it
-    return total
 
 
 def convert_sbd_labels(dataset_dir: str | Path, *, progress: bool = False) -> int:

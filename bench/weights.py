@@ -18,12 +18,17 @@ A standard safetensors file (https://github.com/huggingface/safetensors), writte
   Deconvolution blob = torch `ConvTranspose2d.weight`); bias and Scale blobs `[C]`.
 * Every tensor is float32, little-endian, C order, finite.
 * The weights expect the Caffe input convention: NCHW, BGR, 0-255, minus the per-channel mean
-  B 104.00698793, G 116.66876762, R 122.67891434 (whatever the source framework was).
+  B 104.00698793, G 116.66876762, R 122.67891434 for the VOC nets (whatever the source framework
+  was); the other models' inputs are prepared as in docs/fidelity.md "Inputs per model".
 * `__metadata__` (string -> string):
     format            "fcn-bench-weights"
     format_version    "1"
-    variant           fcn32s | fcn16s | fcn8s | fcn8s-atonce
-    num_classes       "21"
+    variant           the model's catalogue key (bench/zoo.py): fcn32s | fcn16s | fcn8s |
+                      fcn8s-atonce (the VOC nets) | voc-fcn-alexnet | nyud-fcn32s-color | ...
+                      | ade20k-fcn8s; recorded because NYUD colour and HHA tensors are identical
+    variant_source    how it was decided: "detected from the tensors" or "--variant, checked
+                      against the tensors" (convert of a caffemodel or foreign file)
+    num_classes       "21" (the first head's classes)
     width_divisor     "1" (> 1 only for the narrow test-only networks)
     kind              "trained" (e.g. the official caffemodels) | "init" (VGG16 surgery for
                       training) | "random" (bench.init.random_params)
@@ -52,16 +57,21 @@ import numpy as np
 
 from bench import __version__
 from bench.cache import default_weights_path, file_digests
-from bench.errors import WeightsError
+from bench.detect import ALEXNET as ALEXNET  # re-exported: callers import detection from here
+from bench.detect import BACKBONE as BACKBONE
+from bench.detect import BACKBONES as BACKBONES
+from bench.detect import canonical_model, classes_of, model_from_tensors, width_divisor_of
+from bench.detect import preview_names as preview_names
+from bench.detect import same_structure as same_structure
+from bench.detect import variant_from_keys as variant_from_keys
+from bench.errors import UsageError, WeightsError
 from bench.outputs import writing
 from bench.records import JsonTooDeep, atomic_path, loads_bounded, utc_now
 from bench.sniff import FileKind, convert_hint, sniff
-from bench.spec import VARIANTS, FcnSpec, UnknownVariantError, build_spec
+from bench.spec import FcnSpec, UnknownVariantError, build_spec, resolve_model
 
 FORMAT = "fcn-bench-weights"
 FORMAT_VERSION = "1"
-# A VGG16 trunk without FCN heads (conv1_1 .. fc7): what `detect_variant` calls a backbone.
-BACKBONE = "vgg16"
 KINDS = ("trained", "init", "random")
 LAYOUTS = json.dumps({
     "conv": "OIHW [C_out, C_in, kH, kW] (Caffe Convolution blob 0)",
@@ -98,92 +108,55 @@ def reading_weights_file(path: str | Path, expected: str) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Variant detection: from the key set (authoritative), cross-checked with the metadata.
-
-
-def variant_from_keys(keys: set[str] | Mapping[str, Any]) -> str | None:
-    """The variant whose distinctive layers appear in `keys`, "vgg16" for a bare trunk, or None."""
-    layers = {key.rsplit(".", 1)[0] for key in keys}
-    if {"scale_pool4", "scale_pool3"} & layers:
-        return "fcn8s-atonce"  # the only variant with Scale layers
-    if "upscore8" in layers:
-        return "fcn8s"
-    if "upscore16" in layers:
-        return "fcn16s"
-    if "upscore" in layers:
-        return "fcn32s"
-    if "fc7" in layers and not {"score_fr", "upscore2"} & layers:
-        return BACKBONE
-    return None
+# Model detection (bench/detect.py), cross-checked with the metadata.
 
 
 def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
-    """The variant of an archive (path) or a params dict, detected from its content.
+    """The model of an archive (path) or a params dict, detected from its content.
 
-    The key set decides (e.g. fcn8s has `upscore8`, at-once has `scale_pool*`, a VGG16 trunk has
-    no score layers); the `variant` metadata is used when the keys cannot tell, and a metadata
-    entry that contradicts the keys is an error. Never guessed from the file name.
+    The tensors decide (names, then class count); the `variant` metadata is used where they
+    cannot tell, and a metadata entry that contradicts them is an error. Never guessed from
+    the file name.
     """
     if isinstance(source, Mapping):
-        variant = variant_from_keys(source)
-        if variant is None:
-            raise WeightsError("<params>", "cannot tell the FCN variant from the tensor names "
-                               f"({preview_names(sorted(source))})")
-        return variant
+        return model_from_tensors("<params>", source)
     path = Path(source)
     header = read_header(path)
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
     metadata = header.get("__metadata__") or {}
-    return _variant_of(path, tensors, metadata)
-
-
-def _variant_of(path: Path, keys: Mapping[str, Any], metadata: Mapping[str, str]) -> str:
-    from_keys = variant_from_keys(keys)
-    from_metadata = metadata.get("variant")
-    if from_keys and from_metadata and from_keys != from_metadata:
-        raise WeightsError(path, f"metadata says variant {from_metadata!r} but the tensors are "
-                           f"those of {from_keys}; the file is inconsistent, re-convert it")
-    variant = from_keys or from_metadata
-    if variant is None:
-        raise WeightsError(path, "cannot tell the FCN variant: no 'variant' metadata and no "
-                           f"distinctive layer among its tensors ({preview_names(sorted(keys))})")
-    return variant
+    return model_from_tensors(path, tensors, metadata)
 
 
 def infer_spec(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None,
-               path: str | Path = "<params>") -> FcnSpec:
-    """The FcnSpec that a set of weights was made for (variant, classes, width), from content.
+               path: str | Path = "<params>", requested: str | None = None) -> FcnSpec:
+    """The FcnSpec that a set of weights was made for (model, classes, width), from content.
 
     `params` values only need a `.shape` (arrays, or shapes read from a header).
     """
     metadata = metadata or {}
-    variant = _variant_of(Path(path), params, metadata)
-    if variant not in VARIANTS:
+    variant = model_from_tensors(path, params, metadata, requested)
+    if variant in BACKBONES:
         raise WeightsError(path, f"holds a bare {variant} trunk, not an FCN: convert it with "
-                           "`cli.py convert --init-for VARIANT` first")
+                           "`cli.py convert --init-for MODEL` first")
     num_classes = _int_meta(path, metadata, "num_classes")
-    if num_classes is None and "score_fr.bias" in params:
-        num_classes = int(_shape(params["score_fr.bias"])[0])
+    if num_classes is None:
+        num_classes = classes_of(variant, params)
+    if len(resolve_model(variant).heads) > 1:
+        num_classes = None  # fixed per head; the strict shape check compares them
     width_divisor = _int_meta(path, metadata, "width_divisor")
-    if width_divisor is None and "conv1_1.weight" in params:
-        width_divisor = max(1, 64 // max(1, int(_shape(params["conv1_1.weight"])[0])))
+    if width_divisor is None:
+        width_divisor = width_divisor_of(variant, params, path)
     try:
-        return build_spec(variant, num_classes or 21, width_divisor or 1)
-    except UnknownVariantError as error:
+        return build_spec(variant, num_classes, width_divisor or 1)
+    except UsageError as error:
         raise WeightsError(path, str(error)) from None
 
 
-def spec_from_archive(path: str | Path) -> FcnSpec:
+def spec_from_archive(path: str | Path, requested: str | None = None) -> FcnSpec:
     """The spec of an archive on disk, read from its header only (no tensor data)."""
     header = read_header(path)
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
-    return infer_spec(tensors, header.get("__metadata__") or {}, path)
-
-
-def _shape(value: Any) -> tuple[int, ...]:
-    if isinstance(value, Mapping):  # a safetensors header entry
-        return tuple(value["shape"])
-    return tuple(np.shape(value))
+    return infer_spec(tensors, header.get("__metadata__") or {}, path, requested)
 
 
 def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | None:
@@ -193,13 +166,6 @@ def _int_meta(path: str | Path, metadata: Mapping[str, str], key: str) -> int | 
         return int(metadata[key])
     except ValueError:
         raise WeightsError(path, f"metadata {key}={metadata[key]!r} is not an integer") from None
-
-
-def preview_names(names: Iterable[str], limit: int = 6) -> str:
-    """'a, b, c, ... (40 in all)' for error messages; 'none' for an empty list."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") or "none"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,11 +280,9 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     if spec is None:
         spec = infer_spec(entries, metadata, path)
     else:
-        found = _variant_of(path, entries, metadata)
+        found = model_from_tensors(path, entries, metadata, spec.variant)
         if found != spec.variant:
-            raise WeightsError(path, f"holds {found} weights (detected from the archive, not "
-                               f"guessed from the file name) but {spec.variant} was requested; "
-                               f"use --variant {found} or pick the {spec.variant} weights")
+            raise wrong_model(path, found, spec.variant)
 
     expected = spec.param_shapes()
     problems = _shape_problems(spec, {k: tuple(v["shape"]) for k, v in entries.items()})
@@ -343,6 +307,23 @@ def load_archive(path: str | Path, spec: FcnSpec | None = None
     return {name: params[name] for name in expected}, metadata
 
 
+def wrong_model(path: str | Path, found: str, requested: str) -> WeightsError:
+    """The one line for an archive of another model than the one asked for."""
+    return WeightsError(path, f"holds {found} weights (detected from the archive, not guessed "
+                        f"from the file name) but {requested} was requested; use --variant "
+                        f"{found} or pick the {requested} weights")
+
+
+def archive_spec(path: str | Path, variant: str | None = None) -> FcnSpec:
+    """The spec of an archive from its header alone, refusing one of another model than
+    `variant` (any name or alias) in one line: what a command checks before reading inputs."""
+    requested = canonical_model(path, variant, "--variant")
+    spec = spec_from_archive(path, requested)
+    if requested is not None and requested != spec.variant:
+        raise wrong_model(path, spec.variant, requested)
+    return spec
+
+
 def load_weights(path: str | Path, variant: str | None = None
                  ) -> tuple[FcnSpec, dict[str, np.ndarray], dict[str, str]]:
     """(spec, params, metadata) of an archive: what predict, parity and reproduce run.
@@ -350,9 +331,16 @@ def load_weights(path: str | Path, variant: str | None = None
     Classes and width always come from the archive's content; `variant` (a command's --variant)
     is only checked against it: weights of another variant are refused, naming both.
     """
-    found = spec_from_archive(path)
-    spec = (found if variant in (None, found.variant)
-            else build_spec(variant, found.num_classes, found.width_divisor))
+    if variant is not None:
+        try:
+            variant = resolve_model(variant).key
+        except UnknownVariantError as error:
+            raise WeightsError(path, str(error)) from None
+    found = spec_from_archive(path, variant)
+    spec = found
+    if variant not in (None, found.variant):
+        classes = None if len(resolve_model(variant).heads) > 1 else found.num_classes
+        spec = build_spec(variant, classes, found.width_divisor)
     params, metadata = load_archive(path, spec)
     return spec, params, metadata
 

@@ -138,4 +138,4 @@ def _describe(backend: Backend, variant: str, settings: BenchSettings) -> dict[s
             "width_divisor": settings.width_divisor,
             "gflops": backend.spec.flops(settings.height, settings.width) / 1e9,
             **{k: env.get(k) for k in ("framework_version", "device_name", "intra_op_threads",
-                                        "compile", "cudnn_benchmark")}}
+                                        "compile", "cudnn_benchmark", "upsampling")}}

@@ -17,6 +17,7 @@ from bench.download import forget
 from bench.errors import UsageError
 from bench.outputs import check_writable
 from bench.provision import prepare_dataset, prepare_weights
+from bench.spec import VARIANTS
 
 TARGETS = (*DATASETS, "weights", "list", "forget")
 
@@ -53,7 +54,7 @@ def _catalog_table(rows: list[dict]) -> str:
             pinned = "none published"
             unpinned = (f"sha256 {state.split()[1][:12]}... (TOFU)"
                         if state.startswith("sha256") else "none recorded yet (TOFU)")
-        file = row["file"] if len(row["file"]) <= 32 else row["file"][:29] + "..."
+        file = row["file"] if len(row["file"]) <= 29 else row["file"][:26] + "..."
         table.append([row["name"], file, size, pinned, unpinned])
     return tabulate(table, headers=["name", "file", "bytes", "pinned (published)",
                                    "not pinned"],
@@ -150,9 +151,14 @@ def command(target: str, names: tuple[str, ...], data_root: Path | None,
         result = prepare_weights(name, progress=progress, allow_http=allow_http)
         for action in result.actions:
             click.echo(f"{name}: {action}")
-        if result.archive is not None:
+        if result.archive is not None and CATALOG[name].variant in VARIANTS:
             click.echo(f"{name}: reproduce uses it by default: python cli.py reproduce "
                        f"--variant {CATALOG[name].variant} --backend torch")
+        elif result.archive is not None:
+            click.echo(f"{name}: segment an image with it: python cli.py predict --weights "
+                       f"{result.archive} --image IMAGE --out-labels LABELS.png")
         else:
+            target = ("voc-fcn-alexnet" if CATALOG[name].content == "alexnet-caffemodel"
+                      else "fcn32s")
             click.echo(f"{name}: to build an FCN training init from it: python cli.py convert "
-                       f"{result.download} fcn32s-init.safetensors --init-for fcn32s")
+                       f"{result.download} {target}-init.safetensors --init-for {target}")

@@ -214,10 +214,10 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
     if (geo_dir is not None) != (dataset_name == "siftflow"):
         raise UsageError("--geo-predictions is required with --dataset siftflow and only "
                          "accepted there (SIFT Flow has a semantic and a geometric head)")
-    if output is not None:
-        check_outputs({"--output": Output(output, what="record")},
-                      {"--predictions": predictions_dir})
     if dataset_name != "voc":
+        check_outputs({"--output": Output(output, what="record") if output else None},
+                      {"--predictions": predictions_dir, "--geo-predictions": geo_dir,
+                       "--data-root": data_root})
         folders = {"semantic": predictions_dir}
         if geo_dir is not None:
             folders["geometric"] = geo_dir

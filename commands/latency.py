@@ -9,30 +9,42 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 import backends
-from backends.base import PRECISIONS, RunOptions
+from backends.base import COMPILE_MODES, PRECISIONS, RunOptions
 from bench.errors import FcnBenchError, UsageError
 from bench.init import random_params
 from bench.latency import (
     DEFAULT_POLICIES,
     METHODOLOGY,
     MODES,
+    CellKey,
+    CellResult,
+    LatencyRun,
+    available_memory_bytes,
     default_modes,
+    host_info,
+    make_row,
     measure,
+    nvidia_gpu_visible,
     plan_cells,
 )
+from bench.latency_budget import check_fits, estimate_cell
 from bench.latency_report import (
     TABLE_FORMATS,
     check_plot_path,
     make_latency_record,
     output_kind,
+    render_output,
+    render_plot,
     render_text,
-    write_output,
-    write_plot,
+    write_all_or_none,
 )
+from bench.latency_worker import run_in_worker
 from bench.outputs import Output, check_outputs
 from bench.references import paper_latency_ms
 from bench.spec import VARIANTS, build_spec
@@ -78,6 +90,108 @@ def backend_factory(options: RunOptions, width_divisor: int, seed: int, log):
     return build
 
 
+def check_host_memory(keys: list[CellKey], width_divisor: int, precision: str,
+                      on_host: bool) -> None:
+    """Refuse, before anything is allocated, a cell whose estimate exceeds the host's memory
+    (the whole cell on a CPU run; the input batch and staged weights on a GPU run)."""
+    available = available_memory_bytes()
+    for key in keys:
+        estimate = estimate_cell(build_spec(key.variant, width_divisor=width_divisor),
+                                 key.height, key.width, key.batch, precision)
+        needed = estimate.device_bytes + estimate.input_bytes if on_host else estimate.host_bytes
+        check_fits(f"{key.variant} at {key.size} x batch {key.batch} ({precision})", needed,
+                   available, "host")
+
+
+def _measure_job(job: dict[str, Any]) -> LatencyRun:
+    """One worker process's share of the matrix (bench.latency_worker): plain data in and out."""
+    return _measure(**job, progress=None, log=lambda message: None)
+
+
+def _measure(*, keys: list[CellKey], options: RunOptions, width_divisor: int, seed: int,
+             precision: str, compile_mode: str | None, channels_last: bool, warmup: int | None,
+             iters: int | None, min_time: float | None, device: str,
+             progress: Callable[[float, float, str], None] | None,
+             log: Callable[[str], None]) -> LatencyRun:
+    """The matrix in this process (bench.latency.measure) with random weights per variant."""
+    specs = {k.variant: build_spec(k.variant, width_divisor=width_divisor) for k in keys}
+    return measure(
+        keys, backend_factory(options, width_divisor, seed, log), precision=precision,
+        gflops_of=lambda k: specs[k.variant].flops(k.height, k.width) * k.batch / 1e9,
+        # fp32 weights, counted twice: the framework's copy and transient staging.
+        instance_bytes={v: 8 * spec.num_parameters() for v, spec in specs.items()},
+        paper_of=paper_latency_ms, requested_device=device, compile=compile_mode,
+        channels_last=channels_last, warmup=warmup, iters=iters, min_time_s=min_time, seed=seed,
+        progress=progress,
+        memory_of=lambda k: estimate_cell(specs[k.variant], k.height, k.width, k.batch,
+                                          precision).device_bytes)
+
+
+def measure_isolated(job: dict[str, Any], log: Callable[[str], None],
+                     progress: Callable[[float, float, str], None] | None = None) -> LatencyRun:
+    """Each variant x backend in its own spawned worker (bench.latency_worker): a worker that
+    crashes (an illegal memory access in a compiled kernel) makes its cells FAILED rows and the
+    rest of the matrix still runs. Cells of one worker are interleaved with each other only."""
+    keys: list[CellKey] = job["keys"]
+    groups: dict[tuple[str, str], list[CellKey]] = {}
+    for key in keys:
+        groups.setdefault((key.variant, key.backend), []).append(key)
+    rows: dict[CellKey, dict[str, Any]] = {}
+    environments: dict[str, dict[str, Any]] = {}
+    policies: dict = {}
+    before = host_info()
+    started = time.monotonic()
+    for number, ((variant, name), group) in enumerate(groups.items(), start=1):
+        log(f"worker {number}/{len(groups)}: {variant} / {name} ({len(group)} cells)")
+        if progress:  # workers report nothing until they finish: estimate per worker
+            spent = time.monotonic() - started
+            per_worker = spent / (number - 1) if number > 1 else 0.0
+            progress(spent, per_worker * (len(groups) - number + 1),
+                     f"worker {number}/{len(groups)}: {variant}/{name}")
+        run, error = run_in_worker(_measure_job, {**job, "keys": group},
+                                   what=f"{variant}/{name} worker")
+        if run is None:
+            spec = build_spec(variant, width_divisor=job["width_divisor"])
+            for key in group:
+                rows[key] = make_row(
+                    key, CellResult(error=error), device=job["device"],
+                    precision=job["precision"], compile=job["compile_mode"],
+                    channels_last=job["channels_last"],
+                    gflops=spec.flops(key.height, key.width) * key.batch / 1e9)
+            continue
+        rows.update({CellKey(r["variant"], r["backend"], r["mode"], r["height"], r["width"],
+                             r["batch"]): r for r in run.rows})
+        for backend_name, environment in run.environments.items():
+            environments.setdefault(backend_name, environment)
+        policies.update(run.policies)
+    return LatencyRun([rows[k] for k in keys], environments,
+                      "one worker process per variant x backend (isolated cells)", policies,
+                      before, host_info())
+
+
+class ProgressBar:
+    """tqdm over seconds of work: elapsed, the estimated remainder, and what is running now."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1.0, unit="s", file=sys.stderr, dynamic_ncols=True, leave=False,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, "
+                                    "~{remaining} left{postfix}", desc="latency")
+
+    def __call__(self, done_s: float, left_s: float, text: str) -> None:
+        self._bar.total = max(done_s + left_s, 1e-9)
+        self._bar.n = done_s
+        self._bar.set_postfix_str(text, refresh=False)
+        self._bar.refresh()
+
+    def write(self, message: str) -> None:
+        self._bar.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\nDefault policies:\n"
            + "\n".join(f"  {device}: {policy.describe()}"
                        for device, policy in DEFAULT_POLICIES.items()))
@@ -95,9 +209,13 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per call (latency is per call).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="fp32 (TF32 off), tf32, or fp16/bf16 autocast.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch.compile / tf.function(jit_compile=True); its cost is the first call.")
+              help="fp32 (TF32 off); tf32; bf16/fp16: model and inputs cast once; "
+              "amp-bf16/amp-fp16: fp32 weights under autocast (TF: mixed-precision compute).")
+@click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES), is_flag=False,
+              flag_value="default", default=None,
+              help="torch.compile mode (default, reduce-overhead = CUDA graphs, max-autotune) "
+              "or xla (TensorFlow jit_compile; 'default' means xla there). A bare --compile "
+              "is 'default'. Its cost is the first call.")
 @click.option("--channels-last", is_flag=True, help="torch NHWC memory format (TF is NHWC).")
 @click.option("--mode", type=click.Choice(["model", "end-to-end", "both"]), default=None,
               help="model: device input -> device scores; end-to-end: host images -> host "
@@ -115,18 +233,25 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
               help="Intra-op CPU threads.  [default: the framework's own]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the random weights, input and round order.")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run each variant x backend in its own worker process, so a crash is a "
+              "FAILED row.  [default: on for compiled cells on a GPU]")
 @click.option("--output", "outputs", type=click.Path(dir_okay=False), multiple=True,
               help="Write the results: .json (record with raw samples), .csv or .md "
-              "(repeatable: one run, several files).")
+              "(repeatable: one run, several files; all are written or none).")
 @click.option("--format", "table_format", type=click.Choice(list(TABLE_FORMATS)),
               default="plain", show_default=True, help="Console table style.")
+@click.option("--wide", is_flag=True,
+              help="Every column and full notes on the console (the default table fits 120 "
+              "columns; the .md and .json files always have everything).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Latency distribution per cell (.png, .svg or .pdf).")
 @click.option("--width-divisor", type=click.IntRange(min=1), default=1, hidden=True,
               help="Test-only narrow network (channels // N).")
-def command(variants, backend_names, device, sizes, batch, precision, compile_, channels_last,
-            mode, warmup, iters, min_time, threads, seed, outputs, table_format, plot,
-            width_divisor) -> None:
+@click.pass_context
+def command(ctx, variants, backend_names, device, sizes, batch, precision, compile_,
+            channels_last, mode, warmup, iters, min_time, threads, seed, isolate, outputs,
+            table_format, wide, plot, width_divisor) -> None:
     """Time the FCN forward pass in every installed backend (no data needed).
 
     With no options: all four variants x every installed backend, 500x500, batch 1, fp32,
@@ -135,12 +260,14 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
     cell, so the whole matrix takes a few minutes; on a GPU both modes and MLPerf-like counts
     (>= 100 calls and >= 10 s per cell). A failed cell (unsupported precision, compilation,
     out of memory) stays in the table as FAILED, the others still run, and the exit code is 1.
+    Each row also gives the compute floor and the % of the device's peak, measured once per run.
 
     \b
     Examples:
       python cli.py latency
+      python cli.py latency --variant fcn8s --backend torch       # one variant: a quick answer
       python cli.py latency --variant fcn8s --backend tf --size 375x500 --mode both --plot lat.png
-      python cli.py latency --device cuda --precision fp16 --output lat.json --output lat.md
+      python cli.py latency --device cuda --precision bf16 --compile max-autotune --output lat.json
     """
     # Option-level checks first: nothing runs if the command line is wrong (exit 2).
     for output in outputs:
@@ -154,43 +281,50 @@ def command(variants, backend_names, device, sizes, batch, precision, compile_, 
     modes = default_modes(device) if mode is None else MODES if mode == "both" else (mode,)
     variants = tuple(dict.fromkeys(variants)) or VARIANTS
     keys = plan_cells(variants, names, sizes, modes, batch)
+    gpu = device == "cuda" or (device == "auto" and nvidia_gpu_visible())
+    # Refuse what cannot fit before the first byte is allocated (one line with the estimate).
+    check_host_memory(keys, width_divisor, precision, on_host=not gpu)
+    if isolate is None:
+        isolate = bool(compile_) and gpu
     options = RunOptions(device=device, precision=precision, compile=compile_,
                          channels_last=channels_last, threads=threads, seed=seed)
 
     started = time.monotonic()
+    bar = ProgressBar()
 
     def log(message: str) -> None:
-        click.echo(f"[{time.monotonic() - started:6.1f} s] {message}", err=True)
+        bar.write(f"[{time.monotonic() - started:6.1f} s] {message}")
 
-    def progress(phase: str, round_index: int, active: int) -> None:
-        log(f"{phase} round {round_index}: {active} cell{'s' if active != 1 else ''}")
+    log(f"latency: {len(keys)} cells ({len(variants)} variants x {len(names)} backends x "
+        f"{len(sizes)} sizes x {len(modes)} modes), precision {precision}"
+        + (f", compile {compile_}" if compile_ else ""))
+    job = {"keys": keys, "options": options, "width_divisor": width_divisor, "seed": seed,
+           "precision": precision, "compile_mode": compile_, "channels_last": channels_last,
+           "warmup": warmup, "iters": iters, "min_time": min_time, "device": device}
+    try:
+        run = (measure_isolated(job, log, bar) if isolate else
+               _measure(**job, progress=bar, log=log))
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo("interrupted: no results were written (the records are written only once "
+                   "every cell has finished; cells are timed in interleaved rounds)", err=True)
+        ctx.exit(130)
+    bar.close()
 
-    specs = {v: build_spec(v, width_divisor=width_divisor) for v in variants}
-    log(f"latency: {len(keys)} cells ({len(specs)} variants x {len(names)} backends x "
-        f"{len(sizes)} sizes x {len(modes)} modes), precision {precision}")
-    run = measure(
-        keys, backend_factory(options, width_divisor, seed, log), precision=precision,
-        gflops_of=lambda k: specs[k.variant].flops(k.height, k.width) * k.batch / 1e9,
-        # fp32 weights, counted twice: the framework's copy and transient staging.
-        instance_bytes={v: 8 * spec.num_parameters() for v, spec in specs.items()},
-        paper_of=paper_latency_ms, requested_device=device, compile=compile_,
-        channels_last=channels_last, warmup=warmup, iters=iters, min_time_s=min_time, seed=seed,
-        progress=progress)
-
-    click.echo(render_text(run, table_format), nl=False)
+    click.echo(render_text(run, table_format, wide=wide), nl=False)
     record = make_latency_record(run, {
-        "variants": list(specs), "backends": names, "device": device,
+        "variants": list(variants), "backends": names, "device": device,
         "sizes": [f"{h}x{w}" for h, w in sizes], "batch": batch, "precision": precision,
-        "compile": compile_, "channels_last": channels_last, "modes": list(modes), "warmup": warmup,
-        "iters": iters, "min_time_s": min_time, "threads": threads, "seed": seed,
-        "width_divisor": width_divisor, "weights": f"bench.init.random_params(seed={seed})",
-        "command": " ".join(sys.argv)})
-    for output in outputs:
-        write_output(output, record, run)
-        log(f"wrote {output}")
+        "compile": compile_, "channels_last": channels_last, "modes": list(modes),
+        "warmup": warmup, "iters": iters, "min_time_s": min_time, "threads": threads,
+        "seed": seed, "isolate": isolate, "width_divisor": width_divisor,
+        "weights": f"bench.init.random_params(seed={seed})", "command": " ".join(sys.argv)})
+    contents = {output: render_output(output, record, run) for output in outputs}
     if plot and len(run.failed) < len(run.rows):
-        write_plot(plot, run.rows)
-        log(f"wrote {plot}")
+        contents[plot] = render_plot(plot, run.rows)
+    write_all_or_none(contents)
+    for path in contents:
+        log(f"wrote {path}")
     if run.failed:
         raise FcnBenchError(f"{len(run.failed)} of {len(run.rows)} cells failed (FAILED rows "
                             f"above); first: {run.failed[0]['error']}")

@@ -14,21 +14,23 @@ import click
 import numpy as np
 
 from backends.base import PRECISIONS
-from bench.spec import VARIANTS
+from bench.spec import MODEL_NAMES
 from commands._options import device_option
 
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay (background pixels untouched)
 
 
-def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> bytes:
-    """PNG bytes of the photo with every non-background pixel blended with its VOC colour."""
+def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA,
+                background: int | None = 0) -> bytes:
+    """PNG bytes of the photo with every pixel blended with its class colour (VOC palette),
+    except those of the `background` class (None: every pixel is a class, e.g. NYUD's wall)."""
     from PIL import Image
 
     from bench.labels import VOC_PALETTE
 
     colours = VOC_PALETTE[labels].astype(np.float32)  # (H, W, 3)
     blended = rgb.astype(np.float32)
-    foreground = labels > 0
+    foreground = labels != background if background is not None else np.ones_like(labels, bool)
     blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
     buffer = io.BytesIO()
     Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
@@ -41,44 +43,85 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# Data sets whose class 0 is a background/"other" class, left unblended in overlays.
+BACKGROUND_ZERO = ("PASCAL VOC", "PASCAL-Context", "ADE20K")
+# Which option feeds each input kind of the catalogue (bench.zoo.InputInfo.kind).
+INPUT_OPTIONS = {"bgr": "--image", "hha": "--hha", "logd": "--depth"}
+INPUT_HELP = {"--image": "a colour photo (JPEG/PNG)", "--hha": "a 3-channel HHA PNG",
+              "--depth": "a 1-channel depth PNG or .npy"}
+
+
+def class_names(dataset: str, classes: int) -> list[str]:
+    """Names of the output channels: VOC's where known, else `class N`."""
+    from bench.labels import VOC_CLASSES
+
+    if dataset == "PASCAL VOC" and classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class {index}" for index in range(classes)]
+
+
+def head_paths(path: Path | None, outputs: tuple[str, ...]) -> dict[str, Path | None]:
+    """One output file per head: the path itself for one head; `NAME_sem.png`, `NAME_geo.png`
+    (the head's layer suffix) for several."""
+    if len(outputs) == 1 or path is None:
+        return {name: path for name in outputs}
+    return {name: path.with_name(f"{path.stem}{name.removeprefix('score')}{path.suffix}")
+            for name in outputs}
+
+
 @click.command(name="predict")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None,
-              help="FCN variant  [default: detected from --weights]")
+@click.option("--variant", type=click.Choice(MODEL_NAMES), default=None,
+              help="Model  [default: detected from --weights]")
 @click.option("--backend", "backend_name", default="torch", show_default=True,
               help="torch or tensorflow (tf).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="fcn-bench weight archive (.safetensors), e.g. from `cli.py convert`.")
 @click.option("--image", "image_path", type=click.Path(path_type=Path, dir_okay=False),
-              required=True, help="A JPEG/PNG photo.")
+              default=None, help="A JPEG/PNG photo (the colour input).")
+@click.option("--hha", "hha_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="HHA PNG (3 channels, file order) for the NYUD HHA models.")
+@click.option("--depth", "depth_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Depth map (1-channel PNG or 2-D .npy) for "
+                                 "nyud-fcn32s-color-d; see --depth-units.")
+@click.option("--depth-units", type=click.Choice(["mm", "m"]), default="mm", show_default=True,
+              help="Units of the --depth values (NYUD's depth PNGs are millimetres).")
 @click.option("--out-labels", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the VOC-palette label PNG here.")
+              help="Write the palette label PNG here (two-head models: NAME_sem.png and "
+                   "NAME_geo.png).")
 @click.option("--out-scores", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write raw class scores (21, H, W) float32 .npy here.")
+              help="Write raw class scores (C, H, W) float32 .npy here (per head as above).")
 @click.option("--overlay", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the photo blended with the class colours (PNG) here.")
+              help="Write the photo blended with the class colours (PNG) here (per head).")
 @device_option
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="fp32 (TF32 off), tf32 (GPU), fp16, bf16.")
-def command(variant: str | None, backend_name: str, weights: Path, image_path: Path,
+def command(variant: str | None, backend_name: str, weights: Path, image_path: Path | None,
+            hha_path: Path | None, depth_path: Path | None, depth_units: str,
             out_labels: Path | None, out_scores: Path | None, overlay: Path | None, device: str,
             precision: str) -> None:
-    """Segment one image: label PNG, raw scores and/or an overlay picture.
+    """Segment one image: label PNG, raw scores and/or an overlay picture, for any model.
 
-    The image is used at its own size (no resizing), BGR mean-subtracted exactly as in FCN.
+    Inputs are used at their own size (no resizing), each prepared as its data layer does:
+    colour RGB -> BGR minus the model's mean; HHA in file order minus its mean; depth as
+    log(mm) minus its mean (docs/fidelity.md "Inputs per model").
 
     \b
-    Example:
+    Examples:
       python cli.py predict --backend torch --weights weights/fcn8s.safetensors \\
           --image photo.jpg --out-labels photo-labels.png --overlay photo-overlay.png
+      python cli.py predict --weights color-hha.safetensors --image rgb.png --hha hha.png \\
+          --out-labels labels.png
+      python cli.py predict --weights sift.safetensors --image im.jpg --out-labels l.png
+          # writes l_sem.png and l_geo.png
     """
     import backends
     from backends.base import RunOptions
     from bench.errors import UsageError
-    from bench.labels import VOC_CLASSES, write_label_png
+    from bench.labels import write_label_png
     from bench.outputs import Output, check_outputs, writing
     from bench.records import atomic_write_bytes
-    from bench.voc import load_image, preprocess
-    from bench.weights import load_weights
+    from bench.spec import resolve_model
+    from bench.weights import archive_spec, load_weights
 
     outputs = {"--out-labels": (out_labels, ".png", "label PNG"),
                "--out-scores": (out_scores, ".npy", "scores"),
@@ -88,41 +131,105 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     for option, (path, suffix, _) in outputs.items():
         if path is not None and path.suffix.lower() != suffix:  # PNG / .npy whatever the name
             raise UsageError(f"{option} {path}: the file is written as {suffix}; name it so")
-    # Before the forward pass: writable, not the image or weights, not the same path twice.
-    check_outputs({option: Output(path, what=what) if path is not None else None
-                   for option, (path, _, what) in outputs.items()},
-                  {"--image": image_path, "--weights": weights})
+    given = {"--image": image_path, "--hha": hha_path, "--depth": depth_path}
+    # The model (from the archive's header: content, never the file name) says which inputs
+    # and heads there are, before any input or the tensors are read.
+    spec = archive_spec(weights, variant)
+    entry = resolve_model(spec.variant)
+    needed = {INPUT_OPTIONS[item.kind]: item for item in entry.inputs}
+    for option, path in given.items():
+        if path is not None and option not in needed and not (option == "--image" and overlay):
+            raise UsageError(f"{option} {path}: {entry.name} takes no such input (it takes "
+                             f"{', '.join(needed)})")
+    missing = [f"{option} FILE ({INPUT_HELP[option]})" for option in needed
+               if given[option] is None]
+    if missing:
+        raise UsageError(f"{entry.name} needs {' and '.join(missing)}")
+    if overlay is not None and image_path is None:
+        raise UsageError("--overlay needs --image (the photo to draw on)")
+    files = {option: path for option, path in given.items() if path is not None}
+    per_head = {option: head_paths(path, spec.outputs) for option, (path, _, _) in outputs.items()}
+    # Before the forward pass: writable, not an input or the weights, not the same path twice.
+    check_outputs({f"{option} ({name})" if len(spec.outputs) > 1 else option:
+                   Output(path, what=outputs[option][2]) if path is not None else None
+                   for option, paths in per_head.items() for name, path in paths.items()},
+                  {**files, "--weights": weights})
     backend_name = backends.canonical_name(backend_name)
-    rgb = load_image(image_path)  # DataError naming the file if it is not an image
-    # Variant, classes and width are detected from the archive's content (never its file name).
-    spec, params, _ = load_weights(weights, variant)
+    arrays = _read_inputs(files, depth_units)  # DataError naming a file of the wrong kind
+    batch = _network_inputs(entry, needed, arrays, files)
+    spec, params, _ = load_weights(weights, spec.variant)
 
     backend = backends.create_backend(backend_name, spec,
                                       RunOptions(device=device, precision=precision))
     backend.load_params(params)
     del params
     start = time.perf_counter()
-    scores = backend.predict(preprocess(rgb)[None])[0]  # (num_classes, H, W) float32
+    raw = backend.predict(batch)
     elapsed_ms = (time.perf_counter() - start) * 1e3
-    labels = scores.argmax(axis=0).astype(np.uint8)
+    scores = raw if isinstance(raw, dict) else {spec.output: raw}
 
-    if out_labels is not None:
-        write_label_png(out_labels, labels)
-    if out_scores is not None:
-        with writing(out_scores, "scores"):
-            atomic_write_bytes(out_scores, npy_bytes(scores.astype(np.float32, copy=False)))
-    if overlay is not None:
-        with writing(overlay, "overlay"):
-            atomic_write_bytes(overlay, overlay_png(rgb, labels))
-
-    height, width = labels.shape
-    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
-    present = [f"{VOC_CLASSES[c] if c < len(VOC_CLASSES) else c} {counts[c] / labels.size:.1%}"
-               for c in np.argsort(-counts) if counts[c]]
-    click.echo(f"{image_path}: {width}x{height}, {spec.variant} on {backend_name} "
-               f"({backend.device}, {precision}), forward {elapsed_ms:.0f} ms "
+    height, width = next(iter(batch.values())).shape[-2:] if isinstance(batch, dict) else \
+        batch.shape[-2:]
+    click.echo(f"{', '.join(str(p) for p in files.values())}: {width}x{height}, {spec.variant} "
+               f"on {backend_name} ({backend.device}, {precision}), forward {elapsed_ms:.0f} ms "
                f"(first call, includes set-up)")
-    click.echo("classes: " + ", ".join(present))
-    for path in (out_labels, out_scores, overlay):
-        if path is not None:
-            click.echo(f"wrote {path}")
+    background = 0 if entry.dataset in BACKGROUND_ZERO else None
+    written = []
+    for head, name in zip(entry.heads, spec.outputs, strict=True):
+        head_scores = scores[name][0]  # (classes, H, W) float32
+        classes = head_scores.shape[0]
+        labels = head_scores.argmax(axis=0)
+        if out_labels is not None and classes > 256:
+            raise UsageError(f"--out-labels: {classes} classes do not fit an 8-bit PNG; use "
+                             "--out-scores")
+        labels = labels.astype(np.uint8 if classes <= 256 else np.int32)
+        paths = {option: per_head[option][name] for option in outputs}
+        if paths["--out-labels"] is not None:
+            write_label_png(paths["--out-labels"], labels)
+        if paths["--out-scores"] is not None:
+            with writing(paths["--out-scores"], "scores"):
+                atomic_write_bytes(paths["--out-scores"],
+                                   npy_bytes(head_scores.astype(np.float32, copy=False)))
+        if paths["--overlay"] is not None:
+            with writing(paths["--overlay"], "overlay"):
+                atomic_write_bytes(paths["--overlay"],
+                                   overlay_png(arrays["--image"], labels, background=background))
+        counts = np.bincount(labels.ravel(), minlength=classes)
+        names = class_names(entry.dataset, classes)
+        present = [f"{names[c]} {counts[c] / labels.size:.1%}" for c in np.argsort(-counts)
+                   if counts[c]]
+        prefix = "classes" if len(spec.outputs) == 1 else f"{head.task} classes ({name})"
+        click.echo(f"{prefix}: " + ", ".join(present))
+        written += [path for path in paths.values() if path is not None]
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _read_inputs(files: dict[str, Path], depth_units: str) -> dict[str, np.ndarray]:
+    from bench.model_inputs import read_depth, read_hha, read_photo
+
+    readers = {"--image": read_photo, "--hha": read_hha,
+               "--depth": lambda path: read_depth(path, depth_units)}
+    return {option: readers[option](path) for option, path in files.items()}
+
+
+def _network_inputs(entry, needed, arrays, files):
+    """The backend's input: one (1, C, H, W) array, or {input name: array} for several."""
+    from bench.errors import UsageError
+    from bench.model_inputs import encode
+    from bench.voc import preprocess
+    from bench.zoo import VOC_MEAN
+
+    sizes = {option: arrays[option].shape[:2] for option in needed}
+    if len(set(sizes.values())) > 1:
+        raise UsageError("the inputs differ in size: " + ", ".join(
+            f"{option} {files[option]} is {w}x{h}" for option, (h, w) in sizes.items()))
+    encoded = {}
+    for option, item in needed.items():
+        if item.kind == "bgr" and item.mean == VOC_MEAN:  # VOC: bench.voc's exact mean, as ever
+            encoded[item.name] = preprocess(arrays[option])[None]
+        else:
+            encoded[item.name] = encode(item, arrays[option])[None]
+    if len(encoded) == 1:
+        return next(iter(encoded.values()))
+    return encoded

@@ -293,7 +293,7 @@ def test_unknown_device_and_precision_are_usage_errors(name):
         backends.create_backend(name, spec, RunOptions(device="cpu", precision="tf32"))
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "amp-bf16", "amp-fp16"])
 @pytest.mark.parametrize("name", BACKENDS)
 def test_reduced_precision_returns_float32_scores_close_to_fp32(name, precision):
     from bench.parity import TOLERANCES
@@ -382,3 +382,171 @@ def test_fresh_modules_hold_the_same_placeholder_values_in_both_backends():
     for module in (TorchModule(spec), TfModule(spec)):
         got = module.canonical_params()
         assert all(np.array_equal(got[name], expected[name]) for name in expected)
+
+
+# -- precision as deployed: cast once vs autocast ------------------------------------------------
+
+
+@pytest.mark.parametrize(("precision", "weights", "compute"), [
+    ("fp32", "float32", "float32"), ("bf16", "bfloat16", "bfloat16"),
+    ("fp16", "float16", "float16"), ("amp-bf16", "float32", "bfloat16"),
+    ("amp-fp16", "float32", "float16")])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bf16_fp16_cast_the_model_once_and_amp_keeps_fp32_weights(name, precision, weights,
+                                                                   compute):
+    spec = narrow_spec("fcn32s")
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu", precision=precision))
+    params = random_params(spec, 0)
+    backend.load_params(params)
+    env = backend.environment()
+    assert (env["weights_dtype"], env["compute_dtype"]) == (weights, compute)
+    assert env["autocast"] is precision.startswith("amp-")
+    if name == "torch":
+        stored = {str(p.dtype).removeprefix("torch.") for p in backend.model.parameters()}
+        batch = backend.to_device(images(5, 5))
+        assert str(batch.dtype).removeprefix("torch.") == weights  # the input is cast too
+    else:
+        stored = {v.dtype.name for v in backend.model.params.values()}
+    assert stored == {weights}
+    # Canonical float32 comes back out, rounded to the stored dtype at most.
+    state = backend.state_params()
+    assert state["fc6.weight"].dtype == np.float32
+    rel = np.abs(state["fc6.weight"] - params["fc6.weight"]).max() / np.abs(
+        params["fc6.weight"]).max()
+    assert rel <= (0 if weights == "float32" else 1e-2)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_compile_modes_of_the_other_framework_are_refused(name):
+    spec = narrow_spec("fcn32s")
+    foreign = "xla" if name == "torch" else "max-autotune"
+    with pytest.raises(UsageError, match=f"compile mode '{foreign}'"):
+        backends.create_backend(name, spec, RunOptions(device="cpu", compile=foreign))
+    with pytest.raises(UsageError, match="unknown compile mode 'fast'"):
+        backends.create_backend(name, spec, RunOptions(device="cpu", compile="fast"))
+    # The old boolean flag still means the framework's default compilation.
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu", compile=True))
+    assert backend.environment()["compile"] == ("default" if name == "torch" else "xla")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_measured_ceilings_describe_the_device(name):
+    backend = loaded_backend(name, "fcn32s")
+    ceilings = backend.measure_peak()
+    assert ceilings["device"] == backend.device and ceilings["dtype"] == "float32"
+    assert ceilings["matmul_tflops"] > 0 and ceilings["copy_gb_per_s"] > 0
+    assert "best of" in ceilings["matmul_method"]
+
+
+# -- cheaper exact upsampling ------------------------------------------------------------------
+
+
+def _dense_and_fast_blobs(name: str, variant: str, batch: np.ndarray, params=None):
+    spec = narrow_spec(variant)
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    backend.load_params(params or random_params(spec, 0))
+    chosen = dict(backend.upsampling)
+    fast = backend.forward_blobs(batch, spec.blob_names)
+    backend.plan_upsampling({layer: "dense" for layer in chosen})
+    dense = backend.forward_blobs(batch, spec.blob_names)
+    return chosen, fast, dense
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_cheaper_upsampling_equals_the_full_deconvolution(name, variant):
+    """fp32: every blob within float rounding of the dense deconvolution, labels 100 %."""
+    batch = images(37, 53, batch=2)
+    chosen, fast, dense = _dense_and_fast_blobs(name, variant, batch)
+    assert set(chosen) == {layer.name for layer in narrow_spec(variant).layers
+                           if type(layer).__name__ == "Upsample"}
+    assert {"grouped", "separable"} & set(chosen.values())  # a cheaper form is in use
+    for blob in dense:
+        scale = max(np.abs(dense[blob]).max(), 1e-30)
+        assert np.abs(fast[blob] - dense[blob]).max() / scale <= 1e-6, blob
+    output = narrow_spec(variant).output
+    assert np.array_equal(fast[output].argmax(1), dense[output].argmax(1))
+
+
+@pytest.mark.parametrize("form", ["grouped", "separable"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_each_cheaper_form_matches_the_numpy_reference(name, form):
+    from bench.reference_forward import reference_forward
+
+    spec = narrow_spec("fcn8s")
+    params = random_params(spec, 0)
+    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    backend.load_params(params)
+    forms = backend.plan_upsampling({"upscore2": form, "upscore_pool4": form, "upscore8": form})
+    assert set(forms.values()) == {form} and backend.environment()["upsampling"] == forms
+    batch = images(21, 17)
+    ours = backend.predict(batch)
+    reference = reference_forward(spec, params, batch, [spec.output])[spec.output]
+    assert np.abs(ours - reference).max() / np.abs(reference).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_upsampling_weights_that_are_not_diagonal_bilinear_keep_the_full_deconvolution(name):
+    spec = narrow_spec("fcn8s")
+    params = random_params(spec, 0)
+    params["upscore8.weight"] = params["upscore8.weight"].copy()
+    params["upscore8.weight"][0, 1, 3, 3] = 0.5  # a class mixes into another
+    params["upscore2.weight"] = params["upscore2.weight"] * np.float32(1.001)  # not bilinear
+    chosen, fast, dense = _dense_and_fast_blobs(name, "fcn8s", images(19, 23), params)
+    assert chosen["upscore8"] == "dense" and chosen["upscore2"] == "dense"
+    assert chosen["upscore_pool4"] == "grouped"  # still the reference kernel
+    np.testing.assert_allclose(fast["score"], dense["score"], rtol=0,
+                               atol=1e-6 * np.abs(dense["score"]).max())
+
+
+def test_upsampling_form_is_data_per_framework_device_dtype_and_layer():
+    from bench.init import bilinear_filter
+    from bench.upsampling import bilinear_ramp, upsample_form
+
+    assert upsample_form("torch", "cpu", False, 16, 8) == "separable"
+    assert upsample_form("torch", "cpu", True, 16, 8) == "dense"  # CPU half: dense is fastest
+    assert upsample_form("torch", "cuda", True, 16, 8) == "separable"
+    assert upsample_form("torch", "cuda", False, 16, 8) == "dense"  # H100 fp32: 225 us vs 619
+    assert upsample_form("torch", "cuda", True, 4, 2) == "grouped"
+    assert upsample_form("tensorflow", "cuda", True, 16, 8) == "dense"  # not measured
+    for kernel in (4, 16, 32, 64):
+        ramp = bilinear_ramp(kernel)
+        assert np.array_equal(np.outer(ramp, ramp), bilinear_filter(kernel))
+
+
+# -- the half-precision gate on the golden set ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def golden_images(tmp_path_factory):
+    from bench.golden import GoldenConfig, make_golden_images
+
+    return make_golden_images(tmp_path_factory.mktemp("golden"), GoldenConfig())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_half_precision_labels_agree_with_fp32_on_the_golden_set(name, precision,
+                                                                golden_images):
+    from bench.golden import half_precision_rows
+
+    rows = half_precision_rows(
+        lambda backend, spec, p: backends.create_backend(backend, spec,
+                                                         RunOptions(device="cpu", precision=p)),
+        name, precision, golden_images, variants=("fcn8s-atonce",))
+    for row in rows:
+        assert row["status"] == "ok" and row["passed"], row
+        assert row["label_agreement_with_fp32"] >= 0.995
+        assert row["decided_pixels"] > 0.8 * row["label_pixels"]
+
+
+def test_half_precision_gate_fails_a_broken_half_path():
+    from bench.parity import half_precision_gate
+
+    rng = np.random.default_rng(0)
+    scores = [rng.standard_normal((21, 20, 30)).astype(np.float32)]
+    right = [scores[0].argmax(axis=0)]
+    assert half_precision_gate(scores, right, "bf16")["passed"]
+    wrong = [np.roll(right[0], 1, axis=1)]  # a one-pixel shift: a geometry slip in half only
+    verdict = half_precision_gate(scores, wrong, "bf16")
+    assert not verdict["passed"] and verdict["label_agreement_with_fp32"] < 0.5

@@ -462,7 +462,7 @@ def _bad_inputs(tmp_path):
     (tmp_path / "text.caffemodel").write_text("this is not a caffemodel\n" * 40)
     cases = [
         ("truncated.caffemodel", "truncated at byte"),
-        ("lenet.caffemodel", "no FCN or VGG16 layers"),
+        ("lenet.caffemodel", "no FCN, VGG16 or AlexNet layers"),
         ("missing.safetensors", "1 problem: missing score_fr.bias"),
         ("text.caffemodel", "is a text file, not weights"),
         ("absent.caffemodel", "no such file"),

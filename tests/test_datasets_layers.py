@@ -181,7 +181,7 @@ def test_mat_with_wrong_key_or_not_a_mat(root, tmp_path):
     with pytest.raises(DataError, match="no variable 'segmentation'"):
         dataset.load_labels(dataset.ids[0])
     path.write_bytes(b"not a matlab file at all" * 10)
-    with pytest.raises(DataError, match="cannot read MATLAB file"):
+    with pytest.raises(DataError, match=r"not a MATLAB 5 \.mat file"):
         dataset.load_labels(dataset.ids[0])
 
 

@@ -28,19 +28,21 @@ from bench.latency import (
     CellResult,
     TimingPolicy,
     WarmupPolicy,
-    bootstrap_median_ci,
-    coefficient_of_variation,
-    confidence_statement,
     make_row,
     paper_for,
-    percentile_upper_bound,
     plan_cells,
     plan_groups,
     policy_for,
     precision_problem,
     run_rounds,
-    summarize,
     time_call,
+)
+from bench.latency_stats import (
+    bootstrap_median_ci,
+    coefficient_of_variation,
+    confidence_statement,
+    percentile_upper_bound,
+    summarize,
 )
 from bench.spec import VARIANTS, build_spec
 from cli import cli
@@ -527,7 +529,7 @@ def test_default_matrix_is_every_variant_times_every_backend(fakes, tmp_path):
     # A stored record re-renders to the very table that was printed.
     from bench.latency_report import format_table, run_from_record
 
-    assert format_table(run_from_record(record).rows) in result.stdout
+    assert format_table(run_from_record(record).rows, wide=False) in result.stdout
 
 
 def test_csv_and_markdown_outputs(fakes, tmp_path):
@@ -545,7 +547,7 @@ def test_csv_and_markdown_outputs(fakes, tmp_path):
     text = md_path.read_text()
     assert text.startswith("# fcn-bench latency") and "| variant" in text
     assert "## Method" in text and "## Environment" in text
-    assert "|" in result.stdout.splitlines()[0]
+    assert any(line.startswith("|") for line in result.stdout.splitlines())
 
 
 def test_plot_is_written(fakes, tmp_path):
@@ -615,7 +617,7 @@ def test_compile_unavailable_fails_its_rows_and_the_rest_still_runs(fakes, tmp_p
         assert rows[variant, "torch"]["status"] == "failed"
         assert "run without --compile" in rows[variant, "torch"]["error"]
         assert rows[variant, "tensorflow"]["status"] == "ok"
-        assert rows[variant, "tensorflow"]["compile"] is True
+        assert rows[variant, "tensorflow"]["compile"] == "default"  # a bare --compile
     assert "compilation time is in first call ms" in result.stdout
 
 
@@ -625,8 +627,8 @@ def test_out_of_memory_in_one_cell_leaves_the_others(fakes):
     result = invoke(*FAST, "--variant", "fcn8s", "--size", "8x8")
     assert result.exit_code == 1
     lines = [line for line in result.stdout.splitlines() if line.startswith("fcn8s")]
-    assert "ok" in lines[0] and "FAILED" in lines[1]
-    assert "MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in lines[1]
+    assert "ok" in lines[0] and "FAILED [e1]" in lines[1]
+    assert "[e1] MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in result.stdout
     assert "details on the next lines" not in result.output
 
 
@@ -665,9 +667,10 @@ def test_real_backend_smoke_run(name, tmp_path):
     _real_backend_or_skip(name)
     out = tmp_path / "lat.json"
     # One thread: on a shared 2-core machine two OpenMP threads spin against other processes.
-    result = invoke("--backend", name, "--variant", "fcn32s", "--size", "8x8", "--iters", "2",
-                    "--warmup", "1", "--min-time", "0", "--mode", "both", "--width-divisor",
-                    "32", "--threads", "1", "--output", str(out))
+    # --device cpu: the test must not depend on whether the machine has a GPU.
+    result = invoke("--backend", name, "--device", "cpu", "--variant", "fcn32s", "--size", "8x8",
+                    "--iters", "2", "--warmup", "1", "--min-time", "0", "--mode", "both",
+                    "--width-divisor", "32", "--threads", "1", "--output", str(out))
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     for row in record["rows"]:
@@ -676,6 +679,13 @@ def test_real_backend_smoke_run(name, tmp_path):
         assert row["first_call_ms"] > 0 and row["gflops"] > 0
     env = record["environment"]["backends"][name]
     assert env["framework_version"] and env["precision"] == "fp32"
+    # The roofline: the device's peak measured once, every row placed against it.
+    assert env["ceilings"]["matmul_tflops"] > 0
+    for row in record["rows"]:
+        assert row["peak_tflops"] == env["ceilings"]["matmul_tflops"]
+        assert row["compute_floor_ms"] == pytest.approx(row["gflops"] / row["peak_tflops"])
+        assert row["percent_of_peak"] == pytest.approx(
+            100 * row["gflops"] / row["p50_ms"] / row["peak_tflops"])
     if name == "tensorflow" and env.get("threads_note"):
         # TF fixes its thread pools when it first runs (earlier tests in this process): the
         # request cannot apply, and the record must say so rather than claim 1 thread.
@@ -707,7 +717,8 @@ def test_real_torch_asked_for_a_missing_gpu_gives_failed_rows_not_a_crash(tmp_pa
     assert result.exit_code == 1
     rows = [line for line in result.stdout.splitlines() if line.startswith("fcn32s")]
     assert len(rows) == 2  # --device cuda: both modes by default
-    assert all("FAILED" in row and "device 'cuda' requested" in row for row in rows)
+    assert all("FAILED [e1]" in row for row in rows)
+    assert "[e1] device 'cuda' requested" in result.stdout
     assert "Traceback" not in result.output
 
 
@@ -725,3 +736,245 @@ def test_host_line_warns_when_other_processes_load_the_machine():
     assert "load average 0.3 at start, 2.0 at end" in host_line(run_with(0.3, 2.0))
     assert "competed" in host_line(run_with(1.5, 2.0))  # busy before it started
     assert "competed" in host_line(run_with(0.3, 3.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress, console width, outputs all-or-none, memory budget, interruption, worker processes
+
+
+def test_progress_starts_before_the_first_setup_and_its_estimate_converges():
+    clock, log = FakeClock(), []
+    events: list[tuple[float, float, str]] = []
+    cells = [ScriptedCell(name, [100], clock, log) for name in "ab"]
+    p = policy(min_warm=2, max_warm=2, window=2, iters=3)
+    run_rounds(cells, lambda cell: p, clock=clock,
+               progress=lambda done, left, text: events.append((done, left, text)),
+               guess_policy=p, guess_call_s=0.1, label=lambda cell: cell.name)
+    assert events[0][2] == "setting up a (1/2)" and events[0][0] == 0  # before any work
+    assert events[-1] == (pytest.approx(1.2), 0.0, "done")  # 2 x (1 + 2 + 3) x 100 ms
+    # Once every cell has been called once, the estimate plus the time spent is exact.
+    seen = [done + left for done, left, text in events if "round" in text]
+    assert seen and all(total == pytest.approx(1.2) for total in seen)
+
+
+def test_estimator_counts_the_minimums_of_both_phases():
+    from bench.latency_progress import remaining_calls
+
+    p = policy(min_warm=3, max_warm=10, window=2, iters=5, min_time=2.0)
+    fresh = CellResult()
+    assert remaining_calls(fresh, p, 0.1) == 3 + 20  # min time binds: 2 s / 0.1 s
+    assert remaining_calls(fresh, p, 1.0) == 3 + 5  # the count binds
+    done = CellResult(warmup_ns=[MS] * 3, samples_ns=[10**9] * 5)
+    assert remaining_calls(done, p, 1.0) == 0
+
+
+def _many_rows_args():
+    return [*FAST, "--size", "8x8", "--size", "6x10", "--mode", "both", "--batch", "2"]
+
+
+def test_default_console_table_fits_120_columns_and_wide_keeps_everything(fakes):
+    fakes["tensorflow"]["fail"] = RuntimeError("x" * 400 + " a very long framework error")
+    result = invoke(*_many_rows_args())
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120, max(lines, key=len)
+    assert "FAILED [e1]" in result.stdout and "[e1] RuntimeError: xxx" in result.stdout
+    assert "all rows: device cpu, precision fp32" in lines[0]  # said once, not per row
+    wide = invoke(*_many_rows_args(), "--wide")
+    header = next(line for line in wide.stdout.splitlines() if line.startswith("variant"))
+    for column in ("p99 ms", "std ms", "GFLOP/s", "device", "precision", "error"):
+        assert column in header
+    assert max(len(line) for line in wide.stdout.splitlines()) > 120
+
+
+def test_outputs_are_all_written_or_none_on_a_full_disk(fakes, tmp_path, monkeypatch):
+    import errno
+
+    import bench.latency_report as report
+
+    first, second = tmp_path / "lat.json", tmp_path / "sub" / "lat.md"
+    first.write_text("previous run")
+    real_write = report._write_file
+
+    def full_disk(path, data):
+        if ".lat.md." in path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(report, "_write_file", full_disk)
+    result = invoke(*FAST, "--variant", "fcn32s", "--size", "8x8", "--output", str(first),
+                    "--output", str(second))
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: {second}: cannot write the latency results")
+    assert "no output was written" in message and "Traceback" not in result.output
+    assert first.read_text() == "previous run"  # untouched: all or none
+    assert not second.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["lat.json"]
+
+
+@pytest.mark.parametrize("args", [["--batch", "3000000", "--size", "64x64"],
+                                  ["--size", "100000x100000"]])
+def test_a_cell_that_cannot_fit_is_refused_before_allocating(fakes, monkeypatch, args):
+    monkeypatch.setattr(backends, "create_backend", pytest.fail)  # nothing may be built
+    monkeypatch.setattr(latency, "synthetic_batch", pytest.fail)
+    result = invoke("--variant", "fcn32s", "--backend", "torch", *args)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: fcn32s at ") and "needs at least" in line
+    assert "GiB of host memory" in line and "is available" in line
+    assert "Traceback" not in result.output
+
+
+def test_memory_estimate_follows_the_spec():
+    from bench.latency_budget import estimate_cell, peak_live_elements
+
+    spec = build_spec("fcn32s")
+    # conv1_1 -> conv1_2 at 500x500: two 64 x 698 x 698 blobs alive at once, at least.
+    assert peak_live_elements(spec, 500, 500) >= 2 * 64 * 698 * 698
+    one = estimate_cell(spec, 500, 500, 1, "fp32")
+    four = estimate_cell(spec, 500, 500, 4, "fp32")
+    assert four.activations_bytes == 4 * one.activations_bytes
+    assert one.weights_bytes == 4 * spec.num_parameters()
+    half = estimate_cell(spec, 500, 500, 1, "bf16")
+    assert half.weights_bytes == one.weights_bytes // 2
+    assert estimate_cell(spec, 500, 500, 1, "amp-bf16").weights_bytes == 6 * spec.num_parameters()
+
+
+def test_a_cell_beyond_the_gpu_memory_is_a_failed_row_with_the_estimate(fakes, monkeypatch):
+    monkeypatch.setattr(FakeBackend, "memory_capacity_bytes", lambda self: 2**20, raising=False)
+    for name in ("torch", "tensorflow"):
+        fakes[name].update(device="cuda", capability="9.0")
+    result = invoke(*FAST, "--device", "cuda", "--variant", "fcn32s", "--size", "8x8",
+                    "--mode", "model")
+    assert result.exit_code == 1
+    assert result.stdout.count("FAILED [e1]") == 2
+    assert "needs at least" in result.stdout and "of cuda memory" in result.stdout
+
+
+def test_ctrl_c_says_what_was_kept(fakes, tmp_path, monkeypatch):
+    import commands.latency as command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "measure", interrupted)
+    out = tmp_path / "lat.json"
+    result = invoke(*FAST, "--variant", "fcn32s", "--size", "8x8", "--output", str(out))
+    assert result.exit_code == 130
+    assert "interrupted: no results were written" in result.stderr
+    assert "checkpoint" not in result.output and not out.exists()
+
+
+def _exit_hard(payload):
+    import os
+
+    os._exit(payload)
+
+
+def _raise(payload):
+    raise ValueError(payload)
+
+
+def _square(payload):
+    return payload * payload
+
+
+def test_worker_process_results_errors_and_hard_exits():
+    from bench.latency_worker import run_in_worker
+
+    assert run_in_worker(_square, 7) == (49, None)
+    result, error = run_in_worker(_raise, "compile failed", what="fcn8s/torch worker")
+    assert result is None
+    assert error == "fcn8s/torch worker process failed: ValueError: compile failed"
+    result, error = run_in_worker(_exit_hard, 3, what="fcn8s/torch worker")
+    assert result is None
+    assert error.startswith("fcn8s/torch worker process died before reporting (exit code 3)")
+
+
+def test_exit_status_in_words():
+    from bench.latency_worker import exit_description
+
+    assert exit_description(-11) == "killed by signal SIGSEGV"
+    assert exit_description(1) == "exit code 1"
+
+
+def test_isolated_cells_a_crashing_worker_is_a_failed_row_and_the_rest_runs(fakes, tmp_path,
+                                                                         monkeypatch):
+    import commands.latency as command
+
+    workers: list[tuple[str, str]] = []
+
+    def fake_worker(target, payload, what="worker"):
+        key = payload["keys"][0]
+        workers.append((key.variant, key.backend))
+        if (key.variant, key.backend) == ("fcn16s", "torch"):  # an illegal memory access
+            return None, f"{what} process died before reporting (killed by signal SIGSEGV)"
+        return target(payload), None  # in-process: the fakes are patched here
+
+    monkeypatch.setattr(command, "run_in_worker", fake_worker)
+    out = tmp_path / "lat.json"
+    result = invoke(*FAST, "--variant", "fcn32s", "--variant", "fcn16s", "--size", "8x8",
+                    "--compile", "max-autotune", "--isolate", "--output", str(out))
+    assert result.exit_code == 1
+    assert len(workers) == 4  # one per variant x backend
+    record = json.loads(out.read_text())
+    rows = {(r["variant"], r["backend"]): r for r in record["rows"]}
+    assert rows["fcn16s", "torch"]["status"] == "failed"
+    assert "killed by signal SIGSEGV" in rows["fcn16s", "torch"]["error"]
+    assert rows["fcn16s", "torch"]["compile"] == "max-autotune"
+    others = [row for key, row in rows.items() if key != ("fcn16s", "torch")]
+    assert all(row["status"] == "ok" and row["samples_ms"] for row in others)
+    assert record["options"]["interleaving"].startswith("one worker process per variant")
+
+
+def test_compiled_cells_are_isolated_by_default_only_on_a_gpu(fakes, monkeypatch):
+    import commands.latency as command
+
+    calls: list[str] = []
+    monkeypatch.setattr(command, "run_in_worker",
+                        lambda target, payload, what="": (calls.append(what),
+                                                          (target(payload), None))[1])
+    assert invoke(*FAST, "--variant", "fcn32s", "--size", "8x8", "--compile").exit_code == 0
+    assert calls == []  # CPU: one process, interleaved
+    for name in ("torch", "tensorflow"):
+        fakes[name].update(device="cuda", capability="9.0")
+    assert invoke(*FAST, "--device", "cuda", "--variant", "fcn32s", "--size", "8x8",
+                  "--compile", "--mode", "model").exit_code == 0
+    assert len(calls) == 2
+
+
+def test_roofline_fields_and_ceilings_on_a_fake_clock():
+    from bench.roofline import measure_ceilings, roofline_fields
+
+    fields = roofline_fields(363.0, 14.7, {"matmul_tflops": 51.1})
+    assert fields["compute_floor_ms"] == pytest.approx(363 / 51.1)
+    assert fields["achieved_tflops"] == pytest.approx(363 / 14.7)
+    assert fields["percent_of_peak"] == pytest.approx(100 * (363 / 14.7) / 51.1)
+    assert set(roofline_fields(363.0, None, None).values()) == {None}
+    clock = FakeClock()
+
+    def step(ms):
+        def operation():
+            clock.now += int(ms * MS)
+        return operation
+
+    ceilings = measure_ceilings("cpu", "float32", step(2.0), step(4.0), lambda value: None,
+                                matmul_n=1000, copy_bytes=10**9, clock=clock)
+    assert ceilings["matmul_tflops"] == pytest.approx(2e9 / 2e-3 / 1e12)
+    assert ceilings["copy_gb_per_s"] == pytest.approx(2 * 10**9 / 4e-3 / 1e9)
+
+
+def test_real_isolated_worker_returns_its_rows(tmp_path):
+    """The real spawn path: a fresh interpreter builds the backend and sends plain rows back."""
+    _real_backend_or_skip("torch")
+    out = tmp_path / "lat.json"
+    result = invoke("--backend", "torch", "--device", "cpu", "--variant", "fcn32s", "--size",
+                    "8x8", "--width-divisor", "32", "--iters", "2", "--warmup", "0",
+                    "--min-time", "0", "--threads", "1", "--isolate", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    (row,) = record["rows"]
+    assert row["status"] == "ok" and len(row["samples_ms"]) == 2
+    assert record["options"]["isolate"] is True
+    assert record["environment"]["backends"]["torch"]["ceilings"]["matmul_tflops"] > 0

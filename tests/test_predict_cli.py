@@ -15,7 +15,7 @@ from PIL import Image
 import backends
 from bench.init import random_params
 from bench.labels import VOC_PALETTE, read_label_png
-from bench.spec import build_spec
+from bench.spec import MODELS, build_spec
 from bench.weights import save_archive
 from cli import cli
 
@@ -147,3 +147,131 @@ def test_predict_never_overwrites_its_image_or_one_output_with_another(archives,
     assert same.exit_code == 2 and "--overlay" in same.output and "same path" in same.output
     assert "Traceback" not in itself.output + same.output
     assert photo.read_bytes() == original and not (tmp_path / "o.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Every model: extra inputs by option, two heads, one line for the wrong inputs
+
+
+@pytest.fixture(scope="module")
+def zoo_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from bench.convert import convert_random
+
+    folder = tmp_path_factory.mktemp("zoo")
+    return {model: convert_random(folder / f"{model}.safetensors", model, seed=1,
+                                  width_divisor=16).output
+            for model in ("siftflow-fcn16s", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha",
+                          "nyud-fcn32s-hha")}
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def rgbd(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(1)
+    return {"image": _png(tmp_path / "rgb.png", rng.integers(0, 256, (29, 35, 3), np.uint8)),
+            "hha": _png(tmp_path / "hha.png", rng.integers(0, 256, (29, 35, 3), np.uint8)),
+            "depth": _png(tmp_path / "depth.png",
+                          rng.integers(500, 6000, (29, 35)).astype(np.uint16))}
+
+
+def test_two_head_model_writes_both_label_maps(zoo_archives, photo, tmp_path):
+    out = tmp_path / "l.png"
+    result = predict("--weights", str(zoo_archives["siftflow-fcn16s"]), "--image", str(photo),
+                     "--out-labels", str(out), "--out-scores", str(tmp_path / "s.npy"))
+    assert result.exit_code == 0, result.output
+    assert "semantic classes (score_sem)" in result.output and "class " in result.output
+    for suffix, classes in (("_sem", 33), ("_geo", 3)):
+        scores = np.load(tmp_path / f"s{suffix}.npy")
+        assert scores.shape == (classes, 29, 35)
+        labels = read_label_png(tmp_path / f"l{suffix}.png", num_classes=classes)
+        np.testing.assert_array_equal(labels, scores.argmax(axis=0))
+    assert not out.exists()
+
+
+def test_rgbd_and_rgb_hha_models_take_their_inputs_by_option(zoo_archives, rgbd, tmp_path):
+    ok = predict("--weights", str(zoo_archives["nyud-fcn32s-color-d"]), "--image",
+                 str(rgbd["image"]), "--depth", str(rgbd["depth"]), "--out-scores",
+                 str(tmp_path / "d.npy"))
+    assert ok.exit_code == 0, ok.output
+    assert np.load(tmp_path / "d.npy").shape == (40, 29, 35)
+    fused = predict("--weights", str(zoo_archives["nyud-fcn32s-color-hha"]), "--image",
+                    str(rgbd["image"]), "--hha", str(rgbd["hha"]), "--overlay",
+                    str(tmp_path / "o.png"))
+    assert fused.exit_code == 0, fused.output
+    hha_only = predict("--weights", str(zoo_archives["nyud-fcn32s-hha"]), "--hha",
+                       str(rgbd["hha"]), "--out-labels", str(tmp_path / "h.png"))
+    assert hha_only.exit_code == 0, hha_only.output
+
+
+def _one_line(result, *fragments):
+    assert result.exit_code in (1, 2), result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 or result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+
+
+def test_wrong_or_missing_inputs_are_one_line(zoo_archives, archives, rgbd, tmp_path):
+    out = ["--out-labels", str(tmp_path / "l.png")]
+    colour_d = ["--weights", str(zoo_archives["nyud-fcn32s-color-d"])]
+    _one_line(predict(*colour_d, "--image", str(rgbd["image"]), *out),
+              "nyud-fcn32s-color-d needs --depth FILE")
+    _one_line(predict(*colour_d, "--image", str(rgbd["image"]), "--depth", str(rgbd["hha"]),
+                      *out), str(rgbd["hha"]), "depth image has 3 channels")
+    holes = _png(tmp_path / "holes.png", np.zeros((29, 35), np.uint16))
+    _one_line(predict(*colour_d, "--image", str(rgbd["image"]), "--depth", str(holes), *out),
+              "1015 depth values are zero")
+    small = _png(tmp_path / "small.png", np.full((10, 12), 900, np.uint16))
+    _one_line(predict(*colour_d, "--image", str(rgbd["image"]), "--depth", str(small), *out),
+              "the inputs differ in size")
+    grey = _png(tmp_path / "grey.png", np.zeros((29, 35), np.uint8))
+    _one_line(predict("--weights", str(zoo_archives["nyud-fcn32s-hha"]), "--hha", str(grey),
+                      *out), str(grey), "HHA image has mode 'L'")
+    _one_line(predict("--weights", str(archives["fcn8s"]), "--image", str(rgbd["image"]),
+                      "--depth", str(rgbd["depth"]), *out), "fcn8s takes no such input")
+    _one_line(predict("--weights", str(archives["fcn8s"]), "--image", str(rgbd["depth"]), *out),
+              str(rgbd["depth"]), "the colour input needs an 8-bit RGB photo")
+    _one_line(predict("--weights", str(zoo_archives["siftflow-fcn16s"]), "--variant", "fcn16s",
+                      "--image", str(rgbd["image"]), *out), "holds siftflow-fcn16s weights")
+    assert not list(tmp_path.glob("l*.png"))
+
+
+def test_inputs_are_encoded_as_their_data_layers():
+    from bench.model_inputs import encode
+    from bench.zoo import NYUD_COLOR, NYUD_HHA, NYUD_LOGD
+
+    pixel = np.array([[[10, 20, 30]]], np.uint8)
+    np.testing.assert_allclose(encode(NYUD_COLOR, pixel)[:, 0, 0],
+                               np.array([30, 20, 10]) - np.array(NYUD_COLOR.mean), rtol=1e-6)
+    np.testing.assert_allclose(encode(NYUD_HHA, pixel)[:, 0, 0],
+                               np.array([10, 20, 30]) - np.array(NYUD_HHA.mean), rtol=1e-6)
+    np.testing.assert_allclose(encode(NYUD_LOGD, np.array([[2550.0]]))[0, 0, 0],
+                               np.log(2550.0) - 7.844, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_predict_runs_every_model(model, rgbd, tmp_path):
+    """`convert --random` then `predict` for every released model (narrow nets; the VOC-sized
+    bilinear kernels of the 40/60/151-class nets make this the slow part)."""
+    from bench.spec import resolve_model
+
+    archive = tmp_path / "w.safetensors"
+    made = CliRunner().invoke(cli, ["convert", "--random", "--variant", model,
+                                    "--width-divisor", "16", str(archive)])
+    assert made.exit_code == 0, made.output
+    entry = resolve_model(model)
+    options = {"bgr": ("--image", rgbd["image"]), "hha": ("--hha", rgbd["hha"]),
+               "logd": ("--depth", rgbd["depth"])}
+    inputs = [str(part) for item in entry.inputs for part in options[item.kind]]
+    result = predict("--weights", str(archive), *inputs, "--out-scores",
+                     str(tmp_path / "s.npy"))
+    assert result.exit_code == 0, result.output
+    for head in entry.heads:
+        name = "s.npy" if len(entry.heads) == 1 else f"s{head.suffix}.npy"
+        assert np.load(tmp_path / name).shape == (head.classes, 29, 35)

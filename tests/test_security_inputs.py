@@ -98,6 +98,23 @@ def test_sbd_mat_values_are_validated(tmp_path, values, message):
         read_sbd_mat(path)
 
 
+@pytest.mark.parametrize("cut", [1, 60, 127, 130])
+@pytest.mark.parametrize("reader", ["sbd", "datasets"])
+def test_truncated_mat_files_are_one_error(tmp_path, cut, reader):
+    """scipy's MatReadError (truncated header) is not a ValueError: both .mat readers map it."""
+    import scipy.io
+
+    from bench.datasets.base import read_mat_array
+
+    whole = tmp_path / "whole.mat"
+    scipy.io.savemat(whole, {"GTcls": {"Segmentation": np.zeros((4, 4), np.uint8)},
+                             "S": np.zeros((4, 4), np.uint8)})
+    path = tmp_path / "cut.mat"
+    path.write_bytes(whole.read_bytes()[:cut])
+    with pytest.raises(DataError, match=r"cut\.mat"):
+        read_sbd_mat(path) if reader == "sbd" else read_mat_array(path, "S")
+
+
 def test_sbd_mat_with_1e12_is_refused_under_one_gib(tmp_path):
     scipy_io = pytest.importorskip("scipy.io")
     path = tmp_path / "big.mat"

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from backends.base import Backend, RunOptions
+from backends.base import Backend, RunOptions, compile_mode
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule
-from bench.errors import BackendUnavailable
+from bench import roofline
+from bench.errors import BackendUnavailable, UsageError
 from bench.reference_forward import check_inputs
 from bench.spec import FcnSpec
 
@@ -44,15 +45,35 @@ class TensorflowBackend(Backend):
         self._tf_device = devices.tf_device_name(self._device)
         with tf.device(self._tf_device):
             self.model = FcnModule(spec, seed=self.options.seed,
-                                   compute_dtype=devices.COMPUTE_DTYPES[self.options.precision])
-        jit = bool(self.options.compile)
-        self._compile_mode = "xla" if jit else None
-        signature = input_signature(spec)
-        self._scores_fn = tf.function(self._scores, input_signature=signature, jit_compile=jit)
-        self._labels_fn = tf.function(self._labels, input_signature=signature, jit_compile=jit)
+                                   compute_dtype=devices.math_dtype(self.options.precision),
+                                   variable_dtype=devices.variable_dtype(self.options.precision))
+        mode = compile_mode(self.options.compile)
+        if mode not in (None, "default", "xla"):
+            raise UsageError(f"compile mode {mode!r} is torch.compile's; TensorFlow has xla "
+                             f"(tf.function(jit_compile=True), also what 'default' means here)")
+        self._compile_mode = None if mode is None else "xla"
+        self.upsampling: dict[str, str] = {}
+        self.plan_upsampling()
+
+    def _make_graphs(self) -> None:
+        """(Re)create the tf.functions: a trace freezes the upsampling plan it saw."""
+        jit = self._compile_mode is not None
+        self._scores_fn = tf.function(self._scores, input_signature=input_signature(self.spec),
+                                      jit_compile=jit)
+        self._labels_fn = tf.function(self._labels, input_signature=input_signature(self.spec),
+                                      jit_compile=jit)
         # Names are a static argument: one trace per requested set (parity asks for one set).
         self._blobs_fn = tf.function(self._blobs, reduce_retracing=True)
         self._compiled_once = False
+
+    def plan_upsampling(self, forms: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Cheaper exact upsampling where the weights allow (model.plan_upsampling), or the
+        forms given per layer (tests); recorded in the environment. Returns name -> form."""
+        tensor_cores = self.options.precision != "fp32"
+        with tf.device(self._tf_device):
+            self.upsampling = self.model.plan_upsampling(self._device, tensor_cores, forms)
+        self._make_graphs()
+        return dict(self.upsampling)
 
     # -- graph bodies ----------------------------------------------------------------------
 
@@ -71,7 +92,7 @@ class TensorflowBackend(Backend):
     def _call(self, function: Any, batch: Any) -> Any:
         """Run a graph on the device with this backend's TF32 setting; XLA failures are clear."""
         with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
-            if self._compiled_once or not self.options.compile:
+            if self._compiled_once or self._compile_mode is None:
                 return function(batch)
             try:
                 result = function(batch)
@@ -87,6 +108,7 @@ class TensorflowBackend(Backend):
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         self.model.load_canonical(params)
+        self.plan_upsampling()
 
     def state_params(self) -> dict[str, np.ndarray]:
         return self.model.canonical_params()
@@ -135,8 +157,8 @@ class TensorflowBackend(Backend):
         return self._device
 
     def environment(self) -> dict[str, Any]:
-        return devices.environment(self._device, self.options, self._compile_mode,
-                                   self._threads_note)
+        return {**devices.environment(self._device, self.options, self._compile_mode,
+                                      self._threads_note), "upsampling": dict(self.upsampling)}
 
     def reset_peak_memory(self) -> None:
         if self._device == "cuda":
@@ -146,3 +168,24 @@ class TensorflowBackend(Backend):
         if self._device == "cuda":
             return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
         return None
+
+    def measure_peak(self) -> dict[str, Any]:
+        """Matrix-product TFLOP/s in this precision's compute dtype and copy GB/s (roofline)."""
+        n = roofline.MATMUL_N[self._device]
+        dtype = devices.math_dtype(self.options.precision)
+        with devices.precision_scope(self.options.precision), tf.device(self._tf_device):
+            generator = tf.random.Generator.from_seed(0)
+            a = tf.cast(generator.normal((n, n)), dtype)
+            b = tf.cast(generator.normal((n, n)), dtype)
+            # Variables, not constants: grappler must neither fold the product nor drop a
+            # multiplication by one; the copy is one elementwise read + write pass.
+            source = tf.Variable(tf.ones(roofline.COPY_BYTES[self._device] // 4, tf.float32))
+            one = tf.Variable(1.0)
+            matmul = tf.function(lambda: tf.linalg.matmul(a, b), autograph=False)
+            copy = tf.function(lambda: source * one, autograph=False)
+            result = roofline.measure_ceilings(
+                self._device, dtype.name, matmul, copy, self.synchronize, matmul_n=n,
+                copy_bytes=roofline.COPY_BYTES[self._device])
+        if self.options.precision == "tf32":
+            result["dtype"] = "float32 (TF32 tensor cores)"
+        return result

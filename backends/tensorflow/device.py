@@ -15,12 +15,26 @@ from typing import Any
 
 import tensorflow as tf
 
-from backends.base import DEVICES, PRECISIONS, RunOptions, nvidia_driver_version
+from backends.base import (
+    DEVICES,
+    PRECISIONS,
+    RunOptions,
+    compute_dtype,
+    nvidia_driver_version,
+    storage_dtype,
+)
 from bench.errors import BackendUnavailable, UsageError
 
-# Reduced precisions compute in that dtype (variables and inputs cast); scores come back float32.
-COMPUTE_DTYPES = {"fp32": tf.float32, "tf32": tf.float32, "fp16": tf.float16,
-                  "bf16": tf.bfloat16}
+
+def variable_dtype(precision: str) -> tf.DType:
+    """bf16/fp16 build the model in that dtype (variables stored so: cast once, at loading)."""
+    return tf.as_dtype(storage_dtype(precision))
+
+
+def math_dtype(precision: str) -> tf.DType:
+    """The dtype every layer computes in: amp-* casts float32 variables per call, as a Keras
+    mixed-precision policy ("mixed_bfloat16" / "mixed_float16") does."""
+    return tf.as_dtype(compute_dtype(precision))
 
 
 def _gpus() -> list:
@@ -103,7 +117,9 @@ def environment(device: str, options: RunOptions, compile_mode: str | None,
         "device": device,
         "device_name": "cpu",
         "precision": options.precision,
-        "compute_dtype": COMPUTE_DTYPES[options.precision].name,
+        "weights_dtype": storage_dtype(options.precision),
+        "compute_dtype": compute_dtype(options.precision),
+        "autocast": options.precision.startswith("amp-"),
         # The switch precision_scope() sets around every forward of this backend.
         "tf32": options.precision == "tf32",
         # 0 = TensorFlow's default pool size (one thread per core).

@@ -27,6 +27,7 @@ from bench.spec import (
     Sum,
     Upsample,
 )
+from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
 from bench.weights import check_params
 
 # Canonical layout -> TF layout permutation. OIHW -> HWIO; Caffe deconv IOHW [C_in, C_out, kH, kW]
@@ -105,20 +106,25 @@ class FcnModule(tf.Module):
     `training=True` turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
     """
 
-    def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32):
+    def __init__(self, spec: FcnSpec, seed: int = 0, compute_dtype: tf.DType = tf.float32,
+                 variable_dtype: tf.DType = tf.float32):
         super().__init__(name="fcn")
         self.spec = spec
         self.compute_dtype = compute_dtype
+        # bf16/fp16 deployments store the variables in that dtype (cast once, when loading).
+        self.variable_dtype = variable_dtype
         self._layouts = {p.name: p.layout for p in spec.parameters()}
         initial = placeholder_params(spec)
         # Canonical name -> variable (TF layout). A dict attribute is tracked by tf.Module, so
         # `trainable_variables` sees exactly the spec's lr_mult > 0 tensors.
         self.params = {
-            p.name: tf.Variable(to_tf_layout(initial[p.name], p.layout), name=p.name,
-                                trainable=p.trainable)
+            p.name: tf.Variable(tf.cast(to_tf_layout(initial[p.name], p.layout),
+                                        variable_dtype), name=p.name, trainable=p.trainable)
             for p in spec.parameters()
         }
         self._dropout_rng = tf.random.Generator.from_seed(seed)
+        # Upsample layer name -> (form, kernels) chosen by plan_upsampling(); empty = dense.
+        self._upsample_plan: dict[str, tuple[str, tuple[tf.Tensor, ...]]] = {}
 
     def reseed_dropout(self, seed: int) -> None:
         """Restart the dropout stream: the trainer reseeds per iteration so resume is exact."""
@@ -129,15 +135,77 @@ class FcnModule(tf.Module):
     def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Assign canonical (Caffe-layout) numpy tensors, transposed to TF layout; strict."""
         check_params(params, self.spec)
+        self._upsample_plan = {}  # new weights: plan_upsampling() must look at them again
         for name, value in params.items():
-            self.params[name].assign(to_tf_layout(np.asarray(value, np.float32),
-                                                  self._layouts[name]))
+            self.params[name].assign(tf.cast(to_tf_layout(np.asarray(value, np.float32),
+                                                          self._layouts[name]),
+                                             self.variable_dtype))
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
-        return {p.name: np.ascontiguousarray(from_tf_layout(self.params[p.name].numpy(),
-                                                            p.layout))
+        return {p.name: np.ascontiguousarray(from_tf_layout(
+                    tf.cast(self.params[p.name], tf.float32).numpy(), p.layout))
                 for p in self.spec.parameters()}
+
+    # -- upsampling: the cheaper exact forms (bench/upsampling.py) ------------------------------
+
+    def plan_upsampling(self, device_type: str, tensor_cores: bool,
+                        forms: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Choose each Upsample layer's form for the current weights, device and dtype.
+
+        A cheaper form (depthwise transposed convolutions) is used only where the loaded weight
+        is exactly the diagonal bilinear kernel; any other weight keeps conv2d_transpose.
+        `forms` forces a form per layer (tests). Graphs traced before must be traced again.
+        """
+        self._upsample_plan = {}
+        chosen: dict[str, str] = {}
+        for layer in self.spec.layers:
+            if not isinstance(layer, Upsample):
+                continue
+            weight = self.params[f"{layer.name}.weight"]
+            form = (forms or {}).get(layer.name) or upsample_form(
+                "tensorflow", device_type, tensor_cores, layer.kernel, layer.stride)
+            canonical = from_tf_layout(tf.cast(weight, tf.float32).numpy(), "IOHW")
+            if form != "dense" and not is_diagonal_bilinear(canonical, layer.kernel):
+                form = "dense"
+            chosen[layer.name] = form
+            if form == "dense":
+                continue
+            c, k = layer.channels, layer.kernel
+            ramp = bilinear_ramp(k)
+            if form == "grouped":  # depthwise filter [kH, kW, C, 1]
+                square = np.outer(ramp, ramp)[:, :, None, None]
+                kernels = (tf.constant(np.broadcast_to(square, (k, k, c, 1)), self.compute_dtype),)
+            elif form == "separable":
+                kernels = (tf.constant(np.broadcast_to(ramp[:, None, None, None], (k, 1, c, 1)),
+                                       self.compute_dtype),
+                           tf.constant(np.broadcast_to(ramp[None, :, None, None], (1, k, c, 1)),
+                                       self.compute_dtype))
+            else:
+                raise ValueError(f"unknown upsampling form {form!r}")
+            self._upsample_plan[layer.name] = (form, kernels)
+        return chosen
+
+    def _upsample(self, layer: Upsample, x: tf.Tensor, training: bool) -> tf.Tensor:
+        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel.
+        shape = tf.shape(x)
+        size = (shape[1:3] - 1) * layer.stride + layer.kernel
+        planned = None if training else self._upsample_plan.get(layer.name)
+        if planned is None:  # the full C x C transposed convolution
+            output_shape = tf.stack([shape[0], size[0], size[1], layer.channels])
+            return tf.nn.conv2d_transpose(x, self._weight(f"{layer.name}.weight"), output_shape,
+                                          layer.stride, "VALID")
+        form, kernels = planned
+        s = layer.stride
+        full = tf.stack([shape[0], size[0], size[1], shape[3]])
+        if form == "grouped":
+            return tf.nn.depthwise_conv2d_backprop_input(full, kernels[0], x, [1, s, s, 1],
+                                                         "VALID")
+        rows = tf.nn.depthwise_conv2d_backprop_input(
+            tf.stack([shape[0], size[0], shape[2], shape[3]]), kernels[0], x, [1, s, 1, 1],
+            "VALID")
+        return tf.nn.depthwise_conv2d_backprop_input(full, kernels[1], rows, [1, 1, s, 1],
+                                                     "VALID")
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -199,12 +267,7 @@ class FcnModule(tf.Module):
         if isinstance(layer, Scale):
             return x * self._weight(f"{layer.name}.weight")  # per channel (last axis in NHWC)
         if isinstance(layer, Upsample):
-            # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel.
-            shape = tf.shape(x)
-            size = (shape[1:3] - 1) * layer.stride + layer.kernel
-            output_shape = tf.stack([shape[0], size[0], size[1], layer.channels])
-            return tf.nn.conv2d_transpose(x, self._weight(f"{layer.name}.weight"), output_shape,
-                                          layer.stride, "VALID")
+            return self._upsample(layer, x, training)
         if isinstance(layer, Crop):
             # Top-left crop at the derived offset to the reference's size (never centred).
             size = tf.shape(blobs[layer.reference])[1:3]

@@ -13,12 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends.base import Backend, RunOptions
+from backends.base import Backend, RunOptions, compile_mode
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
-from bench.errors import BackendUnavailable
+from bench import roofline
+from bench.errors import BackendUnavailable, UsageError
 from bench.reference_forward import check_inputs
 from bench.spec import FcnSpec
+
+# torch.compile's modes; "reduce-overhead" replays CUDA graphs. "xla" is TensorFlow's.
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 class TorchBackend(Backend):
@@ -33,16 +37,34 @@ class TorchBackend(Backend):
         devices.configure_threads(self.options.threads)
         self._memory_format = (torch.channels_last if self.options.channels_last
                                else torch.contiguous_format)
-        self.model = FcnModule(spec).to(self._device, memory_format=self._memory_format).eval()
-        self._compile_mode = "default" if self.options.compile else None
+        self._compile_mode = compile_mode(self.options.compile)
+        if self._compile_mode not in (None, *TORCH_COMPILE_MODES):
+            raise UsageError(f"compile mode {self._compile_mode!r} is TensorFlow's; torch has "
+                             f"{', '.join(TORCH_COMPILE_MODES)}")
+        # bf16/fp16: the model is cast once (weights and inputs in that dtype, as deployed);
+        # amp-* keeps float32 weights under autocast (see device.precision_scope).
+        self._dtype = devices.model_dtype(self.options.precision)
+        self.model = FcnModule(spec).to(self._device, dtype=self._dtype,
+                                        memory_format=self._memory_format).eval()
         # torch.compile is lazy: it compiles (and may fail) on the first call, see forward_device.
-        self._forward = torch.compile(self.model) if self.options.compile else self.model
+        self._forward = (self.model if self._compile_mode is None else
+                         torch.compile(self.model, mode=self._compile_mode))
         self._compiled_once = False
+        self.upsampling: dict[str, str] = {}
+        self.plan_upsampling()
 
     # -- weights ---------------------------------------------------------------------------
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         self.model.load_canonical(params)
+        self.plan_upsampling()
+
+    def plan_upsampling(self, forms: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Cheaper exact upsampling where the weights allow (model.plan_upsampling), or the
+        forms given per layer (tests); recorded in the environment. Returns name -> form."""
+        tensor_cores = self._dtype != torch.float32 or self.options.precision != "fp32"
+        self.upsampling = self.model.plan_upsampling(tensor_cores, forms)
+        return dict(self.upsampling)
 
     def state_params(self) -> dict[str, np.ndarray]:
         return self.model.canonical_params()
@@ -50,8 +72,9 @@ class TorchBackend(Backend):
     # -- timing hooks ------------------------------------------------------------------------
 
     def to_device(self, images: np.ndarray | Mapping[str, np.ndarray]) -> Any:
-        """Host NCHW input(s) -> a device tensor (one-input models) or a dict of them."""
-        batches = {name: torch.from_numpy(value).to(self._device).contiguous(
+        """Host NCHW input(s) -> a device tensor in the model's dtype (one-input models) or a
+        dict of them."""
+        batches = {name: torch.from_numpy(value).to(self._device, dtype=self._dtype).contiguous(
                        memory_format=self._memory_format)
                    for name, value in check_inputs(self.spec, images).items()}
         return next(iter(batches.values())) if len(batches) == 1 else batches
@@ -60,7 +83,7 @@ class TorchBackend(Backend):
     def forward_device(self, batch: Any) -> Any:
         """Device NCHW images -> device NCHW float32 scores (nothing copied back)."""
         with devices.precision_scope(self.options.precision, self._device):
-            if self._compiled_once or not self.options.compile:
+            if self._compiled_once or self._compile_mode is None:
                 scores = self._forward(batch)
             else:
                 scores = self._first_compiled_call(batch)
@@ -74,8 +97,8 @@ class TorchBackend(Backend):
         except Exception as error:  # inductor needs a working C++/Triton toolchain
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise BackendUnavailable(f"torch.compile cannot compile the {self.spec.variant} "
-                                     f"model on {self._device.type}: {first_line}; run without "
-                                     f"--compile") from error
+                                     f"model on {self._device.type} (mode {self._compile_mode}): "
+                                     f"{first_line}; run without --compile") from error
         self._compiled_once = True
         return scores
 
@@ -113,7 +136,8 @@ class TorchBackend(Backend):
         return self._device.type
 
     def environment(self) -> dict[str, Any]:
-        return devices.environment(self._device, self.options, self._compile_mode)
+        return {**devices.environment(self._device, self.options, self._compile_mode),
+                "upsampling": dict(self.upsampling)}
 
     def reset_peak_memory(self) -> None:
         if self._device.type == "cuda":
@@ -123,3 +147,32 @@ class TorchBackend(Backend):
         if self._device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self._device))
         return None
+
+    def memory_capacity_bytes(self) -> int | None:
+        if self._device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self._device)
+            # Memory torch's caching allocator holds but does not use is free for this model.
+            reserved = torch.cuda.memory_reserved(self._device)
+            return int(free + reserved - torch.cuda.memory_allocated(self._device))
+        return None
+
+    @torch.inference_mode()
+    def measure_peak(self) -> dict[str, Any]:
+        """Matrix-product TFLOP/s in this precision's compute dtype and copy GB/s (roofline)."""
+        kind = self._device.type
+        n = roofline.MATMUL_N[kind]
+        dtype = getattr(torch, devices.compute_dtype(self.options.precision))
+        generator = torch.Generator(device=self._device).manual_seed(0)
+        a = torch.randn(n, n, device=self._device, dtype=dtype, generator=generator)
+        b = torch.randn(n, n, device=self._device, dtype=dtype, generator=generator)
+        source = torch.empty(roofline.COPY_BYTES[kind] // 4, device=self._device,
+                             dtype=torch.float32).fill_(1.0)
+        target = torch.empty_like(source)
+        with devices.precision_scope(self.options.precision, self._device):
+            result = roofline.measure_ceilings(
+                kind, str(dtype).removeprefix("torch."), lambda: torch.mm(a, b),
+                lambda: target.copy_(source), self.synchronize, matmul_n=n,
+                copy_bytes=roofline.COPY_BYTES[kind])
+        if self.options.precision == "tf32":
+            result["dtype"] = "float32 (TF32 tensor cores)"
+        return result

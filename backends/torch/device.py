@@ -12,11 +12,23 @@ from typing import Any
 
 import torch
 
-from backends.base import DEVICES, PRECISIONS, RunOptions, nvidia_driver_version
+from backends.base import (
+    DEVICES,
+    PRECISIONS,
+    RunOptions,
+    compute_dtype,
+    nvidia_driver_version,
+    storage_dtype,
+)
 from bench.errors import BackendUnavailable, UsageError
 
-# Reduced-precision compute dtypes run under autocast; scores are always returned as float32.
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# amp-* run under autocast over float32 weights; scores are always returned as float32.
+AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
+
+
+def model_dtype(precision: str) -> torch.dtype:
+    """The dtype the model and its inputs are cast to once (bf16/fp16), else float32."""
+    return getattr(torch, storage_dtype(precision))
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -44,7 +56,8 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def precision_scope(precision: str, device: torch.device) -> Iterator[None]:
-    """Set TF32 flags (process-global, so re-asserted around every forward) and autocast.
+    """Set TF32 flags (process-global, so re-asserted around every forward) and, for amp-*,
+    autocast (bf16/fp16 need none: the model itself is in that dtype).
 
     fp32 means TF32 *off* for both matmul and cuDNN convolutions (torch enables cuDNN TF32 by
     default, which would silently change fp32 parity on Ampere and newer).
@@ -79,6 +92,9 @@ def environment(device: torch.device, options: RunOptions,
         "precision": options.precision,
         # The flags precision_scope() asserts around every forward of this backend.
         "tf32": options.precision == "tf32",
+        "weights_dtype": storage_dtype(options.precision),
+        "compute_dtype": compute_dtype(options.precision),
+        "autocast": options.precision in AUTOCAST_DTYPES,
         "intra_op_threads": torch.get_num_threads(),
         "inter_op_threads": torch.get_num_interop_threads(),
         "compile": compile_mode,

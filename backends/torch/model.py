@@ -30,6 +30,7 @@ from bench.spec import (
     Upsample,
     layer_inputs,
 )
+from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
 from bench.weights import check_params
 
 
@@ -107,6 +108,8 @@ class FcnModule(nn.Module):
             if module is not None:
                 self.add_module(layer.name, module)
         self._last_use = _last_uses(spec)
+        # Upsample layer name -> (form, kernels) chosen by plan_upsampling(); empty = dense.
+        self._upsample_plan: dict[str, tuple[str, tuple[torch.Tensor, ...]]] = {}
         # Same placeholder values as the TF module (bench.init.placeholder_params): zero trunk,
         # then what the reference surgery writes (zero score layers, bilinear kernels, scales).
         with torch.no_grad():
@@ -120,6 +123,7 @@ class FcnModule(nn.Module):
     def load_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Copy canonical (Caffe-layout) numpy tensors in; strict about names and shapes."""
         check_params(params, self.spec)
+        self._upsample_plan = {}  # new weights: plan_upsampling() must look at them again
         with torch.no_grad():
             for name, value in params.items():
                 target = self.get_parameter(name)
@@ -129,6 +133,55 @@ class FcnModule(nn.Module):
         """Every tensor (trainable or fixed) as float32 numpy in canonical layout, spec order."""
         return {p.name: self.get_parameter(p.name).detach().float().cpu().numpy().copy()
                 for p in self.spec.parameters()}
+
+    # -- upsampling: the cheaper exact forms ----------------------------------------------------
+
+    @torch.no_grad()
+    def plan_upsampling(self, tensor_cores: bool, forms: Mapping[str, str] | None = None
+                        ) -> dict[str, str]:
+        """Choose each Upsample layer's form for the current weights, device and dtype.
+
+        A cheaper form is used only where the loaded weight is exactly the diagonal bilinear
+        kernel; any other weight keeps the full deconvolution. `forms` forces a form per layer
+        (tests). Call again after loading weights or moving the module. Returns name -> form.
+        """
+        self._upsample_plan = {}
+        chosen: dict[str, str] = {}
+        for layer in self.spec.layers:
+            if not isinstance(layer, Upsample):
+                continue
+            weight = self.get_parameter(f"{layer.name}.weight")
+            form = (forms or {}).get(layer.name) or upsample_form(
+                "torch", weight.device.type, tensor_cores, layer.kernel, layer.stride)
+            if form != "dense" and not is_diagonal_bilinear(
+                    weight.detach().float().cpu().numpy(), layer.kernel):
+                form = "dense"
+            chosen[layer.name] = form
+            if form == "dense":
+                continue
+            channels, k = layer.channels, layer.kernel
+            if form == "grouped":
+                index = torch.arange(channels, device=weight.device)
+                kernels = (weight[index, index].unsqueeze(1).contiguous(),)  # [C, 1, k, k]
+            elif form == "separable":
+                ramp = torch.from_numpy(bilinear_ramp(k)).to(weight.device, weight.dtype)
+                kernels = (ramp.view(1, 1, k, 1).expand(channels, 1, k, 1).contiguous(),
+                           ramp.view(1, 1, 1, k).expand(channels, 1, 1, k).contiguous())
+            else:
+                raise ValueError(f"unknown upsampling form {form!r}")
+            self._upsample_plan[layer.name] = (form, kernels)
+        return chosen
+
+    def _upsample(self, layer: Upsample, x: torch.Tensor) -> torch.Tensor:
+        planned = None if self.training else self._upsample_plan.get(layer.name)
+        if planned is None:
+            return self.get_submodule(layer.name)(x)  # the full C x C deconvolution
+        form, kernels = planned
+        s, c = layer.stride, layer.channels
+        if form == "grouped":
+            return F.conv_transpose2d(x, kernels[0], stride=s, groups=c)
+        rows = F.conv_transpose2d(x, kernels[0], stride=(s, 1), groups=c)
+        return F.conv_transpose2d(rows, kernels[1], stride=(1, s), groups=c)
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -173,7 +226,12 @@ class FcnModule(nn.Module):
             height, width = blobs[layer.reference].shape[-2:]
             offset = layer.offset
             return x[:, :, offset:offset + height, offset:offset + width]
+        if isinstance(layer, Upsample):
+            return self._upsample(layer, x)
         y = self.get_submodule(layer.name)(x)
         if isinstance(layer, Conv) and layer.relu:
-            y = F.relu(y)
+            # In place: the convolution's fresh output is read by nobody else, and autograd
+            # needs only ReLU's output; saves one activation-sized allocation and pass per conv
+            # (the plain port it is benchmarked against, benchmarks/test_bench_peers.py, does so).
+            y = F.relu(y, inplace=True)
         return y

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from bench.errors import DataError
 from bench.labels import VOID_LABEL, describe_values, open_image
+from bench.matfile import check_mat_inflated_size
 from bench.metrics import ConfusionMatrix, dataset_summary
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -140,6 +143,7 @@ def read_mat_array(path: Path, key: str, *, what: str = "label") -> np.ndarray:
     if size > MAX_MAT_BYTES:
         raise DataError(path, f"{what} file is {size:,} bytes; refusing more than "
                               f"{MAX_MAT_BYTES:,} (not a {what} map)")
+    check_mat_inflated_size(path, what=f"a {what} file")
     try:
         # Headers first: a small compressed file may declare a huge array (a zlib bomb);
         # refuse it before anything is decompressed into memory.
@@ -152,9 +156,11 @@ def read_mat_array(path: Path, key: str, *, what: str = "label") -> np.ndarray:
                                variable_names=[key], verify_compressed_data_integrity=True)
     except NotImplementedError as error:  # v7.3 (HDF5) files
         raise DataError(path, f"cannot read MATLAB file: {error}") from error
-    except (OSError, ValueError, TypeError, EOFError, KeyError, IndexError,
-            AttributeError, MemoryError) as error:
-        raise DataError(path, f"cannot read MATLAB file: {error}") from error
+    except (OSError, ValueError, TypeError, EOFError, KeyError, IndexError, AttributeError,
+            MemoryError, OverflowError, UnicodeDecodeError, struct.error, zlib.error,
+            scipy.io.matlab.MatReadError) as error:
+        # MatReadError (truncated headers) is a plain Exception, not a ValueError.
+        raise DataError(path, f"cannot read MATLAB file: {str(error)[:200]}") from error
     if key not in mat:
         raise DataError(path, f"no variable {key!r} in this MATLAB file (is it a {what} of "
                               "another data set?)")
