@@ -31,8 +31,10 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
+from bench.detect import ALEXNET as ALEXNET_TRUNK
+from bench.detect import BACKBONES
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
-from bench.init import fixed_params, new_layer_params, random_params
+from bench.init import fixed_params, imagenet_init_params, new_layer_params, random_params
 from bench.metrics import ConfusionMatrix, evaluation_record
 from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
 from bench.spec import NUM_CLASSES, Concat, Conv, FcnSpec, build_spec
@@ -166,10 +168,9 @@ def recipe_for(recipe: Recipe, variant: str) -> Recipe:
 
 # Staged initialisation (REF): each finer net starts from the next coarser one; FCN-32s and the
 # all-at-once FCN-8s start from VGG16 (fc6/fc7 convolutionalized, fc8 dropped).
-ALEXNET_TRUNK = "alexnet"  # a CaffeNet trunk (conv1 .. fc7), FCN-AlexNet's ImageNet start
-TRUNKS = (VGG16, ALEXNET_TRUNK)
+TRUNKS = BACKBONES  # bare ImageNet trunks: VGG16, and CaffeNet for FCN-AlexNet
 INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": VGG16,
-               "voc-fcn-alexnet": ALEXNET_TRUNK,
+               "voc-fcn-alexnet": ALEXNET_TRUNK,  # bench.detect's name of a CaffeNet trunk
                "nyud-fcn32s-color": VGG16, "nyud-fcn32s-hha": VGG16,
                # conv1_1_bgrd from VGG16's conv1_1 (depth channel = mean of B, G, R filters)
                "nyud-fcn32s-color-d": VGG16,
@@ -332,7 +333,7 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
         raise WeightsError(source_path, f"cannot initialise {spec.variant} from this "
                            f"{source_kind} archive: {'; '.join(problems)}")
     if f"{BGRD_LAYER}.weight" in shapes and source_kind in TRUNKS:
-        source = {**source, **_bgrd_from_rgb(source)}
+        source = {**source, **_bgrd_from_rgb(spec, source, source_path)}
     params = {p.name: np.zeros(p.shape, np.float32) for p in spec.parameters()}
     fixed = fixed_params(spec)
     learned = {f"{layer}.weight" for layer in learned_upsampling}
@@ -372,13 +373,16 @@ def _late_fusion_init(spec: FcnSpec, paths: Sequence[str]
                     "init_unused_tensors": unused}
 
 
-def _bgrd_from_rgb(source: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """REF nyud-fcn32s-color-d surgery: conv1_1_bgrd = VGG16 conv1_1 on B, G, R plus, for the
-    log-depth channel, the mean of its three colour filters; the bias is conv1_1's."""
-    weight = np.asarray(source[f"{BGRD_SOURCE}.weight"], np.float32)  # (64, 3, 3, 3) OIHW
-    depth = weight.mean(axis=1, keepdims=True)
-    return {f"{BGRD_LAYER}.weight": np.concatenate([weight, depth], axis=1),
-            f"{BGRD_LAYER}.bias": np.asarray(source[f"{BGRD_SOURCE}.bias"], np.float32)}
+def _bgrd_from_rgb(spec: FcnSpec, source: Mapping[str, np.ndarray],
+                   path: str | Path) -> dict[str, np.ndarray]:
+    """conv1_1_bgrd from a trunk archive, by the one early-fusion rule of bench.init (REF
+    nyud-fcn32s-color-d surgery: conv1_1 on B, G, R, their mean on log-depth)."""
+    layers = {name.rsplit(".", 1)[0] for name in source}
+    trunk = {layer: (source[f"{layer}.weight"], source[f"{layer}.bias"])
+             for layer in sorted(layers, key=lambda n: n != BGRD_SOURCE)  # conv1_1 first
+             if f"{layer}.weight" in source and f"{layer}.bias" in source}
+    surgery = imagenet_init_params(trunk, spec, path)
+    return {name: surgery[name] for name in (f"{BGRD_LAYER}.weight", f"{BGRD_LAYER}.bias")}
 
 
 # He scaling assumes unit-variance inputs; ours are BGR 0-255 minus the mean (std ~ 60).

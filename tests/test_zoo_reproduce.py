@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from zoo_weights_shim import zoo_weights_shim
 
 from bench.init import random_params
 from bench.spec import build_spec
@@ -39,18 +38,15 @@ def _template(tmp_path_factory):
     for name, writer in WRITERS.items():
         writer(root / "data", seed=3, n=4 if name != "siftflow" else 2)
     make_voc(root / "data", num_images=4, seed=1)
-    with pytest.MonkeyPatch.context() as patch:
-        zoo_weights_shim(patch)
-        for model, _, _ in FAMILIES:
-            spec = build_spec(model, width_divisor=16)
-            save_archive(root / f"{model}.safetensors", random_params(spec, 0),
-                         archive_metadata(spec, kind="random", origin="random:seed=0"))
+    for model, _, _ in FAMILIES:
+        spec = build_spec(model, width_divisor=16)
+        save_archive(root / f"{model}.safetensors", random_params(spec, 0),
+                     archive_metadata(spec, kind="random", origin="random:seed=0"))
     return root
 
 
 @pytest.fixture
 def work(_template, tmp_path, monkeypatch):
-    zoo_weights_shim(monkeypatch)
     shutil.copytree(_template, tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("FCN_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FCN_BENCH_DATA", raising=False)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from zoo_weights_shim import zoo_weights_shim
 
 from bench.datasets import open_dataset
 from bench.errors import WeightsError
@@ -30,11 +29,6 @@ from bench.train_data import TrainingView
 from cli import cli
 
 NARROW = 16
-
-
-@pytest.fixture(autouse=True)
-def _zoo_weights(monkeypatch):
-    zoo_weights_shim(monkeypatch)
 
 
 def _train(*args: str) -> str:
