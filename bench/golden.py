@@ -37,12 +37,24 @@ from bench.compare import (
     rows_from_record,
 )
 from bench.errors import UsageError
+from bench.golden_zoo import GOLDEN_MODELS, make_zoo_samples, run_zoo_backend, zoo_parity_row
 from bench.init import random_params
 from bench.latency import describe_error
 from bench.metrics import ConfusionMatrix
 from bench.parity import compare_blob, label_agreement
 from bench.records import REPO_ROOT, make_record
-from bench.spec import VARIANTS, Conv, Crop, Dropout, FcnSpec, Layer, Scale, Sum, build_spec
+from bench.spec import (
+    VARIANTS,
+    Conv,
+    Crop,
+    Dropout,
+    FcnSpec,
+    Layer,
+    Scale,
+    Sum,
+    build_spec,
+    resolve_model,
+)
 from bench.synthetic import make_voc
 from bench.voc import VOCDataset, read_id_list, voc_dir
 
@@ -75,10 +87,15 @@ class GoldenConfig:
     # could flip under float noise (torch vs TensorFlow differ by <= 1.5e-6 of it): counted and
     # reported, not gated; it is the evidence behind the 0.1% label budget (docs/ci.md).
     near_tie_fraction: float = 1e-5
+    # One released model per family beyond the VOC nets, on its own generated data set
+    # (bench.golden_zoo): `zoo_images` images each, same width and seeds.
+    zoo_models: tuple[str, ...] = GOLDEN_MODELS
+    zoo_images: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self),
-                "full_width_variants": list(self.full_width_variants)}
+                "full_width_variants": list(self.full_width_variants),
+                "zoo_models": list(self.zoo_models)}
 
 
 def default_spec_factory(variant: str, width_divisor: int) -> FcnSpec:
@@ -291,15 +308,18 @@ def run_golden(spec_factory: SpecFactory, backend_factory: BackendFactory,
                backends: Sequence[str], *, variants: Sequence[str] = VARIANTS,
                config: GoldenConfig | None = None, full_width: bool = True,
                images: Sequence[GoldenImage] | None = None,
-               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               progress: Callable[[str], None] | None = None,
+               models: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every case on every backend; returns a "golden" record (see docs/records.md).
 
     `spec_factory(variant, width_divisor)` builds each network (inject a faulty spec here);
     `backend_factory(name, spec)` returns a fresh backend. Each case's parameters are derived
     from its own spec, so a faulty spec gets exactly the weights of the correct one. `images`
-    (from make_golden_images with the same config) skips regenerating the data.
+    (from make_golden_images with the same config) skips regenerating the data. `models`
+    (default: the config's `zoo_models`) are the other families' cases (bench.golden_zoo).
     """
     config = config or GoldenConfig()
+    models = [resolve_model(m).key for m in (config.zoo_models if models is None else models)]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UsageError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
@@ -323,14 +343,45 @@ def run_golden(spec_factory: SpecFactory, backend_factory: BackendFactory,
         ran = [name for name in backends if name in scores]
         rows += [_parity_row(case, ran[0], other, scores[ran[0]], scores[other])
                  for other in ran[1:]]
+    for model in models:
+        rows += _zoo_rows(model, spec_factory, backend_factory, backends, config, images,
+                          progress)
     return make_record("golden", suite={
         **config.as_dict(), "split": GOLDEN_SPLIT, "variants": list(variants),
+        "models": models,
         "backends": list(backends), "full_width": full_width,
         "ids": [item.id for item in images],
         "image_sizes": [list(item.label.shape) for item in images],
         "weights": "bench.golden.golden_params (bench.init.random_params, scorers after a Scale "
                    "divided by its value)",
     }, rows=rows)
+
+
+def _zoo_rows(model: str, spec_factory: SpecFactory, backend_factory: BackendFactory,
+              backends: Sequence[str], config: GoldenConfig, voc_images: Sequence[GoldenImage],
+              progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Every backend's row and the parity rows of one released model on its own data."""
+    with tempfile.TemporaryDirectory(prefix="fcn-golden-zoo-") as workdir:
+        split, samples, dataset = make_zoo_samples(
+            model, workdir, seed=config.data_seed, num_images=config.zoo_images,
+            voc_samples=voc_images, voc_split=GOLDEN_SPLIT)
+    spec = spec_factory(model, config.width_divisor)
+    params = golden_params(spec, config.weights_seed)
+    identity = {"variant": model, "device": "cpu", "precision": "fp32",
+                "width_divisor": config.width_divisor, "split": split}
+    rows, scores = [], {}
+    for name in backends:
+        if progress:
+            progress(f"{model} width/{config.width_divisor} {name}")
+        row, model_scores = run_zoo_backend({**identity, "backend": name}, spec, params, name,
+                                            backend_factory, samples, dataset,
+                                            config.near_tie_fraction)
+        rows.append(row)
+        if model_scores is not None:
+            scores[name] = model_scores
+    ran = [name for name in backends if name in scores]
+    return rows + [zoo_parity_row(identity, ran[0], other, scores[ran[0]], scores[other])
+                   for other in ran[1:]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,7 +401,7 @@ def config_mismatch(current: dict[str, Any], baseline: dict[str, Any]) -> list[s
 def _in_scope(row: Row, suite: dict[str, Any]) -> bool:
     """Whether the current run attempted this baseline row (selected variant and backends)."""
     identity = dict(row.identity)
-    if identity.get("variant") not in suite.get("variants", ()):
+    if identity.get("variant") not in (*suite.get("variants", ()), *suite.get("models", ())):
         return False
     if identity.get("width_divisor") == "1" and not suite.get("full_width", True):
         return False

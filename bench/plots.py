@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,7 +61,8 @@ def per_class_iou_bars(path: str | Path, runs: Mapping[str, Mapping[str, float]]
                                      for c in class_names]))
     positions = np.arange(len(class_names))
     width = 0.8 / max(1, len(series))
-    figure, axes = plt.subplots(figsize=(max(8.0, 0.55 * len(class_names)), 4.5))
+    # ADE20K's 150 classes: bounded figure (40 in), ticks in a smaller font.
+    figure, axes = plt.subplots(figsize=(min(40.0, max(8.0, 0.55 * len(class_names))), 4.5))
     for index, (label, values) in enumerate(series):
         offsets = positions - 0.4 + width * (index + 0.5)
         is_paper = bool(paper) and index == len(series) - 1
@@ -72,7 +73,8 @@ def per_class_iou_bars(path: str | Path, runs: Mapping[str, Mapping[str, float]]
                 if np.isnan(value):
                     axes.text(offset, 1.0, "n/a", rotation=90, ha="center", va="bottom",
                               fontsize="x-small", color="grey")
-    axes.set_xticks(positions, class_names, rotation=60, ha="right")
+    axes.set_xticks(positions, class_names, rotation=60, ha="right",
+                    fontsize="medium" if len(class_names) <= 60 else 5)
     axes.set_ylabel("IU (%)")
     axes.set_ylim(0, 100)
     if any(np.isnan(v) for _, values in series[:len(runs)] for v in values):
@@ -92,12 +94,13 @@ def confusion_heatmap(path: str | Path, matrix: np.ndarray, class_names: Sequenc
     rows = counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         normalised = np.where(rows > 0, counts / rows, np.nan)
-    size = max(6.0, 0.42 * len(class_names))
+    size = min(30.0, max(6.0, 0.42 * len(class_names)))  # bounded for ADE20K's 151
     figure, axes = plt.subplots(figsize=(size + 1.5, size))
     image = axes.imshow(normalised, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     ticks = np.arange(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=90)
-    axes.set_yticks(ticks, class_names)
+    font = "medium" if len(class_names) <= 60 else 4
+    axes.set_xticks(ticks, class_names, rotation=90, fontsize=font)
+    axes.set_yticks(ticks, class_names, fontsize=font)
     axes.set_xlabel("prediction")
     axes.set_ylabel("ground truth")
     if (rows == 0).any():  # say what the blank rows mean instead of leaving them unexplained
@@ -111,18 +114,32 @@ def write_reproduce_plots(plots_dir: Path, variant: str, split_name: str,
                           runs: Sequence[BackendRun], paper: Mapping[str, Reference]
                           ) -> list[Path]:
     """A reproduction's figures: per-class IU bars of every backend (and the paper's, where it
-    has per-class numbers), then one confusion heat map per backend. Returns the files."""
+    has per-class numbers), then one confusion heat map per backend, with the data set's class
+    names; a multi-head data set (SIFT Flow) gets the figures of every head, files suffixed by
+    the head's name. Returns the files."""
     safe = safe_file_part(split_name)
     paper_values = {name: ref.value for name, ref in paper.items()}
     paper_label = f"paper ({next(iter(paper.values())).source})" if paper else "paper"
-    written = [per_class_iou_bars(
-        plots_dir / f"{variant}-{safe}-per-class-iou.png",
-        {run.name: run.summary["per_class_iou"] for run in runs}, VOC_CLASSES,
-        paper=paper_values or None, paper_label=paper_label,
-        title=f"{variant} on {split_name}: per-class IU")]
-    for run in runs:
-        written.append(confusion_heatmap(
-            plots_dir / f"{variant}-{safe}-{run.name}-confusion.png",
-            run.result.confusion.matrix, VOC_CLASSES,
-            title=f"{variant} on {split_name} ({run.name}), row-normalised"))
+    heads = list(runs[0].result.confusions)
+    written = []
+    for index, head in enumerate(heads):
+        tag = f"-{head}" if len(heads) > 1 else ""
+        where = f"{variant} on {split_name}" + (f" ({head} head)" if tag else "")
+        names = _class_names(runs[0].result.confusions[head])
+        written.append(per_class_iou_bars(
+            plots_dir / f"{variant}-{safe}{tag}-per-class-iou.png",
+            {run.name: run.result.confusions[head].summary()["per_class_iou"] for run in runs},
+            names, paper=(paper_values or None) if index == 0 else None,
+            paper_label=paper_label, title=f"{where}: per-class IU"))
+        for run in runs:
+            written.append(confusion_heatmap(
+                plots_dir / f"{variant}-{safe}{tag}-{run.name}-confusion.png",
+                run.result.confusions[head].matrix, names,
+                title=f"{where} ({run.name}), row-normalised"))
     return written
+
+
+def _class_names(confusion: Any) -> Sequence[str]:
+    """The matrix's class names (the data set's), VOC's for a plain 21-class matrix."""
+    names = getattr(confusion, "class_names", None)
+    return tuple(names) if names else VOC_CLASSES

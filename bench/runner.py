@@ -1,13 +1,16 @@
-"""The evaluation loop: a dataset and a backend -> one confusion matrix, timed, resumable.
+"""The evaluation loop: a dataset and a backend -> one confusion matrix per head, timed, resumable.
 
 Batch 1 at each image's own size (REF reshapes the net per image; no resizing, no padding), argmax
-on the device (`Backend.predict_labels`), one dataset-level confusion matrix (score.py), optional
-VOC-palette PNG predictions, checkpoints every N images. Framework-free: the backend is any
+on the device (`Backend.predict_labels`), one dataset-level confusion matrix per output head
+(score.py), optional palette PNG predictions, checkpoints every N images. Serves bench.voc's
+VOCDataset (one image, one label) and every bench.datasets set (named inputs, one label map per
+head: SIFT Flow's semantic and geometric). Framework-free: the backend is any
 backends.base.Backend; never imports torch or tensorflow.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
 import time
@@ -79,6 +82,12 @@ class RunResult:
     resumed_from: int = 0  # images taken from a checkpoint instead of being run again
     predictions_dir: Path | None = None
     world_size: int = 1  # processes that shared the images; timing is this process's shard
+    # Every head's matrix, in head order ({"semantic": confusion} for one-head data sets).
+    confusions: dict[str, ConfusionMatrix] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.confusions:
+            self.confusions = {"semantic": self.confusion}
 
 
 def _file_sha256(path: Path) -> str:
@@ -113,10 +122,32 @@ class DataFingerprint:
 
 
 def data_fingerprint(dataset: Any) -> DataFingerprint:
-    """Hash every label and image file of `dataset` (id order); ~0.1 s per 100 MB."""
+    """Hash every label and image file of `dataset` (id order); ~0.1 s per 100 MB.
+
+    A multi-file data set (`files(id)`: several inputs, one label file per head) gets one hash
+    per id over all its label files and one over all its input files."""
     ids = tuple(dataset.ids)
-    return DataFingerprint(ids, {i: _file_sha256(dataset.label_path(i)) for i in ids},
-                           {i: _file_sha256(dataset.image_path(i)) for i in ids})
+    if not _is_multi(dataset):
+        return DataFingerprint(ids, {i: _file_sha256(dataset.label_path(i)) for i in ids},
+                               {i: _file_sha256(dataset.image_path(i)) for i in ids})
+    heads = {head.name for head in dataset.heads}
+    labels, images = {}, {}
+    for image_id in ids:
+        files = dataset.files(image_id)
+        labels[image_id] = _combined_sha256([p for role, p in files.items() if role in heads])
+        images[image_id] = _combined_sha256([p for role, p in files.items() if role not in heads])
+    return DataFingerprint(ids, labels, images)
+
+
+def _combined_sha256(paths: Sequence[Path]) -> str:
+    if len(paths) == 1:
+        return _file_sha256(paths[0])
+    return hashlib.sha256("".join(_file_sha256(p) for p in paths).encode()).hexdigest()
+
+
+def _is_multi(dataset: Any) -> bool:
+    """A bench.datasets set (named inputs, per-head labels) rather than bench.voc's VOCDataset."""
+    return hasattr(dataset, "heads") and hasattr(dataset, "confusions")
 
 
 def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
@@ -140,7 +171,10 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     """
     all_ids: Sequence[str] = list(dataset.ids)
     ids: Sequence[str] = shard.select(all_ids) if shard is not None else all_ids
-    confusion = ConfusionMatrix(num_classes)
+    multi = _is_multi(dataset)
+    confusions = dataset.confusions() if multi else {"semantic": ConfusionMatrix(num_classes)}
+    primary = next(iter(confusions))
+    confusion = confusions[primary]
     done: list[str] = []
     if checkpoint is not None and resume:
         state = checkpoint.load(ids)
@@ -151,6 +185,7 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
             if data is not None:
                 _check_scored_images(checkpoint, state, data, dataset)
             confusion.matrix = state.matrix.copy()
+            _restore_other_heads(checkpoint, state, confusions, primary)
             done = list(state.ids_done)
     resumed_from = len(done)
     out_dir = Path(save_predictions) if save_predictions is not None else None
@@ -166,9 +201,12 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     def save_checkpoint() -> None:
         if checkpoint is not None and len(done) > resumed_from:
             t0 = time.perf_counter()
-            extra = ({"image_sha256": [data.image_sha256[i] for i in done]}
-                     if data is not None else None)
-            checkpoint.save(done, confusion.matrix, extra)
+            extra: dict[str, Any] = ({"image_sha256": [data.image_sha256[i] for i in done]}
+                                     if data is not None else {})
+            if len(confusions) > 1:  # the first head's matrix is the checkpoint's own
+                extra["head_matrices"] = {name: c.matrix.tolist()
+                                          for name, c in confusions.items() if name != primary}
+            checkpoint.save(done, confusion.matrix, extra or None)
             timing.checkpoint_s += time.perf_counter() - t0
 
     try:
@@ -179,17 +217,25 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
             except StopIteration:
                 break
             t1 = time.perf_counter()
-            pred = backend.predict_labels(sample.image[np.newaxis])[0]  # (H, W) uint8
+            if multi:
+                labels = sample.labels
+                preds = _predict_heads(backend, sample, dataset.heads)
+            else:
+                labels = {primary: sample.label}
+                preds = {primary: backend.predict_labels(sample.image[np.newaxis])[0]}
             t2 = time.perf_counter()
-            _check_prediction(backend, sample, pred)
-            confusion.update(sample.label, pred)
+            for head, pred in preds.items():
+                _check_prediction(backend, sample.id, labels[head], pred)
+                confusions[head].update(labels[head], pred)
             t3 = time.perf_counter()
             if out_dir is not None:
-                write_label_png(out_dir / f"{sample.id}.png", pred)
+                for head, pred in preds.items():
+                    folder = out_dir / head if len(preds) > 1 else out_dir
+                    write_label_png(folder / f"{sample.id}.png", pred)
             t4 = time.perf_counter()
             done.append(sample.id)
             timing.images += 1
-            timing.pixels += int(pred.size)
+            timing.pixels += int(preds[primary].size)
             timing.data_wait_s += t1 - t0
             timing.forward_s += t2 - t1
             timing.forward_samples_ms.append(1000.0 * (t2 - t1))
@@ -216,11 +262,52 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     # backends that finished instead of running them again.
     save_checkpoint()
     if shard is None:
-        return RunResult(confusion, len(ids), timing, resumed_from, out_dir)
+        return RunResult(confusion, len(ids), timing, resumed_from, out_dir,
+                         confusions=confusions)
     # Counts travel as float64, exact below 2**53 pixels per cell.
-    total = shard.all_reduce_sum(confusion.matrix.astype(np.float64).ravel())
-    summed = ConfusionMatrix.from_matrix(np.rint(total).reshape(confusion.matrix.shape))
-    return RunResult(summed, len(all_ids), timing, resumed_from, out_dir, shard.world_size)
+    summed = {}
+    for name, matrix in confusions.items():
+        total = shard.all_reduce_sum(matrix.matrix.astype(np.float64).ravel())
+        summed[name] = _like(matrix, np.rint(total).reshape(matrix.matrix.shape))
+    return RunResult(summed[primary], len(all_ids), timing, resumed_from, out_dir,
+                     shard.world_size, confusions=summed)
+
+
+def _like(confusion: ConfusionMatrix, matrix: np.ndarray) -> ConfusionMatrix:
+    """A copy of `confusion` (class names, ignore and scoring rules) holding `matrix`."""
+    result = copy.copy(confusion)
+    result.matrix = matrix.astype(confusion.matrix.dtype)
+    return result
+
+
+def _restore_other_heads(checkpoint: Checkpoint, state: Any,
+                         confusions: dict[str, ConfusionMatrix], primary: str) -> None:
+    """Heads after the first keep their matrices in the checkpoint's `head_matrices`."""
+    if len(confusions) == 1:
+        return
+    stored = state.extra.get("head_matrices")
+    for name, matrix in confusions.items():
+        if name == primary:
+            continue
+        values = np.asarray(stored.get(name) if isinstance(stored, dict) else None,
+                            dtype=np.float64)
+        if values.shape != matrix.matrix.shape:
+            raise DataError(checkpoint.path, f"checkpoint has no {matrix.matrix.shape} matrix "
+                                             f"for the {name} head; delete it")
+        matrix.matrix = values.astype(matrix.matrix.dtype)
+
+
+def _predict_heads(backend: Any, sample: Any, heads: Sequence[Any]) -> dict[str, np.ndarray]:
+    """{head name: (H, W) uint8} of one sample: its named inputs as a batch of one, the
+    backend's outputs (one array, or a dict in the spec's head order) matched to the heads."""
+    batch = {name: value[np.newaxis] for name, value in sample.inputs.items()}
+    raw = backend.predict_labels(batch if len(batch) > 1 else next(iter(batch.values())))
+    outputs = list(raw.values()) if isinstance(raw, dict) else [raw]
+    if len(outputs) != len(heads):
+        raise FcnBenchError(f"backend {getattr(backend, 'name', '?')} returned {len(outputs)} "
+                            f"outputs but the data set scores {len(heads)} heads "
+                            f"({', '.join(head.name for head in heads)}): wrong model for it?")
+    return {head.name: output[0] for head, output in zip(heads, outputs, strict=True)}
 
 
 def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerprint,
@@ -236,12 +323,12 @@ def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerpri
                                      "scored; delete the checkpoint to start over")
 
 
-def _check_prediction(backend: Any, sample: Any, pred: np.ndarray) -> None:
+def _check_prediction(backend: Any, image_id: str, label: np.ndarray, pred: np.ndarray) -> None:
     """A backend that returns the wrong size or dtype is a bug: say which image and backend."""
-    if pred.shape != sample.label.shape or pred.dtype != np.uint8:
+    if pred.shape != label.shape or pred.dtype != np.uint8:
         raise FcnBenchError(f"backend {getattr(backend, 'name', '?')} returned labels of shape "
-                            f"{pred.shape} ({pred.dtype}) for image {sample.id} of shape "
-                            f"{sample.label.shape}; expected uint8 of the image's size")
+                            f"{pred.shape} ({pred.dtype}) for image {image_id} of shape "
+                            f"{label.shape}; expected uint8 of the image's size")
 
 
 def _kept(checkpoint: Checkpoint | None, done: Sequence[str], ids: Sequence[str]) -> str:

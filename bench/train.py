@@ -31,11 +31,13 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
+from bench.detect import ALEXNET as ALEXNET_TRUNK
+from bench.detect import BACKBONES
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
-from bench.init import fixed_params, new_layer_params, random_params
+from bench.init import fixed_params, imagenet_init_params, new_layer_params, random_params
 from bench.metrics import ConfusionMatrix, evaluation_record
 from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
-from bench.spec import NUM_CLASSES, Conv, FcnSpec, build_spec
+from bench.spec import NUM_CLASSES, Concat, Conv, FcnSpec, build_spec
 from bench.voc import prefetch
 from bench.weights import BACKBONE as VGG16
 from bench.weights import (
@@ -81,15 +83,32 @@ class Recipe:
 HEAVY = Recipe(
     name="heavy",
     description="PAMI/REF 'heavy': online (batch 1), momentum 0.99, unnormalized (summed) loss",
-    base_lr={"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10},
+    # Every released VGG16 model was trained this way; only base_lr and the length differ
+    # (docs/training_recipes.md lists each value with its solver.prototxt / solve.py).
+    base_lr={"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10,
+             "nyud-fcn32s-color": 1e-10, "nyud-fcn32s-hha": 1e-10,
+             "nyud-fcn32s-color-d": 1e-10, "nyud-fcn32s-color-hha": 1e-12,
+             "siftflow-fcn32s": 1e-10, "siftflow-fcn16s": 1e-12, "siftflow-fcn8s": 1e-12,
+             "pascalcontext-fcn32s": 1e-10, "pascalcontext-fcn16s": 1e-12,
+             "pascalcontext-fcn8s": 1e-14, "ade20k-fcn8s": 1e-14},
     momentum=0.99,
     weight_decay=5e-4,
     iter_size=1,
     loss_normalization="sum",
-    max_iter={"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-atonce": 300_000},
+    # The updates each REF solve.py runs (its step loop), not solver.prototxt's max_iter, which
+    # solve.py never reaches (NYUD, SIFT Flow: 50 x 2000; Context: 50 x 8000); ADE20K has no
+    # solve.py, so CSAIL's solver max_iter.
+    max_iter={"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-atonce": 300_000,
+              "nyud-fcn32s-color": 100_000, "nyud-fcn32s-hha": 100_000,
+              "nyud-fcn32s-color-d": 100_000, "nyud-fcn32s-color-hha": 100_000,
+              "siftflow-fcn32s": 100_000, "siftflow-fcn16s": 100_000,
+              "siftflow-fcn8s": 100_000, "pascalcontext-fcn32s": 400_000,
+              "pascalcontext-fcn16s": 400_000, "pascalcontext-fcn8s": 400_000,
+              "ade20k-fcn8s": 300_000},
     eval_every=4000,
     snapshot_every=4000,
-    source="shelhamer/fcn.berkeleyvision.org voc-fcn*/solver.prototxt, solve.py, net.py",
+    source="shelhamer/fcn.berkeleyvision.org */solver.prototxt, solve.py, net.py; "
+           "CSAILVision/sceneparsing trainingCode/caffe/solver_FCN.prototxt",
 )
 
 # CVPR §4.2/4.3: minibatch 20, momentum 0.9, lr 1e-4 for VGG16, lowered 100x per skip stage,
@@ -114,11 +133,60 @@ CVPR = Recipe(
     source="Long, Shelhamer, Darrell, CVPR 2015, §4.2-4.3",
 )
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (HEAVY, CVPR)}
+# REF voc-fcn-alexnet: "gradient accumulation, normalized loss, and standard momentum" (its
+# README): 20 images per update, each loss divided by its non-void pixels, momentum 0.9.
+ALEXNET = Recipe(
+    name="alexnet",
+    description="REF FCN-AlexNet: 20-image accumulation, momentum 0.9, per-pixel-mean loss",
+    base_lr={"voc-fcn-alexnet": 1e-4},
+    momentum=0.9,
+    weight_decay=5e-4,
+    iter_size=20,
+    loss_normalization="valid",
+    max_iter={"voc-fcn-alexnet": 100_000},  # solve.py: 25 x 4000
+    eval_every=4000,
+    snapshot_every=4000,
+    source="shelhamer/fcn.berkeleyvision.org voc-fcn-alexnet/solver.prototxt, solve.py, "
+           "net.py, README",
+)
+
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (HEAVY, CVPR, ALEXNET)}
+
+
+def default_recipe(variant: str) -> Recipe:
+    """The recipe a model was released with: FCN-AlexNet's own, every other model heavy."""
+    return ALEXNET if variant in ALEXNET.base_lr else HEAVY
+
+
+def recipe_for(recipe: Recipe, variant: str) -> Recipe:
+    """`recipe`, refused with one line when it gives no learning rate for `variant`."""
+    if variant not in recipe.base_lr:
+        known = [name for name, r in RECIPES.items() if variant in r.base_lr]
+        raise UsageError(f"recipe {recipe.name!r} has no settings for {variant}; use "
+                         f"{' or '.join(repr(k) for k in known) or '--lr and --iters'}")
+    return recipe
 
 # Staged initialisation (REF): each finer net starts from the next coarser one; FCN-32s and the
 # all-at-once FCN-8s start from VGG16 (fc6/fc7 convolutionalized, fc8 dropped).
-INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": VGG16}
+TRUNKS = BACKBONES  # bare ImageNet trunks: VGG16, and CaffeNet for FCN-AlexNet
+INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": VGG16,
+               "voc-fcn-alexnet": ALEXNET_TRUNK,  # bench.detect's name of a CaffeNet trunk
+               "nyud-fcn32s-color": VGG16, "nyud-fcn32s-hha": VGG16,
+               # conv1_1_bgrd from VGG16's conv1_1 (depth channel = mean of B, G, R filters)
+               "nyud-fcn32s-color-d": VGG16,
+               # REF transplants a colour and an HHA FCN-32s into the *color / *hha layers:
+               # `--init COLOR,HHA` (LATE_FUSION_SOURCES), or continue from color-hha weights
+               "nyud-fcn32s-color-hha": "nyud-fcn32s-color-hha",
+               "siftflow-fcn32s": VGG16, "siftflow-fcn16s": "siftflow-fcn32s",
+               "siftflow-fcn8s": "siftflow-fcn16s",
+               "pascalcontext-fcn32s": VGG16, "pascalcontext-fcn16s": "pascalcontext-fcn32s",
+               "pascalcontext-fcn8s": "pascalcontext-fcn16s", "ade20k-fcn8s": VGG16}
+# Late fusion (REF nyud-fcn32s-color-hha/solve.py): one trained single-input FCN-32s per stream,
+# transplanted into the layers suffixed by that stream's input (conv1_1 -> conv1_1color, ...).
+LATE_FUSION_SOURCES = {"nyud-fcn32s-color-hha": (("color", "nyud-fcn32s-color"),
+                                                 ("hha", "nyud-fcn32s-hha"))}
+# Early fusion: the 4-channel first layer of a colour+depth net and the VGG16 layer it comes from.
+BGRD_LAYER, BGRD_SOURCE = "conv1_1_bgrd", "conv1_1"
 RANDOM_INIT = "random"
 # Python's `random` module, seeded like REF's train.prototxt (seed 1337).
 DEFAULT_SEED = 1337
@@ -221,10 +289,11 @@ def dropout_seed(seed: int, rank: int, iteration: int, image_index: int) -> int:
 
 def required_init_names(spec: FcnSpec, source_kind: str) -> list[str]:
     """Tensors an init archive of `source_kind` must provide to start training `spec`."""
-    if source_kind == VGG16:
-        # The trunk: every conv/fc that is not a new (zero-initialised) score layer.
-        layers = [layer.name for layer in spec.layers
-                  if isinstance(layer, Conv) and not layer.zero_init]
+    if source_kind in TRUNKS:
+        # The trunk: every conv/fc that is not a new (zero-initialised) score layer; an
+        # early-fusion net's conv1_1_bgrd comes from the trunk's conv1_1.
+        layers = [BGRD_SOURCE if layer.name == BGRD_LAYER else layer.name
+                  for layer in spec.layers if isinstance(layer, Conv) and not layer.zero_init]
         return [f"{name}.{kind}" for name in layers for kind in ("weight", "bias")]
     source = build_spec(source_kind, spec.num_classes, spec.width_divisor)
     names = {param.name for param in spec.parameters() if param.trainable}
@@ -243,6 +312,10 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
     """
     required = required_init_names(spec, source_kind)
     shapes = spec.param_shapes()
+    if source_kind in TRUNKS and f"{BGRD_LAYER}.weight" in shapes:
+        shapes = {**shapes, f"{BGRD_SOURCE}.weight": (shapes[f"{BGRD_LAYER}.weight"][0], 3,
+                                                      *shapes[f"{BGRD_LAYER}.weight"][2:]),
+                  f"{BGRD_SOURCE}.bias": shapes[f"{BGRD_LAYER}.bias"]}
     missing = [name for name in required if name not in source]
     misshaped = {name: f"{name} {tuple(source[name].shape)} != {shapes[name]}"
                  for name in source
@@ -259,6 +332,8 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
             problems.append(f"NaN/inf in {', '.join(nonfinite)}")
         raise WeightsError(source_path, f"cannot initialise {spec.variant} from this "
                            f"{source_kind} archive: {'; '.join(problems)}")
+    if f"{BGRD_LAYER}.weight" in shapes and source_kind in TRUNKS:
+        source = {**source, **_bgrd_from_rgb(spec, source, source_path)}
     params = {p.name: np.zeros(p.shape, np.float32) for p in spec.parameters()}
     fixed = fixed_params(spec)
     learned = {f"{layer}.weight" for layer in learned_upsampling}
@@ -269,6 +344,45 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
             params[name] = np.ascontiguousarray(source[name], dtype=np.float32)
     unused = sorted(name for name in source if name not in shapes)
     return params, unused
+
+
+def _late_fusion_init(spec: FcnSpec, paths: Sequence[str]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """`--init COLOR,HHA`: REF's suffix transplant of two FCN-32s into a late-fusion net; every
+    learned tensor of each stream comes from its archive, upsampling is bilinear."""
+    streams = LATE_FUSION_SOURCES[spec.variant]
+    if len(paths) != len(streams):
+        raise UsageError(f"--init for {spec.variant} takes {len(streams)} archives separated by "
+                         f"a comma ({', '.join(model for _, model in streams)}), in that order")
+    source: dict[str, np.ndarray] = {}
+    for text, (suffix, model) in zip(paths, streams, strict=True):
+        path = Path(text)
+        if not path.is_file():
+            raise WeightsError(path, f"{model} init archive not found")
+        found = spec_from_archive(path)
+        if found.variant != model:
+            raise WeightsError(path, f"is a {found.variant} archive; the {suffix} stream of "
+                                     f"{spec.variant} starts from {model} weights")
+        params, _ = load_archive(path, found)
+        for name, value in params.items():
+            layer, kind = name.rsplit(".", 1)
+            source[f"{layer}{suffix}.{kind}"] = value
+    joined = ",".join(paths)
+    params, unused = initial_params(spec, source, spec.variant, joined)
+    return params, {"init": joined, "init_kind": "+".join(m for _, m in streams),
+                    "init_unused_tensors": unused}
+
+
+def _bgrd_from_rgb(spec: FcnSpec, source: Mapping[str, np.ndarray],
+                   path: str | Path) -> dict[str, np.ndarray]:
+    """conv1_1_bgrd from a trunk archive, by the one early-fusion rule of bench.init (REF
+    nyud-fcn32s-color-d surgery: conv1_1 on B, G, R, their mean on log-depth)."""
+    layers = {name.rsplit(".", 1)[0] for name in source}
+    trunk = {layer: (source[f"{layer}.weight"], source[f"{layer}.bias"])
+             for layer in sorted(layers, key=lambda n: n != BGRD_SOURCE)  # conv1_1 first
+             if f"{layer}.weight" in source and f"{layer}.bias" in source}
+    surgery = imagenet_init_params(trunk, spec, path)
+    return {name: surgery[name] for name in (f"{BGRD_LAYER}.weight", f"{BGRD_LAYER}.bias")}
 
 
 # He scaling assumes unit-variance inputs; ours are BGR 0-255 minus the mean (std ~ 60).
@@ -283,7 +397,12 @@ def random_initial_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
     SGD oscillate at any rate that still moves the biases.
     """
     params = random_params(spec, seed)
-    params["conv1_1.weight"] /= np.float32(RANDOM_INPUT_SCALE)
+    # Every first layer: conv1_1, conv1_1color/conv1_1hha (late fusion), conv1_1_bgrd, conv1.
+    sources = {*spec.input_names, *(layer.name for layer in spec.layers
+                                    if isinstance(layer, Concat))}
+    for layer in spec.layers:
+        if isinstance(layer, Conv) and layer.bottom in sources:
+            params[f"{layer.name}.weight"] /= np.float32(RANDOM_INPUT_SCALE)
     params.update(new_layer_params(spec))
     return params
 
@@ -298,6 +417,8 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
     if init == RANDOM_INIT:
         return random_initial_params(spec, seed), {"init": RANDOM_INIT, "init_kind": "random",
                                                    "init_seed": seed}
+    if spec.variant in LATE_FUSION_SOURCES and "," in init:
+        return _late_fusion_init(spec, init.split(","))
     path = Path(init)
     if not path.is_file():
         raise WeightsError(path, "init archive not found; create one with `python cli.py "
@@ -307,11 +428,11 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
     expected = INIT_SOURCE[spec.variant]
     if kind not in (expected, spec.variant):
         raise WeightsError(path, f"is a {kind} archive; {spec.variant} training starts from a "
-                           f"{expected} archive (staged: fcn32s <- vgg16, fcn16s <- fcn32s, "
-                           f"fcn8s <- fcn16s, fcn8s-atonce <- vgg16) or from {spec.variant} "
-                           "weights to continue training")
+                           f"{expected} archive (staged: 32s <- vgg16, 16s <- 32s, 8s <- 16s, "
+                           "at-once <- vgg16, AlexNet <- alexnet; docs/training_recipes.md) or "
+                           f"from {spec.variant} weights to continue training")
     metadata: Mapping[str, str] = {}
-    if kind == VGG16:
+    if kind in TRUNKS:
         # A bare trunk is not an FCN archive, so load_archive (strict against a spec) cannot
         # read it; the required-tensor check in initial_params is the strict part here.
         try:
@@ -462,6 +583,9 @@ def save_snapshot(out_dir: Path, config: TrainConfig, iteration: int,
     """
     paths = SnapshotPaths.at(out_dir, config.variant, iteration)
     save_archive(paths.weights, params, {
+        # The model by name: several zoo models share every tensor name (VOC/NYUD/Context 32s).
+        "variant": config.variant, "num_classes": str(config.num_classes),
+        "width_divisor": str(config.width_divisor),
         "kind": "trained", "origin": f"fcn-bench train {config.recipe.name} ({config.backend})",
         "iteration": str(iteration), "recipe": config.recipe.name, "seed": str(config.seed)})
     atomic_write_bytes(paths.solver, safetensors_save(
@@ -747,7 +871,10 @@ def evaluate(trainer: Trainer, dataset: Any, ids: Sequence[str],
     loss_sum = 0.0
     for sample in prefetch(shard, load=dataset.load):
         labels, loss = trainer.predict(sample.image, sample.label)
-        matrix.update(sample.label, labels)
+        # Several heads (SIFT Flow): the loss covers all; the matrix scores the first head.
+        truth = (next(iter(sample.label.values())) if isinstance(sample.label, Mapping)
+                 else sample.label)
+        matrix.update(truth, labels)
         loss_sum += loss
     # One all_reduce for the matrix and the loss; float64 holds pixel counts exactly (< 2**53).
     local = np.concatenate([matrix.matrix.ravel().astype(np.float64), [loss_sum]])

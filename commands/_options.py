@@ -262,9 +262,12 @@ def check_split(value: str, option: str = "--split") -> str:
 
 def voc_split_callback(ctx: click.Context, param: click.Parameter, value: str | None
                        ) -> str | None:
-    """--split of a command that also scores other data sets (evaluate --dataset): VOC values
-    are checked here; other data sets check their own split names."""
-    if value is None or ctx.params.get("dataset_name", "voc") != "voc":
+    """--split of a command that also handles other data sets (evaluate --dataset, the zoo's
+    models in reproduce and train): VOC values are checked here; other data sets check their
+    own split names. Runs after --dataset / --variant (declared first)."""
+    variant = ctx.params.get("variant")
+    if (value is None or ctx.params.get("dataset_name", "voc") != "voc"
+            or (variant is not None and variant not in VARIANTS)):
         return value
     return check_split(value, param.opts[0])
 

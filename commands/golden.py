@@ -35,7 +35,7 @@ from bench.golden import (
 )
 from bench.outputs import Output, check_outputs
 from bench.records import atomic_write_text, write_json
-from bench.spec import VARIANTS
+from bench.spec import MODEL_NAMES, VARIANTS, resolve_model
 from commands._options import backend_option, plural, variant_option
 
 
@@ -69,7 +69,9 @@ def _read_baseline(path: Path) -> dict:
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this run's golden record here (e.g. a CI artifact).")
 @backend_option(several=True, name="backend_names")
-@variant_option(multiple=True, default_help="all four")
+@variant_option(multiple=True, models=MODEL_NAMES,
+                default_help="the four VOC nets and one model per other family, see "
+                             "bench/golden_zoo.py")
 @click.option("--full-width/--no-full-width", default=True, show_default=True,
               help="Also run the full-width (real VGG16 channels) FCN-8s check.")
 @click.option("--check-faults", is_flag=True,
@@ -106,13 +108,15 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
                   {"--tolerances-file": tolerances_file,
                    **({} if update else {"--baseline": baseline})})
     names = _backends(backend_names)
-    selected = list(variants) or list(VARIANTS)
+    keys = [resolve_model(v).key for v in variants]
+    selected = [k for k in keys if k in VARIANTS] if keys else list(VARIANTS)
+    models = [k for k in keys if k not in VARIANTS] if keys else None  # None: every family
     tolerances = load_tolerances(tolerances_file)
     if update and check_faults:
         raise UsageError("--update and --check-faults do different things: use one at a time")
     if update:
         partial = [n for n in BACKEND_NAMES if n not in names]
-        if partial or len(selected) != len(VARIANTS) or not full_width:
+        if partial or variants or not full_width:
             raise UsageError("golden --update rewrites the whole baseline: run it with every "
                              "variant, --full-width and every backend installed"
                              + (f" (missing: {', '.join(partial)})" if partial else ""))
@@ -139,7 +143,7 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
 
     started = time.perf_counter()
     current = run_golden(default_spec_factory, backend_factory, names, variants=selected,
-                         full_width=full_width, progress=progress)
+                         full_width=full_width, progress=progress, models=models)
     elapsed = time.perf_counter() - started
     if record is not None:
         write_json(record, current)

@@ -15,15 +15,16 @@ import click
 
 from bench.cache import checkpoints_dir, default_data_root
 from bench.errors import FcnBenchError
-from bench.references import compare, per_class_iou, run_weights_kind
+from bench.references import compare, per_class_iou, reference_split, run_weights_kind
 from bench.report import BackendRun, reproduce_notes, results_text, run_verdict, weights_summary
+from bench.spec import MODEL_NAMES
 from commands._options import (
     backend_option,
     data_root_option,
     device_option,
     plural,
-    split_option,
     variant_option,
+    voc_split_callback,
     weights_option,
 )
 
@@ -42,12 +43,15 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 
 
 @click.command(name="reproduce")
-@variant_option()
+@variant_option(models=MODEL_NAMES)
 @backend_option(several=True, default="torch", name="backend_choice",
                 extra_help="Several: one column per backend.")
 @data_root_option()
 @weights_option()
-@split_option()
+@click.option("--split", default=None, callback=voc_split_callback,
+              help="VOC: seg11valid (default, 736 images, the paper's), train, val, trainval or "
+                   "a file of ids; other models: their data set's splits [default: NYUD test, "
+                   "SIFT Flow test, PASCAL-Context val, ADE20K validation].")
 @device_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N images of the split (quick check; no verdict).")
@@ -75,7 +79,8 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
 def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | None,
-            weights: Path | None, split: str, device: str, limit: int | None, output: Path | None,
+            weights: Path | None, split: str | None, device: str, limit: int | None,
+            output: Path | None,
             save_predictions: Path | None, plots_dir: Path | None, resume: bool,
             keep_checkpoint: bool, checkpoint_every: int, workers: int, threads: int | None,
             progress: bool) -> None:
@@ -106,8 +111,10 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     from backends import RunOptions, create_backend, resolve_backend_choices
     from bench.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
     from bench.distributed import torchrun_world
+    from bench.model_data import dataset_name, open_model_dataset, reference_variant
     from bench.outputs import dataset_inputs, safe_file_part
     from bench.runner import data_fingerprint, run_evaluation
+    from bench.spec import resolve_model
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
 
@@ -115,18 +122,32 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     rank, world_size = torchrun_world()
     lead = rank == 0  # the only process that prints, plots and writes the record
     say = click.echo if lead else _quiet
-    weights_path, spec, params, metadata = load_voc_weights(variant, weights)
+    entry = resolve_model(variant)
+    variant, data_name = entry.key, dataset_name(entry)
     root = data_root if data_root is not None else default_data_root()
-    dataset, full_count = resolve_split_prefix(root, split, limit)
+    if data_name == "voc":
+        split = split or "seg11valid"
+        weights_path, spec, params, metadata = load_voc_weights(variant, weights)
+        dataset, full_count = resolve_split_prefix(root, split, limit)
+    else:
+        weights_path, spec, params, metadata = _load_model_weights(variant, weights)
+        dataset = open_model_dataset(entry, root, split)
+        split = split or dataset.name
+        full_count = len(dataset)
+        if limit is not None:
+            dataset.ids = dataset.ids[:limit]
+    ref_variant = reference_variant(entry)
+    ref_split = reference_split(split, data_name)
     check_outputs(output, save_predictions, plots_dir,
                   {"--weights": weights_path, **dataset_inputs(dataset)})
     subset = len(dataset) < full_count
     run_weights = run_weights_kind(metadata, variant)
 
-    notes = reproduce_notes(variant=variant, split=split, split_name=dataset.name,
+    notes = reproduce_notes(variant=ref_variant, split=ref_split, split_name=dataset.name,
                             num_images=len(dataset), full_count=full_count, limit=limit,
                             run_weights=run_weights, metadata=metadata,
                             width_divisor=spec.width_divisor)
+    notes += list(getattr(dataset, "metric_notes", list)())
     for note in notes:
         say(f"note: {note}", err=True)
 
@@ -182,8 +203,9 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
                            f"{checkpoint.path}; rerun the same command with --resume to "
                            "continue", err=True)
             raise
-        summary = result.confusion.summary()
-        comparisons = compare(summary, variant, split, run_weights)
+        summary = (dataset.summarize(result.confusions) if data_name != "voc"
+                   else result.confusion.summary())
+        comparisons = compare(summary, ref_variant, ref_split, run_weights)
         runs.append(BackendRun(name, backend.device, backend.environment(), result, summary,
                                comparisons, run_verdict(comparisons, subset),
                                precision=backend.options.precision))
@@ -193,10 +215,11 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     if not lead:
         return
 
-    paper_classes = per_class_iou(variant, split, weights=None)
+    paper_classes = per_class_iou(ref_variant, ref_split, weights=None)
     # Random weights say so (as the note does), not just "other".
     weights_kind = "random" if metadata.get("kind") == "random" else run_weights
-    click.echo(f"\n{variant} on '{dataset.name}' ({plural(len(dataset), 'image')}), weights "
+    images = plural(len(dataset), "image")
+    click.echo(f"\n{entry.name} on {entry.dataset} '{dataset.name}' ({images}), weights "
                f"{weights_path} ({weights_kind}, sha256 {weights_sha[:12]}...)\n")
     click.echo(results_text(runs, subset, paper_classes))
 
@@ -206,6 +229,7 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
         from bench.report import build_record
 
         record = build_record(variant=variant, split=split, dataset=dataset,
+                              reference_key=ref_split,
                               full_count=full_count,
                               weights=weights_summary(weights_path, weights_sha, spec,
                                                       run_weights, metadata),
@@ -227,6 +251,22 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     if any(run.verdict == "differs" for run in runs):
         raise FcnBenchError(f"{variant} does not reproduce the published numbers within "
                             "tolerance (see the table above)")
+
+
+def _load_model_weights(variant: str, weights: Path | None):
+    """(path, spec, params, metadata) of a non-VOC model: --weights, else its converted
+    weights in the cache (a missing file names the command that fetches them)."""
+    from bench.cache import default_weights_path
+    from bench.errors import WeightsError
+    from bench.weights import load_weights
+
+    path = weights if weights is not None else default_weights_path(variant)
+    if not path.exists():
+        raise WeightsError(path, "no such file" if weights is not None else
+                           f"no converted {variant} weights in the cache: run `python cli.py "
+                           f"download weights {variant}`, or pass --weights FILE")
+    spec, params, metadata = load_weights(path, variant)
+    return path, spec, params, metadata
 
 
 def _quiet(*args: object, **kwargs: object) -> None:

@@ -13,50 +13,53 @@ from pathlib import Path
 import click
 
 from bench.errors import UsageError
-from bench.spec import NUM_CLASSES, build_spec
+from bench.spec import MODEL_NAMES, build_spec, resolve_model
 from bench.train import (
     DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_SEED,
     RANDOM_INIT,
     RECIPES,
     TrainConfig,
+    default_recipe,
     get_recipe,
     id_lists_fingerprint,
     list_snapshots,
     load_init,
     load_resume_state,
+    recipe_for,
     require_tensorboard,
     run_training,
     solver_plan,
 )
 from commands._options import (
-    SPLIT_HELP,
     FiniteFloat,
     backend_option,
     data_root_option,
     device_option,
     plural,
     seed_option,
-    split_option,
     variant_option,
+    voc_split_callback,
 )
 
 
 @click.command(name="train")
-@variant_option(default=None, required=True)
+@variant_option(default=None, required=True, models=MODEL_NAMES)
 @backend_option(several=False, extra_help="torchrun runs torch data-parallel.")
 @data_root_option()
 @click.option("--init", "init", default=None,
-              help="Init archive: VGG16 (convert output) for fcn32s/fcn8s-atonce, the fcn32s "
-                   "snapshot for fcn16s, fcn16s for fcn8s; 'random' for smoke tests. Ignored "
-                   "with --resume.")
+              help="Init archive: VGG16 (convert output) for 32s and at-once nets, the 32s "
+                   "snapshot for 16s, 16s for 8s, an AlexNet trunk for voc-fcn-alexnet, "
+                   "COLOR,HHA (two nyud FCN-32s) for nyud-fcn32s-color-hha "
+                   "(docs/training_recipes.md); 'random' for smoke tests. Ignored with --resume.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run folder (default runs/train/VARIANT-RECIPE-BACKEND): snapshots/, "
                    "train_log.csv, eval/, train_record.json, curves.png.")
-@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default="heavy",
-              show_default=True, help="heavy: REF/PAMI (batch 1, momentum 0.99, summed loss); "
-                                      "cvpr: 20-image accumulated batches, momentum 0.9, "
-                                      "per-pixel-mean loss.")
+@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
+              help="heavy: REF/PAMI (batch 1, momentum 0.99, summed loss); cvpr: 20-image "
+                   "accumulated batches, momentum 0.9, per-pixel-mean loss (VOC); alexnet: "
+                   "REF FCN-AlexNet's (cvpr-like, lr 1e-4) [default: the model's own: alexnet "
+                   "for voc-fcn-alexnet, heavy otherwise].")
 @click.option("--resume", is_flag=True,
               help="Continue the newest complete snapshot in --out exactly (same samples, "
                    "momentum and dropout stream).")
@@ -66,11 +69,14 @@ from commands._options import (
               help="Validate every N updates [heavy 4000, cvpr 200].")
 @click.option("--snapshot-every", type=click.IntRange(1), default=None,
               help="Snapshot every N updates [heavy 4000, cvpr 200].")
-@split_option("--val-split", help="Validation split: " + SPLIT_HELP)
+@click.option("--val-split", default=None, callback=voc_split_callback,
+              help="Validation split: VOC seg11valid (default), train/val/trainval or an id "
+                   "list; other models: their data set's [default: its scored split].")
 @click.option("--val-limit", type=click.IntRange(0), default=None,
               help="Validate on the first N images only (0 = no validation).")
-@click.option("--train-split", default="train", show_default=True,
-              help="SBD list: train (8498 images, REF), val, or a path to an id list.")
+@click.option("--train-split", default=None,
+              help="VOC: SBD train (default, 8498 images, REF), val or an id list; NYUD "
+                   "trainval, SIFT Flow trainval, Context train, ADE20K training by default.")
 @click.option("--lr", "base_lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Override the recipe's base learning rate (lr_mult still applies).")
 @seed_option("--seed", default=DEFAULT_SEED,
@@ -97,13 +103,14 @@ from commands._options import (
               help="Narrow network (channels // N) for demos and tests; 1 = VGG16. Needs "
                    "--init random or an archive of the same width.")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
-            recipe_name: str, resume: bool, iters: int | None, eval_every: int | None,
-            snapshot_every: int | None, val_split: str, val_limit: int | None, train_split: str,
+            recipe_name: str | None, resume: bool, iters: int | None, eval_every: int | None,
+            snapshot_every: int | None, val_split: str | None, val_limit: int | None,
+            train_split: str | None,
             base_lr: float | None, seed: int, log_every: int, keep_snapshots: int,
             keep_all_snapshots: bool, plots: bool,
             tensorboard_dir: Path | None, device: str, threads: int | None,
             progress: bool | None, nondeterministic: bool, width_divisor: int) -> None:
-    """Train an FCN with the reference recipe (SGD, Caffe update) and validate on seg11valid.
+    """Train an FCN with its released recipe (SGD, Caffe update) on its own data set.
 
     \b
     Examples:
@@ -115,6 +122,8 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
       python cli.py train --variant fcn16s --backend tf --data-root data \\
           --init runs/fcn32s/snapshots/fcn32s_iter_0100000.safetensors --out runs/fcn16s
       python cli.py train --variant fcn32s --data-root data --out runs/fcn32s --resume
+      python cli.py train --variant siftflow-fcn32s --data-root data \
+          --init weights/vgg16-fcn32s-init.safetensors --out runs/siftflow-fcn32s
       torchrun --nproc_per_node 4 cli.py train --variant fcn32s --backend torch ...
 
     \b
@@ -130,7 +139,11 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     from backends import canonical_name, get_backend
 
     backend = canonical_name(backend)
-    recipe = get_recipe(recipe_name)
+    entry = resolve_model(variant)
+    variant = entry.key
+    recipe = get_recipe(recipe_name) if recipe_name else default_recipe(variant)
+    if base_lr is None or iters is None:  # the recipe must know this model
+        recipe = recipe_for(recipe, variant)
     if resume and init:
         click.echo("note: --resume continues the snapshot's weights; --init is ignored", err=True)
         init = None
@@ -139,7 +152,7 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                          f"previous stage's snapshot for fcn16s/fcn8s, or '{RANDOM_INIT}'")
     if tensorboard_dir is not None:
         require_tensorboard()  # before any work, not after building the model
-    spec = build_spec(variant, NUM_CLASSES, width_divisor)
+    spec = build_spec(variant, None, width_divisor)
     out_dir = out_dir or Path("runs", "train", f"{variant}-{recipe.name}-{backend}")
     if not resume and list_snapshots(out_dir, variant):
         raise UsageError(f"{out_dir} already holds {variant} snapshots; continue them with "
@@ -150,13 +163,14 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
         iters=iters if iters is not None else recipe.max_iter[variant],
         eval_every=eval_every or recipe.eval_every,
         snapshot_every=snapshot_every or recipe.snapshot_every, seed=seed,
-        num_classes=NUM_CLASSES, width_divisor=width_divisor, log_every=log_every,
-        val_split=val_split, val_limit=val_limit,
+        num_classes=spec.num_classes, width_divisor=width_divisor, log_every=log_every,
+        val_split=val_split or _default_val_split(entry), val_limit=val_limit,
         keep_snapshots=0 if keep_all_snapshots else keep_snapshots, plots=plots,
         init=init or "", deterministic=not nondeterministic)
 
     world_size = _world_size(backend)
-    train_set, val_set, val_ids = _datasets(data_root, train_split, val_split, val_limit)
+    train_set, val_set, val_ids = _datasets(entry, data_root, train_split, config.val_split,
+                                            val_limit)
     _check_outputs(out_dir, tensorboard_dir, init, train_set, val_set)
     fingerprint = id_lists_fingerprint(train_set.ids, val_ids)
     # Weights before frameworks: a bad archive is one line, without waiting for an import.
@@ -258,11 +272,32 @@ def _check_disk(out_dir: Path, config: TrainConfig, spec, start: int) -> None:
     check_disk(plan)
 
 
-def _datasets(data_root: Path, train_split: str, val_split: str, val_limit: int | None):
-    """SBD training set, validation set (None when --val-limit 0) and the validated ids."""
+def _default_val_split(entry) -> str:
+    from bench.model_data import default_split
+
+    return default_split(entry)
+
+
+def _datasets(entry, data_root: Path, train_split: str | None, val_split: str,
+              val_limit: int | None):
+    """Training set, validation set (None when --val-limit 0) and the validated ids: SBD and
+    VOC for the VOC models, else the model's own data set (bench.model_data)."""
+    from bench.model_data import TRAIN_SPLITS, dataset_name, open_model_dataset
+
+    name = dataset_name(entry)
+    if name != "voc":
+        from bench.train_data import TrainingView
+
+        train_set = TrainingView(open_model_dataset(entry, data_root,
+                                                    train_split or TRAIN_SPLITS[name]))
+        if val_limit == 0:
+            return train_set, None, []
+        val_set = TrainingView(open_model_dataset(entry, data_root, val_split))
+        val_ids = val_set.ids if val_limit is None else val_set.ids[:val_limit]
+        return train_set, val_set, list(val_ids)
     from bench.voc import SBDDataset, resolve_split, sbd_dir
 
-    train_set = SBDDataset(sbd_dir(data_root), train_split)
+    train_set = SBDDataset(sbd_dir(data_root), train_split or "train")
     if val_limit == 0:
         return train_set, None, []
     val_set = resolve_split(data_root, val_split)

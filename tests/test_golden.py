@@ -1,7 +1,7 @@
 """The golden suite: deterministic, matches the committed baseline, and bites on broken geometry.
 
-Runs narrow nets on the torch backend only (the CI step `python cli.py golden` runs every backend
-and the full-width check); about 20 s on a 2-core machine.
+Runs narrow nets on the torch backend only (the CI step `python cli.py golden` runs every backend,
+every family and the full-width check); about 45 s on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -55,12 +55,13 @@ def images(tmp_path_factory):
 def reference(images):
     """The correct narrow fcn16s and fcn8s on torch."""
     return run_golden(default_spec_factory, torch_factory, ["torch"], variants=VARIANTS,
-                      full_width=False, images=images)
+                      full_width=False, images=images, models=())
 
 
 def run_faulty(images, variant, fault):
     return run_golden(faulty_factory(variant, fault), torch_factory, ["torch"],
-                      variants=[variant], full_width=False, images=images)
+                      variants=[variant] if variant in VARIANTS else [], full_width=False,
+                      images=images, models=[] if variant in VARIANTS else [variant])
 
 
 def test_rows_carry_metrics_matrix_and_label_maps(reference):
@@ -78,7 +79,7 @@ def test_rows_carry_metrics_matrix_and_label_maps(reference):
 
 def test_the_suite_is_deterministic(reference, images):
     again = run_golden(default_spec_factory, torch_factory, ["torch"], variants=["fcn8s"],
-                       full_width=False, images=images)
+                       full_width=False, images=images, models=())
     first = next(r for r in reference["rows"] if r["variant"] == "fcn8s")
     assert to_json(again["rows"][0]) == to_json(first)  # as written: NaN (absent class) -> null
 
@@ -173,3 +174,43 @@ def test_missing_baseline_says_how_to_create_it(tmp_path):
                                       str(tmp_path / "none.json")])
     assert result.exit_code == 1
     assert "golden --update" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# The other families: one released model each, on its own generated data set
+
+
+@pytest.fixture(scope="module")
+def zoo_reference(images):
+    """Two heads (SIFT Flow) and two inputs with late fusion (NYUD) on torch."""
+    return run_golden(default_spec_factory, torch_factory, ["torch"], variants=[],
+                      full_width=False, images=images,
+                      models=["siftflow-fcn16s", "nyud-fcn32s-color-hha"])
+
+
+def test_zoo_families_match_the_committed_baseline(zoo_reference):
+    rows = {row["variant"]: row for row in zoo_reference["rows"]}
+    assert rows["siftflow-fcn16s"]["split"] == "test"
+    assert len(rows["siftflow-fcn16s"]["geometric_label_digest"]) == 64
+    assert "geometric_pixel_accuracy" in rows["siftflow-fcn16s"]["metrics"]
+    assert np.asarray(rows["nyud-fcn32s-color-hha"]["confusion_matrix"]).shape == (40, 40)
+    baseline = json.loads(GOLDEN_BASELINE.read_text())
+    assert set(baseline["suite"]["models"]) == set(GoldenConfig().zoo_models)
+    comparison = check_golden(zoo_reference, baseline, load_tolerances(),
+                              baseline_name=str(GOLDEN_BASELINE))
+    assert not comparison.failed, render_golden(comparison, zoo_reference)
+    checked = len(baseline["rows"]) - int(next(
+        note.split()[0] for note in comparison.notes if "not checked" in note))
+    assert checked == 2  # the two models' torch rows
+
+
+def test_a_broken_geometric_head_fails_the_gate(zoo_reference, images):
+    faulty = run_faulty(images, "siftflow-fcn16s",
+                        functools.partial(with_crop_offset, crop="score_geo", delta=1))
+    comparison = check_golden(faulty, zoo_reference, load_tolerances(),
+                              baseline_name="reference")
+    assert comparison.failed
+    assert any(f.metric == "label_maps" for f in comparison.failures)  # maps hold both heads
+    broken, good = faulty["rows"][0], zoo_reference["rows"][0]
+    assert broken["label_digest"] == good["label_digest"]  # the semantic head is untouched
+    assert broken["geometric_label_digest"] != good["geometric_label_digest"]

@@ -202,3 +202,72 @@ def test_checkpoint_files_are_keyed_by_the_run_content_not_its_names(dataset, tm
     assert len(list(tmp_path.glob(f"{stem}-*.json"))) == 2
     (path, differences), = Checkpoint(keyed_path(tmp_path, stem, first), first).siblings()
     assert path == other.path and any(d.startswith("data was") for d in differences)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data sets with named inputs and several heads (bench.datasets): SIFT Flow's two heads
+
+
+class TwoHeadBackend:
+    """Two linear per-pixel heads (33 and 3 classes), returned as a dict like a backend's."""
+
+    name = "numpy-two-heads"
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.weights = {"score_sem": rng.standard_normal((33, 3)),
+                        "score_geo": rng.standard_normal((3, 3))}
+
+    def predict_labels(self, images):
+        assert isinstance(images, np.ndarray) and images.shape[1] == 3  # one input: an array
+        return {name: np.einsum("kc,nchw->nkhw", weight, images).argmax(axis=1).astype(np.uint8)
+                for name, weight in self.weights.items()}
+
+
+@pytest.fixture
+def siftflow(tmp_path):
+    from bench.datasets import open_dataset
+    from bench.synthetic_zoo import write_siftflow_tree
+
+    write_siftflow_tree(tmp_path / "data", seed=5, n=8)
+    return open_dataset("siftflow", tmp_path / "data", "test")
+
+
+def test_two_heads_get_one_matrix_each_and_predictions_per_head(siftflow, tmp_path):
+    backend = TwoHeadBackend()
+    result = run_evaluation(siftflow, backend, progress=False, workers=0,
+                            save_predictions=tmp_path / "preds")
+    expected = siftflow.confusions()
+    for image_id in siftflow.ids:
+        sample = siftflow.load(image_id)
+        labels = backend.predict_labels(sample.inputs["data"][None])
+        expected["semantic"].update(sample.labels["semantic"], labels["score_sem"][0])
+        expected["geometric"].update(sample.labels["geometric"], labels["score_geo"][0])
+        written = read_label_png(tmp_path / "preds" / "geometric" / f"{image_id}.png",
+                                 num_classes=3)
+        np.testing.assert_array_equal(written, labels["score_geo"][0])
+    assert list(result.confusions) == ["semantic", "geometric"]
+    assert result.confusions["semantic"] == expected["semantic"]
+    assert result.confusions["geometric"] == expected["geometric"]
+    assert result.confusion is result.confusions["semantic"]
+
+
+def test_resume_restores_every_heads_matrix(siftflow, tmp_path):
+    key = {"data": data_fingerprint(siftflow).checkpoint_key(), "variant": "siftflow-fcn16s"}
+    checkpoint = Checkpoint(tmp_path / "ckpt.json", key, every=1)
+
+    def stop(done, image_id):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(siftflow, TwoHeadBackend(), checkpoint=checkpoint, progress=False,
+                       workers=0, on_image=stop)
+    stored = json.loads(checkpoint.path.read_text())
+    assert set(stored["head_matrices"]) == {"geometric"}
+    resumed = run_evaluation(siftflow, TwoHeadBackend(), checkpoint=checkpoint, resume=True,
+                             progress=False, workers=0)
+    straight = run_evaluation(siftflow, TwoHeadBackend(), progress=False, workers=0)
+    assert resumed.resumed_from == 2
+    assert resumed.confusions["geometric"] == straight.confusions["geometric"]
+    assert resumed.confusions["semantic"] == straight.confusions["semantic"]

@@ -58,12 +58,13 @@ NARROW = 16  # test-only width: channels // 16
 
 
 def test_heavy_recipe_is_the_reference_solver():
-    assert HEAVY.base_lr == {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14,
-                             "fcn8s-atonce": 1e-10}
+    voc = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+    assert {k: HEAVY.base_lr[k] for k in voc} == {"fcn32s": 1e-10, "fcn16s": 1e-12,
+                                                  "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
     assert (HEAVY.momentum, HEAVY.weight_decay, HEAVY.iter_size) == (0.99, 5e-4, 1)
     assert HEAVY.loss_normalization == "sum"
-    assert HEAVY.max_iter == {"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000,
-                              "fcn8s-atonce": 300_000}
+    assert {k: HEAVY.max_iter[k] for k in voc} == {"fcn32s": 100_000, "fcn16s": 100_000,
+                                                   "fcn8s": 100_000, "fcn8s-atonce": 300_000}
     assert (HEAVY.eval_every, HEAVY.snapshot_every) == (4000, 4000)
     assert not HEAVY.learned_upsampling
 

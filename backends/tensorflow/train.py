@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -79,6 +80,25 @@ def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> 
     return loss
 
 
+def heads_loss(scores: Any, labels: Any, normalize: bool) -> tf.Tensor:
+    """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed."""
+    if not isinstance(scores, Mapping):
+        return summed_pixel_loss(scores, labels, normalize)
+    return tf.add_n([summed_pixel_loss(score, label, normalize)
+                     for score, label in zip(scores.values(), labels, strict=True)])
+
+
+def _signature(spec: FcnSpec) -> list[Any]:
+    """The traced input signature: one image or a dict of named inputs; one label or a tuple
+    of labels, one per head. Batch 1, H and W open."""
+    images: Any = _IMAGE
+    if len(spec.inputs) > 1:
+        images = {item.name: tf.TensorSpec([1, None, None, item.channels], tf.float32)
+                  for item in spec.inputs}
+    labels: Any = _LABEL if len(spec.outputs) == 1 else tuple(_LABEL for _ in spec.outputs)
+    return [images, labels]
+
+
 def _one_gpu_per_worker() -> None:
     """A worker trains on one device: its local rank's GPU when the machine has several."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -124,9 +144,10 @@ class TensorflowTrainer:
         self.momentum_coefficient = recipe.momentum
         self.grad_scale = 1.0 / recipe.iter_size  # Caffe divides accumulated gradients by iter_size
         self.normalize = recipe.loss_normalization == "valid"
-        self._train_step = tf.function(self._forward_backward, input_signature=[_IMAGE, _LABEL])
+        signature = _signature(spec)
+        self._train_step = tf.function(self._forward_backward, input_signature=signature)
         self._update = tf.function(self._apply_update)
-        self._predict = tf.function(self._scores_and_loss, input_signature=[_IMAGE, _LABEL])
+        self._predict = tf.function(self._scores_and_loss, input_signature=signature)
         self._all_reduce = tf.function(self._cross_worker_sum) if self._strategy else None
 
     # -- graph bodies ----------------------------------------------------------------------
@@ -136,7 +157,7 @@ class TensorflowTrainer:
         # recipe learns the intermediate ones, so trainability is the plan's, not the variable's.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self._variables)
-            loss = summed_pixel_loss(self.model(images, training=True), labels, self.normalize)
+            loss = heads_loss(self.model(images, training=True), labels, self.normalize)
         for accumulator, grad in zip(self._accumulators, tape.gradient(loss, self._variables),
                                      strict=True):
             accumulator.assign_add(grad)
@@ -170,15 +191,25 @@ class TensorflowTrainer:
     def _scores_and_loss(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor,
                                                                               tf.Tensor]:
         scores = self.model(images, training=False)
-        predicted = tf.cast(tf.argmax(scores, axis=-1), tf.uint8)[0]
-        return predicted, summed_pixel_loss(scores, labels, normalize=False)
+        first = next(iter(scores.values())) if isinstance(scores, Mapping) else scores
+        predicted = tf.cast(tf.argmax(first, axis=-1), tf.uint8)[0]
+        return predicted, heads_loss(scores, labels, normalize=False)
 
     # -- one image ------------------------------------------------------------------------
 
     @staticmethod
-    def _inputs(image: np.ndarray, label: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
-        images = tf.constant(np.ascontiguousarray(image.transpose(1, 2, 0)[None], np.float32))
-        return images, tf.constant(label.astype(np.int32)[None])  # (1, H, W, 3), (1, H, W)
+    def _inputs(image: np.ndarray | Mapping[str, np.ndarray],
+                label: np.ndarray | Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+        """(1, H, W, C) input(s) and (1, H, W) int32 label(s); several inputs stay a dict, and
+        several heads' labels become a tuple in head order (the traced signature)."""
+        def nhwc(array: np.ndarray) -> tf.Tensor:
+            return tf.constant(np.ascontiguousarray(array.transpose(1, 2, 0)[None], np.float32))
+
+        images = ({name: nhwc(value) for name, value in image.items()}
+                  if isinstance(image, Mapping) else nhwc(image))
+        labels = (tuple(tf.constant(value.astype(np.int32)[None]) for value in label.values())
+                  if isinstance(label, Mapping) else tf.constant(label.astype(np.int32)[None]))
+        return images, labels
 
     def forward_backward(self, image: np.ndarray, label: np.ndarray, dropout_seed: int,
                          last_of_batch: bool) -> float:

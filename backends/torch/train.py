@@ -20,6 +20,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,11 +158,30 @@ class TorchTrainer:
 
     # -- one image ------------------------------------------------------------------------
 
-    def _to_device(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor,
-                                                                         torch.Tensor]:
-        images = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]  # (1, 3, H, W)
-        labels = torch.from_numpy(label.astype(np.int64))[None]                      # (1, H, W)
-        return images.to(self.device), labels.to(self.device)
+    def _to_device(self, image: np.ndarray | Mapping[str, np.ndarray],
+                   label: np.ndarray | Mapping[str, np.ndarray]) -> tuple[Any, Any]:
+        """(1, C, H, W) input(s) and (1, H, W) int64 label(s) on the device; a multi-input
+        model's inputs and a multi-head model's labels stay dicts (head order kept)."""
+        def tensor(array: np.ndarray, dtype: Any) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array, dtype))[None].to(self.device)
+
+        images = ({name: tensor(value, np.float32) for name, value in image.items()}
+                  if isinstance(image, Mapping) else tensor(image, np.float32))
+        labels = ({name: tensor(value, np.int64) for name, value in label.items()}
+                  if isinstance(label, Mapping) else tensor(label, np.int64))
+        return images, labels
+
+    def _loss(self, scores: Any, labels: Any, normalize: bool) -> torch.Tensor:
+        """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed."""
+        if not isinstance(scores, Mapping):
+            return summed_pixel_loss(scores, labels, normalize)
+        heads = list(labels.values()) if isinstance(labels, Mapping) else [labels]
+        if len(heads) != len(scores):
+            raise FcnBenchError(f"{self.spec.variant} has {len(scores)} heads but the data give "
+                                f"{len(heads)} label maps")
+        losses = [summed_pixel_loss(score, label, normalize)
+                  for score, label in zip(scores.values(), heads, strict=True)]
+        return torch.stack(losses).sum()
 
     def forward_backward(self, image: np.ndarray, label: np.ndarray, dropout_seed: int,
                          last_of_batch: bool) -> float:
@@ -175,7 +195,7 @@ class TorchTrainer:
                 else contextlib.nullcontext())
         try:
             with sync, self.determinism.scope(), devices.precision_scope(FP32, self.device):
-                loss = summed_pixel_loss(self.model(images), labels, self.normalize)
+                loss = self._loss(self.model(images), labels, self.normalize)
                 loss.backward()
         except RuntimeError as error:
             explained = explain_nondeterministic(error)
@@ -205,8 +225,9 @@ class TorchTrainer:
         self.module.eval()
         with self.determinism.scope(), devices.precision_scope(FP32, self.device):
             scores = self.module(images)
-            loss = summed_pixel_loss(scores, labels, normalize=False)
-            predicted = scores.argmax(dim=1)[0].to(torch.uint8)
+            loss = self._loss(scores, labels, normalize=False)
+            first = next(iter(scores.values())) if isinstance(scores, Mapping) else scores
+            predicted = first.argmax(dim=1)[0].to(torch.uint8)
         return predicted.cpu().numpy(), float(loss)
 
     # -- state -----------------------------------------------------------------------------
