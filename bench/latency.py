@@ -469,7 +469,8 @@ def synthetic_batch(height: int, width: int, batch: int, seed: int,
 
     arrays = {}
     for index, (name, channels) in enumerate(inputs):
-        rng = np.random.default_rng([seed, height, width, batch, index])
+        # The first input keeps the one-input seeding, so VOC inputs are as they always were.
+        rng = np.random.default_rng([seed, height, width, batch, *([index] if index else [])])
         if channels == 3:
             arrays[name] = np.stack([
                 preprocess(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
