@@ -293,6 +293,7 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
     Examples:
       python cli.py latency
       python cli.py latency --variant fcn8s --backend torch       # one variant: a quick answer
+      python cli.py latency --variant siftflow-fcn8s              # any zoo model, at 256x256
       python cli.py latency --variant fcn8s --backend tf --size 375x500 --mode both --plot lat.png
       python cli.py latency --device cuda --precision bf16 --compile max-autotune --output lat.json
     """
