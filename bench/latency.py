@@ -244,7 +244,7 @@ class BackendCell:
         self.precision = precision
         self.memory_bytes = memory_bytes  # the spec's estimate of this cell's device memory
         self._pool = pool
-        self._images = images  # (N, 3, H, W) float32, preprocessed, host
+        self._images = images  # (N, C, H, W) float32 host array, or a dict of them per input
         self.backend: Any = None
         self.device: str | None = None
         self.peak_memory_per_call: list[int] = []  # one per call: first, warm-up..., timed...
@@ -274,9 +274,10 @@ class BackendCell:
 
     def call(self) -> None:
         if self.key.mode == "model":
-            self._output = self.backend.forward_device(self._batch)  # (N, 21, H, W) on device
+            # (N, classes, H, W) on the device; a dict of them for a multi-head model
+            self._output = self.backend.forward_device(self._batch)
             self.backend.synchronize(self._output)
-        else:  # host (N, H, W) uint8: returning it to the host is the synchronisation
+        else:  # host (N, H, W) uint8 (per head): returning it to the host is the synchronisation
             self._output = self.backend.predict_labels(self._images)
 
     def after(self) -> None:
@@ -450,14 +451,33 @@ def make_row(key: CellKey, result: CellResult, *, device: str | None, precision:
 # The whole matrix: groups -> cells -> rounds -> rows
 
 
-def synthetic_batch(height: int, width: int, batch: int, seed: int) -> np.ndarray:
-    """(N, 3, H, W) float32: random RGB pixels preprocessed exactly like a VOC image (BGR, mean
-    subtracted), so every backend and mode sees the same realistic values."""
+InputShape = tuple[tuple[str, int], ...]  # (input name, channels) per network input, in order
+VOC_INPUT: InputShape = (("data", 3),)
+
+
+def synthetic_batch(height: int, width: int, batch: int, seed: int,
+                    inputs: InputShape = VOC_INPUT) -> Any:
+    """One generated input per named network input, float32 (N, C, H, W).
+
+    A 3-channel input is random RGB pixels preprocessed exactly like a VOC image (BGR, mean
+    subtracted), so every backend and mode sees the same realistic values; any other channel
+    count (NYUD's 1-channel log-depth) is mean-subtracted-like noise (standard normal). A
+    one-input model gets a plain array, a multi-input one a dict {name: array}, the form the
+    backends' `to_device` and `predict_labels` take (docs/latency.md "Every model of the zoo").
+    """
     from bench.voc import preprocess
 
-    rng = np.random.default_rng([seed, height, width, batch])
-    return np.stack([preprocess(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-                     for _ in range(batch)])
+    arrays = {}
+    for index, (name, channels) in enumerate(inputs):
+        # The first input keeps the one-input seeding, so VOC inputs are as they always were.
+        rng = np.random.default_rng([seed, height, width, batch, *([index] if index else [])])
+        if channels == 3:
+            arrays[name] = np.stack([
+                preprocess(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+                for _ in range(batch)])
+        else:
+            arrays[name] = rng.standard_normal((batch, channels, height, width), np.float32)
+    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
 
 
 def paper_for(key: CellKey, reference: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -493,13 +513,15 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
             channels_last: bool = False, warmup: int | None = None, iters: int | None = None,
             min_time_s: float | None = None, seed: int = 0, progress: Progress | None = None,
             memory_of: Callable[[CellKey], int] | None = None,
-            roofline: bool = True) -> LatencyRun:
+            roofline: bool = True,
+            inputs_of: Callable[[str], InputShape] = lambda variant: VOC_INPUT) -> LatencyRun:
     """Run every cell of `keys` (interleaved, see METHODOLOGY) and return one row per cell.
 
     `factory(variant, backend)` builds a backend with weights loaded; `instance_bytes[variant]`
     estimates one instance's host memory, to decide whether all instances fit at once;
     `memory_of(key)` estimates a cell's device memory (bench.latency_budget), checked against
-    what the device has before the cell allocates. With `roofline`, each backend's device
+    what the device has before the cell allocates; `inputs_of(variant)` names its inputs and
+    their channels (one generated input each). With `roofline`, each backend's device
     ceilings are measured once (bench.roofline) and every row says where it stands.
     """
     from bench.roofline import roofline_fields
@@ -528,9 +550,11 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
                 progress(before_s + spent, left + later * per_cell, text)
 
         pool = BackendPool(factory)
-        batches = {(k.height, k.width, k.batch): synthetic_batch(k.height, k.width, k.batch, seed)
+        batches = {(inputs_of(k.variant), k.height, k.width, k.batch):
+                   synthetic_batch(k.height, k.width, k.batch, seed, inputs_of(k.variant))
                    for k in group}
-        cells = [BackendCell(k, pool, batches[k.height, k.width, k.batch], precision,
+        cells = [BackendCell(k, pool, batches[inputs_of(k.variant), k.height, k.width, k.batch],
+                             precision,
                              memory_of(k) if memory_of else None) for k in group]
         started = time.perf_counter()
         results = run_rounds(

@@ -35,13 +35,16 @@ def _compute_bytes(precision: str) -> int:
 
 def peak_live_elements(spec: FcnSpec, height: int, width: int) -> int:
     """The most activation elements alive at once in one image's forward (blobs are freed after
-    their last reader, as backends/torch/model.py does; the input counts while it is read)."""
+    their last reader, as backends/torch/model.py does; every input counts while it is read).
+
+    Layer kinds need no case of their own: a Concat or LRN output is one more blob alive beside
+    its inputs, a Sum reads several; late fusion's two trunks run one after the other."""
     shapes = spec.blob_shapes(height, width)
     last_use: dict[str, int] = {}
     for index, layer in enumerate(spec.layers):
         for name in layer_inputs(layer):
             last_use[name] = index
-    live = {"data"}
+    live = set(spec.input_names)
     peak = 0
     for index, layer in enumerate(spec.layers):
         live.add(layer.name)
@@ -87,8 +90,10 @@ def estimate_cell(spec: FcnSpec, height: int, width: int, batch: int,
     if precision.startswith("amp-"):
         weights += params * 2  # autocast's half copies of the weights, made on every call
     activations = peak_live_elements(spec, height, width) * batch * _compute_bytes(precision)
-    scores = spec.num_classes * height * width * batch * 4  # float32 scores handed back
-    return CellMemory(weights, activations + scores, 3 * height * width * batch * 4,
+    classes = sum(spec.output_classes().values())  # every head's float32 scores handed back
+    scores = classes * height * width * batch * 4
+    channels = sum(item.channels for item in spec.inputs)  # one float32 input per named input
+    return CellMemory(weights, activations + scores, channels * height * width * batch * 4,
                       weights_bytes_fp32=params * 4)
 
 

@@ -10,6 +10,7 @@ typed in. Canonical layouts follow Caffe: NCHW blobs, conv weights OIHW, deconv 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -211,11 +212,14 @@ def _alexnet(bottom: str, in_channels: int, divisor: int, suffix: str = "",
              first: str = "conv1") -> list[Layer]:
     """CaffeNet conv1..pool5 (grouped convs, LRN after pooling), fc6 6x6 and fc7."""
     layers: list[Layer] = []
-    for kind, name, *args in ALEXNET_LAYERS:
+    for position, (kind, name, *args) in enumerate(ALEXNET_LAYERS):
         name = f"{first if name == 'conv1' else name}{suffix}"
         if kind == "conv":
             out, kernel, stride, pad, group = args
-            out = _narrow(out, divisor, group)
+            # A narrow net must still split into the groups of this conv and of the next one.
+            consumer = next((later[-1] for later in ALEXNET_LAYERS[position + 1:]
+                             if later[0] == "conv"), 1)
+            out = _narrow(out, divisor, math.lcm(group, consumer))
             layers.append(Conv(name, bottom, in_channels, out, kernel, stride, pad, group=group))
             in_channels = out
         elif kind == "pool":

@@ -47,7 +47,7 @@ from bench.latency_report import (
 from bench.latency_worker import run_in_worker
 from bench.outputs import Output, check_outputs
 from bench.references import paper_latency_ms
-from bench.spec import VARIANTS, build_spec
+from bench.spec import MODEL_NAMES, VARIANTS, FcnSpec, build_spec, resolve_model
 from commands._options import (
     SIZE,
     FiniteFloat,
@@ -62,7 +62,31 @@ _CPU, _GPU = DEFAULT_POLICIES["cpu"], DEFAULT_POLICIES["cuda"]
 
 
 def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[tuple[int, int], ...]):
-    return tuple(dict.fromkeys(values)) or ((500, 500),)
+    return tuple(dict.fromkeys(values))
+
+
+PAPER_SIZE = (500, 500)  # the default matrix's input: the paper's 500x500 VOC timing (Table 1)
+
+
+def sizes_for(variant: str, sizes: tuple[tuple[int, int], ...],
+              default_matrix: bool) -> tuple[tuple[int, int], ...]:
+    """The sizes a variant is timed at: --size when given; else 500x500 for the default matrix
+    (the four VOC nets, unchanged) and the data set's typical size from the model catalogue
+    (bench/zoo.py) for a named --variant."""
+    if sizes:
+        return sizes
+    return (PAPER_SIZE,) if default_matrix else (resolve_model(variant).typical_size,)
+
+
+def input_shape(spec: FcnSpec) -> tuple[tuple[str, int], ...]:
+    """(name, channels) of every network input: one generated input each (bench.latency)."""
+    return tuple((item.name, item.channels) for item in spec.inputs)
+
+
+def paper_of(variant: str) -> dict | None:
+    """The published forward time of a model, looked up by its record key (fcn8s for voc-fcn8s,
+    voc-fcn-alexnet for CVPR Table 1's FCN-AlexNet); None where none is published."""
+    return paper_latency_ms(resolve_model(variant).key)
 
 
 def resolve_backends(requested: tuple[str, ...]) -> list[str]:
@@ -121,11 +145,12 @@ def _measure(*, keys: list[CellKey], options: RunOptions, width_divisor: int, se
         gflops_of=lambda k: specs[k.variant].flops(k.height, k.width) * k.batch / 1e9,
         # fp32 weights, counted twice: the framework's copy and transient staging.
         instance_bytes={v: 8 * spec.num_parameters() for v, spec in specs.items()},
-        paper_of=paper_latency_ms, requested_device=device, compile=compile_mode,
+        paper_of=paper_of, requested_device=device, compile=compile_mode,
         channels_last=channels_last, warmup=warmup, iters=iters, min_time_s=min_time, seed=seed,
         progress=progress,
         memory_of=lambda k: estimate_cell(specs[k.variant], k.height, k.width, k.batch,
-                                          precision).device_bytes)
+                                          precision).device_bytes,
+        inputs_of=lambda variant: input_shape(specs[variant]))
 
 
 def measure_isolated(job: dict[str, Any], log: Callable[[str], None],
@@ -199,11 +224,13 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 
 
 @click.command(name="latency", epilog=_EPILOG)
-@variant_option(multiple=True, default_help="all four")
+@variant_option(multiple=True, models=MODEL_NAMES,
+                default_help="the four VOC VGG16 nets")
 @backend_option(several=True, name="backend_names")
 @device_option
 @click.option("--size", "sizes", type=SIZE, multiple=True, callback=_sizes, metavar="HxW",
-              help="Input height x width (repeatable).  [default: 500x500, the paper's input]")
+              help="Input height x width (repeatable).  [default: 500x500, the paper's input, "
+              "for the default matrix; the data set's typical size for a named --variant]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per call (latency is per call).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
@@ -263,6 +290,7 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
     Examples:
       python cli.py latency
       python cli.py latency --variant fcn8s --backend torch       # one variant: a quick answer
+      python cli.py latency --variant siftflow-fcn8s              # any zoo model, at 256x256
       python cli.py latency --variant fcn8s --backend tf --size 375x500 --mode both --plot lat.png
       python cli.py latency --device cuda --precision bf16 --compile max-autotune --output lat.json
     """
@@ -276,8 +304,12 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
                    "--plot": Output(plot, what="plot") if plot else None})
     names = resolve_backends(backend_names)
     modes = default_modes(device) if mode is None else MODES if mode == "both" else (mode,)
+    default_matrix = not variants
     variants = tuple(dict.fromkeys(variants)) or VARIANTS
-    keys = plan_cells(variants, names, sizes, modes, batch)
+    keys = [key for variant in variants
+            for key in plan_cells((variant,), names, sizes_for(variant, sizes, default_matrix),
+                                  modes, batch)]
+    all_sizes = tuple(dict.fromkeys((key.height, key.width) for key in keys))
     gpu = device == "cuda" or (device == "auto" and nvidia_gpu_visible())
     # Refuse what cannot fit before the first byte is allocated (one line with the estimate).
     check_host_memory(keys, width_divisor, precision, on_host=not gpu)
@@ -293,8 +325,9 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
         bar.write(f"[{time.monotonic() - started:6.1f} s] {message}")
 
     log(f"latency: {plural(len(keys), 'cell')} ({plural(len(variants), 'variant')} x "
-        f"{plural(len(names), 'backend')} x {plural(len(sizes), 'size')} x "
-        f"{plural(len(modes), 'mode')}), precision {precision}"
+        f"{plural(len(names), 'backend')} x {plural(len(modes), 'mode')}; "
+        f"{'size' if len(all_sizes) == 1 else 'sizes'} "
+        f"{', '.join(f'{h}x{w}' for h, w in all_sizes)}), precision {precision}"
         + (f", compile {compile_}" if compile_ else ""))
     job = {"keys": keys, "options": options, "width_divisor": width_divisor, "seed": seed,
            "precision": precision, "compile_mode": compile_, "channels_last": channels_last,
@@ -312,7 +345,7 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
     click.echo(render_text(run, table_format, wide=wide), nl=False)
     record = make_latency_record(run, {
         "variants": list(variants), "backends": names, "device": device,
-        "sizes": [f"{h}x{w}" for h, w in sizes], "batch": batch, "precision": precision,
+        "sizes": [f"{h}x{w}" for h, w in all_sizes], "batch": batch, "precision": precision,
         "compile": compile_, "channels_last": channels_last, "modes": list(modes),
         "warmup": warmup, "iters": iters, "min_time_s": min_time, "threads": threads,
         "seed": seed, "isolate": isolate, "width_divisor": width_divisor,

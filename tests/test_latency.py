@@ -979,3 +979,136 @@ def test_real_isolated_worker_returns_its_rows(tmp_path):
     assert row["status"] == "ok" and len(row["samples_ms"]) == 2
     assert record["options"]["isolate"] is True
     assert record["environment"]["backends"]["torch"]["ceilings"]["matmul_tflops"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Every model of the zoo (docs/latency.md "Every model of the zoo")
+
+
+def test_a_named_model_is_timed_at_its_data_sets_typical_size(fakes, tmp_path):
+    out = tmp_path / "lat.json"
+    result = invoke(*FAST, "--backend", "torch", "--variant", "siftflow-fcn16s", "--variant",
+                    "nyud-fcn32s-color", "--variant", "pascalcontext-fcn8s", "--variant",
+                    "ade20k-fcn8s", "--variant", "voc-fcn8s", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert [(r["variant"], r["size"]) for r in record["rows"]] == [
+        ("siftflow-fcn16s", "256x256"), ("nyud-fcn32s-color", "425x560"),
+        ("pascalcontext-fcn8s", "375x500"), ("ade20k-fcn8s", "384x384"),
+        ("voc-fcn8s", "500x500")]
+    assert record["options"]["sizes"] == ["256x256", "425x560", "375x500", "384x384", "500x500"]
+    # The table names the model and its input size; voc-fcn8s gets FCN-8s's published time.
+    assert "siftflow-fcn16s" in result.stdout and "425x560" in result.stdout
+    assert record["rows"][-1]["paper_latency_ms"] == 175
+    # --size still wins over the typical size; the default matrix stays VOC at 500x500.
+    result = invoke(*FAST, "--backend", "torch", "--variant", "ade20k-fcn8s", "--size", "8x8",
+                    "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert [r["size"] for r in json.loads(out.read_text())["rows"]] == ["8x8"]
+
+
+def test_every_zoo_name_is_a_latency_variant():
+    from bench.spec import MODEL_NAMES
+    from commands.latency import command
+
+    option = next(p for p in command.params if p.name == "variants")
+    assert set(MODEL_NAMES) <= set(option.type.choices)
+
+
+def test_alexnet_paper_time_is_beside_its_500x500_row():
+    from commands.latency import paper_of
+
+    paper = paper_of("voc-fcn-alexnet")
+    assert paper["latency_ms"] == 50 and "Table 1" in paper["source"]
+    assert paper_for(CellKey("voc-fcn-alexnet", "torch", "model", 500, 500), paper) is paper
+    assert paper_of("fcn8s") == paper_of("voc-fcn8s")
+    assert paper_of("ade20k-fcn8s") is None
+
+
+def test_synthetic_inputs_one_per_named_input_with_its_channels():
+    single = latency.synthetic_batch(8, 6, 2, 0)
+    assert single.shape == (2, 3, 8, 6) and single.dtype == np.float32
+    spec = build_spec("nyud-fcn32s-color-d")
+    from commands.latency import input_shape
+
+    pair = latency.synthetic_batch(8, 6, 2, 0, input_shape(spec))
+    assert {k: v.shape for k, v in pair.items()} == {"color": (2, 3, 8, 6),
+                                                     "depth": (2, 1, 8, 6)}
+    assert all(v.dtype == np.float32 for v in pair.values())
+    again = latency.synthetic_batch(8, 6, 2, 0, input_shape(spec))
+    assert all(np.array_equal(pair[k], again[k]) for k in pair)  # deterministic per seed
+
+
+def test_memory_estimate_counts_every_input_and_every_head():
+    from bench.latency_budget import estimate_cell, peak_live_elements
+
+    # Late fusion reads "color" and "hha" (no "data" blob): both count while read.
+    hha = build_spec("nyud-fcn32s-color-hha", width_divisor=16)
+    assert peak_live_elements(hha, 32, 32) >= 2 * 3 * 32 * 32
+    assert estimate_cell(hha, 32, 32, 1, "fp32").input_bytes == 6 * 32 * 32 * 4
+    early = build_spec("nyud-fcn32s-color-d", width_divisor=16)
+    assert estimate_cell(early, 32, 32, 1, "fp32").input_bytes == 4 * 32 * 32 * 4
+    # SIFT Flow hands back 33 semantic + 3 geometric score maps.
+    two = build_spec("siftflow-fcn8s", width_divisor=16)
+    one = build_spec("fcn8s", num_classes=33, width_divisor=16)
+    difference = (estimate_cell(two, 32, 32, 1, "fp32").activations_bytes
+                  - estimate_cell(one, 32, 32, 1, "fp32").activations_bytes)
+    assert difference >= 3 * 32 * 32 * 4
+
+
+def _conv_out(size: int, kernel: int, stride: int = 1, pad: int = 0) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _pool_out(size: int, kernel: int = 3, stride: int = 2) -> int:
+    return -(-(size - kernel) // stride) + 1  # Caffe pools round up
+
+
+def test_alexnet_flops_match_a_hand_count():
+    """FCN-AlexNet at 500x500, counted from CaffeNet's layer table by hand (2 FLOPs per
+    multiply-add; a grouped conv sees in/group channels per output); LRN, pooling, ReLU, Crop
+    are not multiply-adds and are not counted (docs/latency.md)."""
+    s1 = _conv_out(500, 11, 4, 100)  # conv1: 173
+    p1 = _pool_out(s1)  # 86
+    p2 = _pool_out(_conv_out(p1, 5, 1, 2))  # conv2 86 -> pool2 43
+    p5 = _pool_out(p2)  # conv3..5 keep 43 -> pool5 21
+    f = _conv_out(p5, 6)  # fc6 6x6 valid: 16
+    assert (s1, p1, p2, p5, f) == (173, 86, 43, 21, 16)
+    convs = [  # (in channels, out, kernel, group, output side)
+        (3, 96, 11, 1, s1), (96, 256, 5, 2, p1), (256, 384, 3, 1, p2), (384, 384, 3, 2, p2),
+        (384, 256, 3, 2, p2), (256, 4096, 6, 1, f), (4096, 4096, 1, 1, f), (4096, 21, 1, 1, f)]
+    hand = sum(2 * (cin // group) * k * k * cout * side * side
+               for cin, cout, k, group, side in convs)
+    hand += 2 * 21 * 63 * 63 * 21 * f * f  # upscore: 63x63 deconvolution of 21 channels
+    assert get_flops("voc-fcn-alexnet") == hand
+
+
+def get_flops(name: str) -> int:
+    return build_spec(name).flops(500, 500)
+
+
+ZOO_FAMILIES = ["voc-fcn8s-atonce", "voc-fcn-alexnet", "nyud-fcn32s-color-d",
+                "nyud-fcn32s-color-hha", "siftflow-fcn16s", "pascalcontext-fcn32s",
+                "ade20k-fcn8s"]
+
+
+def test_one_model_of_each_family_runs_in_both_backends(tmp_path):
+    """Narrow nets at 32x32: early and late fusion (two named inputs), SIFT Flow's two heads
+    (one forward; end-to-end brings both heads' labels back), AlexNet's grouped conv and LRN."""
+    for name in ("torch", "tensorflow"):
+        _real_backend_or_skip(name)
+    out = tmp_path / "lat.json"
+    args = [arg for model in ZOO_FAMILIES for arg in ("--variant", model)]
+    result = invoke(*args, "--device", "cpu", "--size", "32x32", "--iters", "1", "--warmup",
+                    "0", "--min-time", "0", "--mode", "both", "--width-divisor", "16",
+                    "--threads", "1", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["backend"], r["mode"]) for r in rows] == [
+        (v, b, m) for v in ZOO_FAMILIES for b in ("torch", "tensorflow")
+        for m in ("model", "end-to-end")]
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["size"] == "32x32" and len(row["samples_ms"]) == 1
+        assert row["gflops"] == pytest.approx(
+            build_spec(row["variant"], width_divisor=16).flops(32, 32) / 1e9)

@@ -192,3 +192,14 @@ def test_every_model_gives_full_size_scores_for_any_input(height, width, name):
     shapes = spec.blob_shapes(height, width)  # raises if any crop left its bottom blob
     for output, classes in spec.output_classes().items():
         assert shapes[output] == (classes, height, width)
+
+
+@pytest.mark.parametrize("divisor", [1, 3, 7, 32, 64, 128])
+def test_every_model_builds_at_any_width(divisor):
+    """Narrow nets keep every grouped conv divisible (AlexNet's conv1 feeds conv2's 2 groups)."""
+    for name in MODELS:
+        spec = build_spec(name, width_divisor=divisor)
+        for layer in spec.layers:
+            group = getattr(layer, "group", 1)
+            if group > 1:
+                assert layer.in_channels % group == 0 and layer.out_channels % group == 0
