@@ -24,6 +24,12 @@ TRAIN_WIDTH_DIVISOR = 8
 TRAIN_LR = "1e-9"
 TRAIN_ITERS = 200
 WEIGHTS_SEED = 0
+# The paper's other benchmarks (bench.synthetic_zoo trees): one released model per family, on
+# narrow random weights (channels // 8: a few MB each) so each reproduce takes seconds.
+BENCHMARK_MODELS = ("voc-fcn-alexnet", "nyud-fcn32s-color-hha", "siftflow-fcn8s",
+                    "pascalcontext-fcn8s", "ade20k-fcn8s")
+BENCHMARK_WIDTH_DIVISOR = 8
+BENCHMARK_IMAGES = 6
 
 
 def walkthrough(data_root: Path, variant: str, first_val_id: str,
@@ -65,6 +71,24 @@ def walkthrough(data_root: Path, variant: str, first_val_id: str,
         ("the training run's validation records over its iterations",
          ["history", str(train_out / "eval"), "--format", "github"]),
     ]
+
+
+def benchmark_walkthrough(data_root: Path) -> list[tuple[str, list[str]]]:
+    """(what it shows, argv) for one model of every other benchmark family on the demo trees."""
+    from bench.model_data import dataset_name, default_split
+
+    steps = []
+    for model in BENCHMARK_MODELS:
+        weights = data_root / "weights" / f"{model}-w{BENCHMARK_WIDTH_DIVISOR}.safetensors"
+        record = data_root / "runs" / f"reproduce-{model}.json"
+        # The demo's VOC tree is too small for seg11valid (736 ids): its own val split.
+        split = "val" if dataset_name(model) == "voc" else default_split(model)
+        steps.append((f"{model} on the generated {dataset_name(model)} '{split}' split, its "
+                      "paper table beside the run",
+                      ["reproduce", "--variant", model, "--backend", "all", "--data-root",
+                       str(data_root), "--split", split, "--weights", str(weights),
+                       "--output", str(record)]))
+    return steps
 
 
 def format_command(argv: list[str], width: int = 96) -> str:
@@ -111,10 +135,14 @@ def _check_root(data_root: Path) -> None:
 @click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Random weights for a narrow net (channels // N); 1 = VGG16 (~540 MB a "
                    "variant).")
+@click.option("--benchmarks/--no-benchmarks", default=True, show_default=True,
+              help="Also write NYUDv2, SIFT Flow, PASCAL-Context and ADE20K trees in their real "
+                   f"layouts ({BENCHMARK_IMAGES} images each) and narrow random weights for "
+                   f"one model per family ({', '.join(BENCHMARK_MODELS)}).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
 def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ...],
-            width_divisor: int, progress: bool) -> None:
+            width_divisor: int, benchmarks: bool, progress: bool) -> None:
     """Write a generated VOC2011/VOC2012/SBD data set and random weights; print what to try next.
 
     The images are VOC-sized (375-500 px a side), seeded (the same bytes everywhere) and
@@ -157,8 +185,33 @@ def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ..
         result = convert_random(path, variant, WEIGHTS_SEED, width_divisor=width_divisor)
         click.echo(result.summary())
 
+    if benchmarks:
+        _write_benchmarks(data_root, seed)
+
     backends = available_backends() or ["torch"]
     variant = "fcn8s" if "fcn8s" in variants else variants[0]
     click.echo("\nnext: the README's \"Try it without downloads\", with these paths (bash):\n")
     for what, argv in walkthrough(data_root, variant, lists["val"][0], backends):
         click.echo(f"# {what}\n{format_command(argv)}")
+    if benchmarks:
+        click.echo("\nthe paper's other benchmarks (generated NYUDv2, SIFT Flow, PASCAL-Context, "
+                   "ADE20K; narrow random weights):\n")
+        for what, argv in benchmark_walkthrough(data_root):
+            click.echo(f"# {what}\n{format_command(argv)}")
+
+
+def _write_benchmarks(data_root: Path, seed: int) -> None:
+    """The four other data sets in their real layouts, and one narrow archive per family."""
+    from bench.convert import convert_random
+    from bench.synthetic_zoo import WRITERS
+
+    for name, write in WRITERS.items():
+        folder = write(data_root, seed=seed, n=BENCHMARK_IMAGES)
+        click.echo(f"wrote {plural(BENCHMARK_IMAGES, 'image')} of generated {name} to {folder}")
+    for model in BENCHMARK_MODELS:
+        path = data_root / "weights" / f"{model}-w{BENCHMARK_WIDTH_DIVISOR}.safetensors"
+        if path.exists():
+            click.echo(f"kept {path}")
+            continue
+        click.echo(convert_random(path, model, WEIGHTS_SEED,
+                                  width_divisor=BENCHMARK_WIDTH_DIVISOR).summary())

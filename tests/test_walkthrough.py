@@ -16,18 +16,18 @@ from bench.metrics import ConfusionMatrix
 from bench.synthetic import synthetic_ids
 from bench.voc import resolve_split
 from cli import cli
-from commands.demo import walkthrough
+from commands.demo import benchmark_walkthrough, walkthrough
 
 ROOT = Path(__file__).resolve().parent.parent
 README_IMAGES = 24  # the demo's default --num-images, which the README shows
 
 
-def readme_commands() -> list[list[str]]:
-    """argv (after `python cli.py`) of every command in the README's walkthrough block."""
+def readme_commands(name: str = "walkthrough") -> list[list[str]]:
+    """argv (after `python cli.py`) of every command in one of the README's demo blocks."""
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- walkthrough:start -->\n```bash\n(.*?)```\n<!-- walkthrough:end -->",
+    block = re.search(rf"<!-- {name}:start -->\n```bash\n(.*?)```\n<!-- {name}:end -->",
                       text, re.S)
-    assert block, "README.md lost its walkthrough block"
+    assert block, f"README.md lost its {name} block"
     joined = block[1].replace("\\\n", " ")
     commands = [shlex.split(line) for line in joined.splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
@@ -35,11 +35,16 @@ def readme_commands() -> list[list[str]]:
     return [argv[2:] for argv in commands]
 
 
-def printed_commands(output: str) -> list[list[str]]:
-    """The commands `demo` printed after its 'next:' line."""
-    tail = output.split("next:", 1)[1].split("\n", 1)[1].replace("\\\n", " ")
+def printed_commands(output: str, after: str = "next:") -> list[list[str]]:
+    """The commands `demo` printed after its `after` line, up to the next such section."""
+    tail = output.split(after, 1)[1].split("\n", 1)[1]
+    tail = tail.split(OTHER_BENCHMARKS, 1)[0] if after != OTHER_BENCHMARKS else tail
+    tail = tail.replace("\\\n", " ")
     return [shlex.split(line)[2:] for line in tail.splitlines()
             if line.startswith("python cli.py")]
+
+
+OTHER_BENCHMARKS = "the paper's other benchmarks"
 
 
 def expected(data_root: Path, num_images: int, backends: list[str]) -> list[list[str]]:
@@ -163,3 +168,24 @@ def test_missing_data_points_at_the_demo(tmp_path, monkeypatch):
                                           str(tmp_path)])
         assert result.exit_code == 1
         assert "python cli.py demo --data-root demo" in result.output, result.output
+
+
+def test_the_readme_shows_the_other_benchmarks_demo_prints():
+    assert readme_commands("benchmarks") == [
+        argv for _, argv in benchmark_walkthrough(Path("demo"))]
+
+
+@pytest.mark.torch
+@pytest.mark.tensorflow
+def test_demo_other_benchmarks_run_as_printed(in_tmp: Path):
+    """demo writes NYUDv2 / SIFT Flow / Context / ADE20K trees and narrow weights; every printed
+    reproduce runs in both backends and writes its record (SIFT Flow with both heads)."""
+    _needs_both_frameworks()
+    demo = run("demo", "--data-root", "demo", "--num-images", "4", "--variant", "fcn8s",
+               "--width-divisor", "16", "--no-progress")
+    commands = printed_commands(demo.output, OTHER_BENCHMARKS)
+    assert commands == [argv for _, argv in benchmark_walkthrough(Path("demo"))]
+    for argv in commands:
+        run(*argv, "--no-progress")
+        record = json.loads(Path(argv[argv.index("--output") + 1]).read_text())
+        assert {row["backend"] for row in record["rows"]} == {"torch", "tensorflow"}
