@@ -1,6 +1,6 @@
 """PASCAL VOC label maps: class names, the VOC palette, and reading/writing palette PNGs as indices.
 
-Label PNGs are read as palette *indices* with Pillow, never colour-converted (pitfall 10: reading
+Label PNGs are read as palette *indices* with Pillow, never colour-converted (reading
 a VOC label as RGB colours turns "aeroplane" into (128, 0, 0) and the scores collapse).
 Framework-free: never imports torch or tensorflow.
 """

@@ -49,8 +49,8 @@ from bench.weights import (
 )
 
 # ----------------------------------------------------------------------------------------------
-# Recipes (fcn_facts.md §5). Iterations count solver updates, as Caffe's `iter` does; one update
-# consumes `iter_size` images on every process.
+# Recipes (docs/training_recipes.md). Iterations count solver updates, as Caffe's `iter`
+# does; one update consumes `iter_size` images on every process.
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Recipe:
 
     name: str
     description: str
-    base_lr: Mapping[str, float]  # per variant, "fixed" policy (never decayed; pitfall 15)
+    base_lr: Mapping[str, float]  # per variant, "fixed" policy: never decayed
     momentum: float
     weight_decay: float
     iter_size: int  # images whose gradients are accumulated (and averaged) per update
@@ -113,7 +113,7 @@ HEAVY = Recipe(
 
 # CVPR §4.2/4.3: minibatch 20, momentum 0.9, lr 1e-4 for VGG16, lowered 100x per skip stage,
 # intermediate 2x upsampling learned. The loss is normalized per image (Caffe's default then; the
-# summed loss with lr 1e-4 diverges, pitfall 3) and the 20 images are accumulated one at a time
+# summed loss with lr 1e-4 diverges) and the 20 images are accumulated one at a time
 # (Caffe iter_size 20 divides the accumulated gradient by 20), as REF's FCN-AlexNet "accum" solver.
 # CVPR states no iteration count; we give it the heavy recipe's image budget (100k images = 5000
 # updates of 20) and evaluate/snapshot every 4000 images (200 updates). At-once did not exist in
