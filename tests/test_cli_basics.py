@@ -276,3 +276,15 @@ def test_counts_are_pluralised():
     offenders = [f"{path.name}: {match[0]}" for path in (ROOT / "commands").glob("*.py")
                  for match in pattern.finditer(path.read_text())]
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("args", [["predict", "--variant", "bogus"], ["latency", "--size", "0x0"],
+                                  ["models", "--format", "xml"], ["nope"],
+                                  ["compare", "--confidence", "1", "a.json", "b.json"]])
+def test_click_usage_errors_are_one_line(args):
+    """click's own parse errors: one `error:` line naming the command's --help, exit 2."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "--help" in lines[0]
