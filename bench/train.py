@@ -440,7 +440,13 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
         except (SafetensorError, OSError) as error:
             raise WeightsError(path, f"not a readable safetensors file ({error})") from None
     else:
-        source, metadata = load_archive(path, spec_from_archive(path))
+        archived = spec_from_archive(path)
+        if archived.width_divisor != spec.width_divisor:
+            raise UsageError(f"{path}: a narrow network (channels / {archived.width_divisor}); "
+                             f"train it with --width-divisor {archived.width_divisor}"
+                             if archived.width_divisor > 1 else
+                             f"{path}: a full-width network; train it without --width-divisor")
+        source, metadata = load_archive(path, archived)
     params, unused = initial_params(spec, source, kind, path, recipe.learned_upsampling)
     return params, {"init": str(path), "init_kind": kind,
                     "init_archive_kind": metadata.get("kind"),
