@@ -148,6 +148,21 @@ def without_skip(spec: FcnSpec, fuse: str) -> FcnSpec:
     return _replace_layer(spec, fuse, Sum, lambda layer: Dropout(layer.name, layer.bottoms[0]))
 
 
+def without_stream(spec: FcnSpec, fuse: str, stream: str) -> FcnSpec:
+    """A copy of `spec` whose Sum `fuse` leaves out its input `stream` (a late fusion that lost
+    one stream): the others keep their coefficients; one left is passed through unweighted."""
+    def drop(layer: Sum) -> Layer:
+        if stream not in layer.bottoms:
+            raise UsageError(f"{spec.variant}: {fuse!r} does not fuse {stream!r}")
+        keep = [i for i, bottom in enumerate(layer.bottoms) if bottom != stream]
+        if len(keep) == 1:
+            return Dropout(layer.name, layer.bottoms[keep[0]])
+        coeffs = None if layer.coeffs is None else tuple(layer.coeffs[i] for i in keep)
+        return dataclasses.replace(layer, bottoms=tuple(layer.bottoms[i] for i in keep),
+                                   coeffs=coeffs)
+    return _replace_layer(spec, fuse, Sum, drop)
+
+
 def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
     """A copy of `spec` whose Conv `conv` pads `delta` more (crop offsets left as derived before),
     like a port that drops or changes the pad of 100 but keeps the published offsets."""
@@ -155,21 +170,47 @@ def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
                           lambda layer: dataclasses.replace(layer, pad=layer.pad + delta))
 
 
-def geometry_faults(spec: FcnSpec) -> list[tuple[str, Callable[[FcnSpec], FcnSpec]]]:
-    """Every single geometry slip the suite must notice: each crop one pixel off either way,
-    each skip fusion dropped, and conv1_1's pad of 100 off by one."""
-    faults: list[tuple[str, Callable[[FcnSpec], FcnSpec]]] = []
+def stream_first_convs(spec: FcnSpec) -> list[Conv]:
+    """The first convolution of each input stream: every Conv with no Conv upstream of it
+    (conv1_1; conv1_1color and conv1_1hha of a two-stream net; conv1_1_bgrd after the early
+    fusion Concat; AlexNet's conv1). These carry the pad of 100 (docs/ci.md)."""
+    behind_conv: dict[str, bool] = {}  # blob -> whether some Conv lies upstream of it
+    firsts = []
+    for layer in spec.layers:
+        bottoms = getattr(layer, "bottoms", None) or (
+            (layer.bottom,) if getattr(layer, "bottom", None) else ())
+        upstream = any(behind_conv.get(bottom, False) for bottom in bottoms)
+        if isinstance(layer, Conv) and not upstream:
+            firsts.append(layer)
+        behind_conv[layer.name] = upstream or isinstance(layer, Conv)
+    return firsts
+
+
+Fault = tuple[str, Callable[[FcnSpec], FcnSpec]]
+
+
+def geometry_faults(spec: FcnSpec) -> list[Fault]:
+    """Every single geometry slip the suite must notice, derived from the spec: each Crop one
+    pixel off either way, each skip fusion dropped (a weighted late fusion: each stream
+    dropped in turn), and the first convolution of each stream with its pad one short."""
+    faults: list[Fault] = []
     for layer in spec.layers:
         if isinstance(layer, Crop):
             for delta in (-1, 1):
                 faults.append((f"{layer.name} offset {layer.offset}{delta:+d}",
                                functools.partial(with_crop_offset, crop=layer.name,
                                                  delta=delta)))
+        elif isinstance(layer, Sum) and layer.coeffs is not None:
+            for stream in layer.bottoms:
+                faults.append((f"{layer.name} stream {stream} dropped",
+                               functools.partial(without_stream, fuse=layer.name,
+                                                 stream=stream)))
         elif isinstance(layer, Sum):
             faults.append((f"{layer.name} skip dropped",
                            functools.partial(without_skip, fuse=layer.name)))
-    faults.append(("conv1_1 pad 100-1", functools.partial(with_conv_pad, conv="conv1_1",
-                                                           delta=-1)))
+    for conv in stream_first_convs(spec):
+        faults.append((f"{conv.name} pad {conv.pad}-1",
+                       functools.partial(with_conv_pad, conv=conv.name, delta=-1)))
     return faults
 
 
@@ -540,30 +581,37 @@ class FaultResult:
 
 
 def fault_sweep(backend_factory: BackendFactory, backend: str, tolerances: Tolerances, *,
-                variants: Sequence[str] = VARIANTS, config: GoldenConfig | None = None,
+                variants: Sequence[str] = VARIANTS, models: Sequence[str] | None = None,
+                config: GoldenConfig | None = None,
                 progress: Callable[[str], None] | None = None) -> list[FaultResult]:
-    """Inject every `geometry_faults` slip (one at a time, narrow nets, one backend) and report
-    whether the golden comparison against the correct network fails, and how many labels moved."""
+    """Inject every `geometry_faults` slip (one at a time, narrow nets, one backend) into each
+    VOC variant and each zoo family (`models`, default the config's; each on its own generated
+    data) and report whether the golden comparison against the correct network fails, and how
+    many label pixels moved (every head of a multi-head net)."""
     config = config or GoldenConfig()
+    models = [resolve_model(m).key for m in (config.zoo_models if models is None else models)]
     with tempfile.TemporaryDirectory(prefix="fcn-golden-") as workdir:
         images = make_golden_images(workdir, config)
+
+    def run(name: str, spec_factory: SpecFactory) -> dict[str, Any]:
+        voc = name in VARIANTS
+        return run_golden(spec_factory, backend_factory, [backend],
+                          variants=[name] if voc else [], models=[] if voc else [name],
+                          config=config, full_width=False, images=images)
+
     results = []
-    for variant in variants:
-        reference = run_golden(default_spec_factory, backend_factory, [backend],
-                               variants=[variant], config=config, full_width=False,
-                               images=images)
-        spec = default_spec_factory(variant, config.width_divisor)
-        for name, fault in geometry_faults(spec):
+    for name in [*variants, *models]:
+        reference = run(name, default_spec_factory)
+        spec = default_spec_factory(name, config.width_divisor)
+        for fault_name, fault in geometry_faults(spec):
             if progress:
-                progress(f"{variant}: {name}")
-            faulty = run_golden(faulty_factory(variant, fault), backend_factory, [backend],
-                                variants=[variant], config=config, full_width=False,
-                                images=images)
+                progress(f"{name}: {fault_name}")
+            faulty = run(name, faulty_factory(name, fault))
             comparison = check_golden(faulty, reference, tolerances,
                                       baseline_name="correct network")
             moved = [f.delta for f in comparison.findings if f.metric == "label_maps"]
             failed_run = [f.note for f in comparison.findings if f.metric == "status"]
-            results.append(FaultResult(variant, name, moved[0] if moved else None,
+            results.append(FaultResult(name, fault_name, moved[0] if moved else None,
                                        comparison.failed,
                                        failed_run[0] if failed_run else ""))
     return results

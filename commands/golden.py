@@ -76,8 +76,10 @@ def _read_baseline(path: Path) -> dict:
               help="Also run the full-width (real VGG16 channels) FCN-8s check.")
 @click.option("--check-faults", is_flag=True,
               help="Instead of the check: inject every geometry fault (crop offset +-1, skip "
-                   "dropped, pad 99) into the narrow nets on the first backend and show that "
-                   "each one fails the golden comparison (exit 1 if one is missed).")
+                   "or fused stream dropped, each stream's first-conv pad 99) into the narrow "
+                   "nets (VOC and every family, or the --variant ones) on the first backend "
+                   "and show that each one fails the golden comparison (exit 1 if one is "
+                   "missed).")
 @click.option("--tolerances-file", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_TOLERANCES, show_default="reference_results/ci/tolerances.json",
               help="Gate lists; the \"golden\" section applies here.")
@@ -133,7 +135,7 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
 
     if check_faults:
         results = fault_sweep(backend_factory, names[0], tolerances, variants=selected,
-                              progress=progress)
+                              models=models, progress=progress)
         _emit(render_faults(results, fmt), output)
         missed = [r for r in results if not r.caught]
         if missed:
