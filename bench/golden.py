@@ -37,7 +37,14 @@ from bench.compare import (
     rows_from_record,
 )
 from bench.errors import UsageError
-from bench.golden_zoo import GOLDEN_MODELS, make_zoo_samples, run_zoo_backend, zoo_parity_row
+from bench.golden_zoo import (
+    GOLDEN_MODELS,
+    ZooSample,
+    make_zoo_samples,
+    run_zoo_backend,
+    zoo_parity_row,
+    zoo_scores,
+)
 from bench.init import random_params
 from bench.latency import describe_error
 from bench.metrics import ConfusionMatrix
@@ -634,32 +641,90 @@ def render_faults(results: Sequence[FaultResult], fmt: str = "plain") -> str:
 HalfFactory = Callable[[str, FcnSpec, str], Any]  # (backend name, spec, precision) -> backend
 
 
-def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
-                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
-                        config: GoldenConfig | None = None) -> list[dict[str, Any]]:
-    """One row per variant: the golden images' labels in `precision` against fp32 (same backend,
-    same golden weights) on the decided pixels, gated by bench.parity.half_precision_gate. The
-    fp32 gates of the suite are unchanged; this is an extra check for half-precision runs."""
+_NO_KERNEL = "No OpKernel was registered"  # TensorFlow's message for a missing dtype kernel
+
+
+def _half_row(identity: dict[str, Any], spec: FcnSpec, params: dict[str, np.ndarray],
+              backend_factory: HalfFactory, precision: str,
+              samples: Sequence[ZooSample]) -> dict[str, Any]:
+    """One network's gate row: fp32 scores and half-precision labels of every head."""
     from bench.parity import half_precision_gate
 
+    backend = identity["backend"]
+    try:
+        reference = backend_factory(backend, spec, "fp32")
+        reference.load_params(params)
+        scores = [head for sample in samples for head in zoo_scores(reference, sample)]
+        half = backend_factory(backend, spec, precision)
+        half.load_params(params)
+        labels = [head.argmax(axis=0) for sample in samples
+                  for head in zoo_scores(half, sample)]
+    except Exception as error:  # a crash is this row's verdict; the other rows still run
+        if isinstance(error, NotImplementedError) or _NO_KERNEL in str(error):
+            # The framework has no kernel for a layer in this type on this device (torch's
+            # CPU LRN, TF's LRN in bf16): shown and noted, not a numerical verdict.
+            return {**identity, "status": "unsupported", "error": describe_error(error),
+                    "passed": None}
+        return {**identity, "status": "failed", "error": describe_error(error), "passed": False}
+    return {**identity, "status": "ok", "error": None,
+            **half_precision_gate(scores, labels, precision)}
+
+
+def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
+                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
+                        models: Sequence[str] = (), config: GoldenConfig | None = None,
+                        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """One row per VOC variant (on `images`) and per zoo model (on its own generated data, every
+    head): labels in `precision` against fp32 (same backend, same golden weights) on the decided
+    pixels, gated by bench.parity.half_precision_gate (docs/latency.md). The fp32 gates of the
+    suite are unchanged; this is an extra check for half-precision runs."""
     config = config or GoldenConfig()
+    voc = [ZooSample(item.id, {"data": item.image}, {}) for item in images]
     rows = []
-    for variant in variants:
-        spec = default_spec_factory(variant, config.width_divisor)
+    for name in [*variants, *models]:
+        if progress:
+            progress(f"{name} {backend} {precision} against fp32")
+        spec = default_spec_factory(name, config.width_divisor)
         params = golden_params(spec, config.weights_seed)
-        row = {"variant": variant, "backend": backend, "precision": precision,
-               "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
-        try:
-            reference = backend_factory(backend, spec, "fp32")
-            reference.load_params(params)
-            scores = [reference.predict(item.image[np.newaxis])[0] for item in images]
-            half = backend_factory(backend, spec, precision)
-            half.load_params(params)
-            labels = [half.predict_labels(item.image[np.newaxis])[0] for item in images]
-        except Exception as error:  # a crash is this row's verdict; the other rows still run
-            rows.append({**row, "status": "failed", "error": describe_error(error),
-                         "passed": False})
+        identity = {"variant": name, "backend": backend, "precision": precision,
+                    "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
+        if name in VARIANTS:
+            rows.append(_half_row(identity, spec, params, backend_factory, precision, voc))
             continue
-        rows.append({**row, "status": "ok", "error": None,
-                     **half_precision_gate(scores, labels, precision)})
+        with tempfile.TemporaryDirectory(prefix="fcn-golden-zoo-") as workdir:
+            split, samples, _ = make_zoo_samples(
+                name, workdir, seed=config.data_seed, num_images=config.zoo_images,
+                voc_samples=images, voc_split=GOLDEN_SPLIT)
+        rows.append(_half_row({**identity, "split": split}, spec, params, backend_factory,
+                              precision, samples))
     return rows
+
+
+def render_half_precision(rows: Sequence[dict[str, Any]], fmt: str = "plain") -> str:
+    """The half-precision gate's table: agreement with fp32 on the decided pixels per network."""
+    table, notes = [], []
+    for row in rows:
+        head = [row["variant"], row["backend"], row["precision"]]
+        if row["status"] != "ok":
+            verdict = "unsupported" if row["status"] == "unsupported" else "FAIL"
+            table.append([*head, "", "", "", "", f"**{verdict}**" if fmt == "github" else verdict])
+            notes.append(f"note: {' '.join(head)} {row['status']}: {row.get('error') or '?'}")
+            continue
+        verdict = "ok" if row["passed"] else "FAIL"
+        table.append([*head, f"{100 * row['label_agreement_with_fp32']:.3f}",
+                      f"{row['decided_pixels']} / {row['label_pixels']}",
+                      f"{100 * row['label_agreement_all_pixels']:.3f}",
+                      f">= {100 * row['gate']:.1f}",
+                      f"**{verdict}**" if fmt == "github" and verdict == "FAIL" else verdict])
+    heading = "### " if fmt == "github" else ""
+    failed = sum(1 for row in rows if row.get("passed") is False)
+    unsupported = sum(1 for row in rows if row["status"] == "unsupported")
+    skipped = (f" ({unsupported} unsupported by the backend in this precision: not gated)"
+               if unsupported else "")
+    text = tabulate(table, headers=["variant", "backend", "precision", "agree decided %",
+                                    "decided px", "agree all %", "gate %", "verdict"],
+                    tablefmt="github" if fmt == "github" else "simple", disable_numparse=True)
+    return (f"{heading}Half precision: labels against fp32 on the decided pixels "
+            f"(docs/latency.md)\n\n{text}\n\n{len(rows) - failed - unsupported} of "
+            f"{len(rows) - unsupported} half-precision rows pass{skipped}\n"
+            + "".join(f"{note}\n" for note in notes))
