@@ -267,3 +267,52 @@ def test_check_faults_catches_every_fault_of_a_two_stream_family():
              if line.startswith("nyud-fcn32s-color-hha")]
     assert len(lines) == 6 and all(" caught" in line for line in lines), result.output
     assert "MISSED" not in result.output and "6 of 6 injected faults caught" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# The half-precision gate after the fp32 suite
+
+
+def test_golden_precision_prints_the_half_precision_gate(tmp_path):
+    record = tmp_path / "golden-run.json"
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--variant", "pascalcontext-fcn32s", "--no-full-width",
+                                      "--precision", "bf16", "--record", str(record)])
+    assert result.exit_code == 0, result.output
+    assert "golden in" in result.output  # the fp32 suite ran and passed first
+    table = result.output[result.output.index("Half precision"):]
+    rows = [line for line in table.splitlines() if " bf16 " in line]
+    assert [line.split()[0] for line in rows] == ["fcn32s", "pascalcontext-fcn32s"]
+    assert all(line.rstrip().endswith("ok") and ">= 99.5" in line for line in rows)
+    assert "2 of 2 half-precision rows pass" in table
+    assert max(len(line) for line in table.splitlines()) <= 120
+    half = json.loads(record.read_text())["half_precision"]
+    assert [r["precision"] for r in half] == ["bf16", "bf16"] and all(r["passed"] for r in half)
+    assert all(0 < r["decided_pixels"] <= r["label_pixels"] for r in half)
+
+
+def test_a_failing_half_precision_row_fails_the_command(monkeypatch):
+    import commands.golden as golden_command
+
+    def broken(factory, backend, precision, images, **kwargs):
+        return [{"variant": "fcn32s", "backend": backend, "precision": precision,
+                 "status": "ok", "error": None, "label_agreement_with_fp32": 0.9,
+                 "decided_pixels": 90, "label_pixels": 100, "label_agreement_all_pixels": 0.9,
+                 "gate": 0.995, "passed": False},
+                {"variant": "voc-fcn-alexnet", "backend": backend, "precision": precision,
+                 "status": "unsupported", "error": "NotImplementedError: no LRN kernel",
+                 "passed": None}]
+
+    monkeypatch.setattr(golden_command, "half_precision_rows", broken)
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--no-full-width", "--precision", "fp16"])
+    assert result.exit_code == 1
+    assert "0 of 1 half-precision rows pass (1 unsupported" in result.output
+    assert "no LRN kernel" in result.output
+    assert "half-precision gate: 1 row below" in result.output.splitlines()[-1]
+    assert "Traceback" not in result.output
+
+
+def test_precision_is_refused_with_check_faults():
+    result = CliRunner().invoke(cli, ["golden", "--check-faults", "--precision", "bf16"])
+    assert result.exit_code == 2 and "--precision" in result.output
