@@ -185,9 +185,10 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     half_failed = [row for row in half_rows if row.get("passed") is False]
     if half_failed:
         first = half_failed[0]
-        raise FcnBenchError(f"half-precision gate: {plural(len(half_failed), 'row')} below "
-                            f"the fp32 label agreement (first: {first['variant']} "
-                            f"{first['backend']} {first['precision']}; see the table above)")
+        raise FcnBenchError(f"half-precision gate: {plural(len(half_failed), 'failing row')} "
+                            f"(labels off fp32's on over 0.5% of the decided pixels, or a "
+                            f"crash; first: {first['variant']} {first['backend']} "
+                            f"{first['precision']}; see the table above)")
 
 
 def _half_precision(create_backend, run_options, names: list[str], precisions: tuple[str, ...],

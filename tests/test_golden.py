@@ -309,7 +309,7 @@ def test_a_failing_half_precision_row_fails_the_command(monkeypatch):
     assert result.exit_code == 1
     assert "0 of 1 half-precision rows pass (1 unsupported" in result.output
     assert "no LRN kernel" in result.output
-    assert "half-precision gate: 1 row below" in result.output.splitlines()[-1]
+    assert "half-precision gate: 1 failing row" in result.output.splitlines()[-1]
     assert "Traceback" not in result.output
 
 
