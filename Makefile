@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast latency lint bench golden golden-update clean
+.PHONY: venv test test-fast test-heavy latency lint bench golden golden-update clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,11 @@ test: $(STAMP)
 
 ## Unit tests only (skips tests marked slow).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not heavy"
+
+## Runs of many minutes (the verbatim demo walkthrough, ~15-20 min on 2 cores).
+test-heavy: $(STAMP)
+	$(PY) -m pytest -m heavy
 
 ## The README's main job: the latency benchmark on an embedded default (no data, random weights).
 ## Keeps its JSON and Markdown records under results/ (git-ignored), one pair per run, and says

@@ -139,6 +139,7 @@ def test_walkthrough_runs_shortened(in_tmp: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.torch
 @pytest.mark.tensorflow
 def test_walkthrough_runs_verbatim_and_training_learns(in_tmp: Path):
