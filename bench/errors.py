@@ -45,10 +45,26 @@ class DownloadError(FcnBenchError):
 _CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
 
 
+# The longest piece of a message kept whole: a 10-million-character split id or path quoted in
+# an error made a 10 MB "line". Longer runs of non-space text keep both ends (docs/security.md).
+MAX_PIECE = 200
+MAX_MESSAGE = 2000
+
+
+def shorten(text: str, limit: int = MAX_PIECE) -> str:
+    """`text` cut to about `limit` characters, keeping its start and end around an ellipsis."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 3, 2) // 2
+    return f"{text[:keep]}...{text[-keep:]}"
+
+
 def printable(text: object) -> str:
-    """`text` with control characters escaped (ESC, BEL, NUL, newline... as \\x1b etc.).
+    """`text` with control characters escaped (ESC, BEL, NUL, newline... as \\x1b etc.) and
+    over-long values shortened (each word to MAX_PIECE characters, the whole to MAX_MESSAGE).
 
     File contents (split ids, tensor names, metadata) end up in messages; printed raw, an ESC
     could rewrite the user's terminal. cli.py passes every message through this.
     """
-    return str(text).translate(_CONTROL)
+    words = str(text).translate(_CONTROL).split(" ")
+    return shorten(" ".join(shorten(word) for word in words), MAX_MESSAGE)

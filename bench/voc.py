@@ -58,6 +58,9 @@ SEG11VALID_URL = ("https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvisio
 # arrays are what costs memory, see docs/security.md).
 MAX_MAT_BYTES = 16 * 2**20
 MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
+# An id names a file (<id>.jpg): longer than a file name can be is not an id, and quoting a
+# 10-million-character one made a 10 MB error "line" (docs/security.md).
+MAX_ID_CHARS = 255
 _MISSING_LISTED = 3  # how many missing files an error message spells out
 
 
@@ -112,6 +115,11 @@ def read_id_list(path: str | Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(path, f"cannot read split list: {error}") from error
     ids = [line.strip() for line in text.splitlines() if line.strip()]
+    long = next((number for number, image_id in enumerate(ids, 1)
+                 if len(image_id) > MAX_ID_CHARS), None)
+    if long is not None:
+        raise DataError(path, f"id number {long} is {len(ids[long - 1]):,} characters long "
+                              f"(limit {MAX_ID_CHARS}, like a file name); not a list of image ids")
     bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
            or printable(image_id) != image_id]
     if bad:
