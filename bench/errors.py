@@ -5,6 +5,8 @@ Every message names the offending value or file and, where one exists, the fix.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 
@@ -68,3 +70,22 @@ def printable(text: object) -> str:
     """
     words = str(text).translate(_CONTROL).split(" ")
     return shorten(" ".join(shorten(word) for word in words), MAX_MESSAGE)
+
+
+def not_a_file(path: str | Path, what: str = "file") -> str:
+    """Why `path` is not a readable regular file: "file not found", "is a folder", or "not a
+    regular file (a device)" (a symlink to /dev/zero said "file not found")."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: what would be read
+    except FileNotFoundError:
+        return f"{what} not found" if not os.path.islink(path) else f"{what} not found (a " \
+                                                                     f"broken symbolic link)"
+    except OSError as error:
+        return f"cannot read {what}: {error.strerror or error}"
+    if stat.S_ISDIR(mode):
+        return f"is a folder, expected a {what}"
+    if stat.S_ISREG(mode):
+        return f"{what} exists"  # callers ask only about paths that are not regular files
+    kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a pipe"
+            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    return f"not a regular {what} ({kind})"

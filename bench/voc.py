@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.errors import DataError, UsageError, printable
+from bench.errors import DataError, UsageError, not_a_file, printable
 from bench.labels import (
     NUM_CLASSES,
     check_label_values,
@@ -207,9 +207,24 @@ def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path
 
 # -- decoding and preprocessing ------------------------------------------------------------------
 
+# 8-bit colour modes a photo may come in (converted to RGB). 16/32-bit integer and float modes
+# ("I", "I;16", "F") hold depth maps or measurements: converting them clips silently.
+PHOTO_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK",
+                         "YCbCr", "LAB", "HSV"})
+
+
+def check_photo_mode(image, path: str | Path) -> None:
+    """Refuse an image that is not 8 bits per channel in a colour mode PIL converts to RGB."""
+    if image.mode not in PHOTO_MODES:
+        raise DataError(path, f"image has mode {image.mode!r} (16/32-bit integer or float "
+                              f"samples, like a depth map); a photo must be 8-bit RGB, "
+                              f"greyscale or palette")
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decode a JPEG/PNG photo as (H, W, 3) uint8 RGB; DataError naming the file on any failure."""
     image = open_image(path)
+    check_photo_mode(image, path)
     if image.mode != "RGB":  # a few photos are greyscale/CMYK; colour conversion is right here
         image = image.convert("RGB")
     return np.array(image)  # writable (asarray of a PIL image is read-only)
@@ -233,7 +248,7 @@ def read_sbd_mat(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+        raise DataError(path, not_a_file(path))
     if path.stat().st_size > MAX_MAT_BYTES:
         raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for an SBD "
                               f"label file (they are under 100 KB; limit "
@@ -358,7 +373,7 @@ class _SegmentationDataset:
                                                f" from {self.source}); {command} fetches it")
         more = more_missing(missing)
         # `download` leaves a folder it finds complete alone: a damaged one must go first.
-        raise DataError(missing[0], f"file not found (listed in split '{self.name}' from "
+        raise DataError(missing[0], f"{not_a_file(missing[0])} (listed in split '{self.name}' from "
                                     f"{self.source}){more}; if {folder} is damaged, remove it "
                                     f"and run {command}")
 

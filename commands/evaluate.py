@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from bench.cache import default_data_root
-from bench.errors import DataError
+from bench.errors import DataError, not_a_file
 from bench.labels import read_label_png
 from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
 from bench.outputs import Output, check_outputs, dataset_inputs, writing
@@ -36,7 +36,8 @@ def check_predictions(dataset: VOCDataset, predictions_dir: Path) -> None:
     missing = [path for path in (prediction_path(predictions_dir, i) for i in dataset.ids)
                if not path.is_file()]
     if missing:
-        raise DataError(missing[0], f"prediction file not found (split '{dataset.name}' lists "
+        raise DataError(missing[0], f"{not_a_file(missing[0], 'prediction file')} (split "
+                                    f"'{dataset.name}' lists "
                                     f"this id){more_missing(missing, names_only=True)}")
 
 
@@ -92,7 +93,8 @@ def evaluate_other(dataset_name: str, data_root: Path, split: str | None,
         absent = [prediction_path(folder, i) for i in dataset.ids
                   if not prediction_path(folder, i).is_file()]
         if absent:
-            raise DataError(absent[0], f"prediction file not found (split '{dataset.name}' "
+            raise DataError(absent[0], f"{not_a_file(absent[0], 'prediction file')} (split "
+                                       f"'{dataset.name}' "
                                        f"lists this id){more_missing(absent, names_only=True)}")
     confusions = dataset.confusions()
     items = prefetch(dataset, workers=workers,

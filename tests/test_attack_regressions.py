@@ -133,3 +133,93 @@ def test_over_long_split_id_is_refused(tmp_path):
 def test_infinite_gate_bound_is_refused():
     with pytest.raises(UsageError, match="finite"):
         compare.parse_gate("p50_ms:+1e400")
+
+
+# -- W6 / history: unknown metrics and undefined values -----------------------------------------
+
+def _eval_record(path: Path, mean_iou: object) -> Path:
+    record = {"schema_version": 1, "kind": "evaluate", "variant": "fcn8s", "backend": "torch",
+              "split": "seg11valid", "provenance": {"utc_time": "2026-01-01T00:00:00Z"},
+              "metrics": {"mean_iou": mean_iou, "pixel_accuracy": 0.9}}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_history_refuses_an_unknown_metric(tmp_path):
+    _eval_record(tmp_path / "a.json", 0.6)
+    result = CliRunner().invoke(cli, ["history", str(tmp_path), "--metric", "nosuch"])
+    assert result.exit_code != 0
+    assert "nosuch" in result.output and "mean_iou" in result.output
+
+
+def test_history_marks_an_undefined_value(tmp_path):
+    from bench.history import UNDEFINED, load_history, render_history
+    _eval_record(tmp_path / "a.json", None)  # strict JSON writes NaN as null
+    text = render_history(load_history(tmp_path, ["mean_iou", "pixel_accuracy"]))
+    assert UNDEFINED in text
+
+
+# -- F7/F10: forward memory estimated before allocating; F8: framework OOM mapped --------------
+
+def test_parity_refuses_a_size_that_cannot_fit():
+    result = CliRunner().invoke(cli, ["parity", "--backends", "torch,reference", "--device",
+                                      "cpu", "--size", "50000x50000", "--width-divisor", "16"])
+    assert result.exit_code != 0
+    assert "needs at least" in result.output and "GiB" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_parity_refuses_the_same_backend_twice():
+    result = CliRunner().invoke(cli, ["parity", "--backends", "torch,torch", "--size", "8x8"])
+    assert result.exit_code == 2 and "twice" in result.output
+
+
+def test_forward_estimate_refuses_beyond_available_memory():
+    from bench.latency_budget import MemoryBudgetError
+    from bench.memory import check_forward_memory, forward_bytes
+    from bench.spec import build_spec
+    needed = forward_bytes(build_spec("fcn8s"), 5000, 7000)
+    assert needed > 20 * 2**30  # two 64-channel blobs of the padded conv1 alone are ~19 GiB
+    with pytest.raises(MemoryBudgetError, match="use a smaller image"):
+        check_forward_memory("fcn8s on a photo", needed, "cpu", available=2**30)
+    check_forward_memory("fcn8s on a photo", needed, "cuda", available=2**30)  # GPU: its own
+
+
+@pytest.mark.parametrize("message", ["[enforce fail at alloc_cpu.cpp:118] . DefaultCPUAllocator: "
+                                     "can't allocate memory: you tried to allocate 1 bytes",
+                                     "CUDA out of memory. Tried to allocate 2.00 GiB"])
+def test_framework_allocation_failure_is_one_line(monkeypatch, message):
+    import commands.history as history_command
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(history_command, "load_history", boom)
+    result = CliRunner().invoke(cli, ["history", "."])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: out of memory") and result.output.count("\n") == 1
+
+
+# -- W8 / W9: what a path or an image really is --------------------------------------------------
+
+def test_device_and_folder_are_not_called_missing(tmp_path):
+    from bench.labels import open_image
+    with pytest.raises(FcnBenchError, match=r"not a regular file \(a device\)"):
+        open_image("/dev/zero")
+    link = tmp_path / "label.png"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(FcnBenchError, match=r"a device"):
+        open_image(link)
+    with pytest.raises(FcnBenchError, match="is a folder"):
+        open_image(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.float32])
+def test_wide_sample_images_are_not_photos(tmp_path, dtype):
+    from PIL import Image
+
+    from bench.voc import load_image
+    path = tmp_path / "x.tif"
+    Image.fromarray(np.arange(16, dtype=dtype).reshape(4, 4)).save(path)
+    with pytest.raises(FcnBenchError, match="mode"):
+        load_image(path)

@@ -1,0 +1,42 @@
+"""Refuse a forward pass that cannot fit in memory, before anything is allocated.
+
+`predict` on a 5000x7000 photo and `parity --size 50000x50000` allocated gigabytes and died in
+a framework traceback. The need is estimated from the spec with bench/latency_budget.py's
+estimate (the same one `latency` uses, same wording) and compared with the host's available
+memory (docs/security.md). Framework-free; never imports torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bench.latency_budget import check_fits, estimate_cell
+from bench.latency_host import available_memory_bytes
+from bench.spec import FcnSpec
+
+
+def forward_bytes(spec: FcnSpec, height: int, width: int, *, batch: int = 1,
+                  precision: str = "fp32", kept_blobs: Iterable[str] = (),
+                  kept_bytes_per_element: int = 4) -> int:
+    """Estimated host bytes of one forward: weights, peak live activations, input, scores, plus
+    any blobs the caller keeps after the forward (parity keeps every compared blob)."""
+    estimate = estimate_cell(spec, height, width, batch, precision)
+    shapes = spec.blob_shapes(height, width)
+    kept = 0
+    for name in kept_blobs:
+        elements = batch
+        for size in shapes[name]:
+            elements *= size
+        kept += elements * kept_bytes_per_element
+    return estimate.device_bytes + estimate.input_bytes + kept
+
+
+def check_forward_memory(what: str, needed: int, device: str = "cpu",
+                         available: int | None = None, *,
+                         advice: str = "use a smaller image or --size") -> None:
+    """Refuse `needed` bytes beyond the host's available memory with one line. On a GPU the
+    device's own memory is the framework's to report (cli.py maps its allocation failure)."""
+    if device.startswith(("cuda", "gpu")):
+        return
+    check_fits(what, needed, available if available is not None else available_memory_bytes(),
+               "host", advice)
