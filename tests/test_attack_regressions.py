@@ -223,3 +223,22 @@ def test_wide_sample_images_are_not_photos(tmp_path, dtype):
     Image.fromarray(np.arange(16, dtype=dtype).reshape(4, 4)).save(path)
     with pytest.raises(FcnBenchError, match="mode"):
         load_image(path)
+
+
+# -- F9: the golden baseline is validated before any work ------------------------------------
+
+@pytest.mark.parametrize("content", ['{"a": ' + "[" * 5000, json.dumps(
+    {"schema_version": 1, "kind": "latency", "rows": []}), json.dumps(
+    {"schema_version": 1, "kind": "golden", "suite": {"seed": -1}, "rows": []})])
+def test_golden_checks_its_baseline_before_running(tmp_path, monkeypatch, content):
+    import commands.golden as golden_command
+
+    def never(*args, **kwargs):
+        raise AssertionError("the suite ran before the baseline was checked")
+
+    monkeypatch.setattr(golden_command, "run_golden", never)
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(content)
+    result = CliRunner().invoke(cli, ["golden", "--baseline", str(baseline)])
+    assert result.exit_code in (1, 2), result.output
+    assert result.output.startswith("error: ") and "baseline" in result.output
