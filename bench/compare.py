@@ -159,9 +159,10 @@ def _metrics_of(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
             metrics[name] = math.nan  # strict JSON writes NaN as null
         elif is_number(value):
             number = value.item() if isinstance(value, np.generic) else value
-            if isinstance(number, float) and not math.isfinite(number):
-                # fcn-bench writes undefined values as null (strict JSON); a literal NaN or
-                # Infinity was not written by it and would pass any gate ("+inf% ok").
+            if isinstance(number, float) and math.isinf(number):
+                # An infinite value is no measurement and passed gates ("+inf% ok"). NaN stays:
+                # it is how an undefined value (null in the file, e.g. the IoU of an absent
+                # class) is held, and NaN on one side only is judged a regression.
                 raise RecordError(source, f"malformed record: field {name!r} is {number} "
                                           f"(not a finite number)")
             metrics[name] = number
@@ -246,7 +247,7 @@ def rows_from_record(record: dict[str, Any], path: Path) -> list[Row]:
     context = {k: float(v) for k, v in record.items()
                if is_number(v) and k not in _NON_METRIC_KEYS}
     for key, value in context.items():
-        if not math.isfinite(value):
+        if math.isinf(value):
             raise RecordError(path, f"malformed record: field {key!r} is {value} (not a finite "
                                     f"number)")
     raw_rows = record.get("rows")

@@ -33,11 +33,18 @@ def _latency_record(path: Path, p50: object, samples: object = None, utc_time: o
 
 # -- F3 / W1 / W2 / W10: non-finite or absurd values in records -------------------------------
 
-@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
-def test_non_finite_metric_is_a_malformed_record(tmp_path, value):
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_metric_is_a_malformed_record(tmp_path, value):
     path = _latency_record(tmp_path / "cur.json", value)
     with pytest.raises(RecordError, match=r"'p50_ms'.*not a finite number"):
         load_side(path)
+
+
+def test_nan_current_is_judged_a_regression(tmp_path):
+    base = _latency_record(tmp_path / "base.json", 10.0)
+    cur = _latency_record(tmp_path / "cur.json", math.nan)
+    result = CliRunner().invoke(cli, ["compare", str(base), str(cur)])
+    assert result.exit_code != 0 and "REGRESSION" in result.output
 
 
 def test_infinite_current_never_passes_the_gate(tmp_path):
