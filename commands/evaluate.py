@@ -113,6 +113,22 @@ def evaluate_other(dataset_name: str, data_root: Path, split: str | None,
                        predictions={h: str(f) for h, f in folders.items()}, metrics=metrics)
 
 
+def _check_model(model: str, dataset_name: str) -> None:
+    """Refuse a --model that is not a catalogue model of this data set, listing those that are."""
+    from bench.errors import UsageError
+    from bench.model_data import dataset_name as dataset_of
+    from bench.spec import MODEL_NAMES, resolve_model
+
+    known = [name for name in MODEL_NAMES if dataset_of(name) == dataset_name]
+    try:
+        entry = resolve_model(model)
+    except UsageError:
+        entry = None
+    if entry is None or dataset_of(entry) != dataset_name:
+        raise UsageError(f"--model {model!r} is not a {dataset_name} model; choose from "
+                         f"{', '.join(known) or 'none'}")
+
+
 def reference_table(record: dict, model: str, run_weights: str, tablefmt: str) -> str:
     """The published numbers for `model` on this split beside this run's, with the verdict
     (a reference point where the paper's model is not the released one)."""
@@ -217,6 +233,8 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
         raise UsageError("--geo-predictions is required with --dataset siftflow and only "
                          "accepted there (SIFT Flow has a semantic and a geometric head)")
     if dataset_name != "voc":
+        if model is not None:
+            _check_model(model, dataset_name)  # before the evaluation, not after it
         check_outputs({"--output": Output(output, what="record") if output else None},
                       {"--predictions": predictions_dir, "--geo-predictions": geo_dir,
                        "--data-root": data_root})

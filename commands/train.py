@@ -130,6 +130,13 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     from backends import canonical_name, get_backend
 
     backend = canonical_name(backend)
+    # Before any work: a run of no updates, or a learning rate that climbs the loss (negative),
+    # does nothing or diverges; NaN/inf never trains (the option type refuses those too).
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters {iters}: a run needs at least 1 update (to evaluate weights "
+                         f"without training, use `python cli.py evaluate`)")
+    if base_lr is not None and not (math.isfinite(base_lr) and base_lr > 0):
+        raise UsageError(f"--lr {base_lr}: the learning rate must be a finite number > 0")
     entry = resolve_model(variant)
     variant = entry.key
     recipe = get_recipe(recipe_name) if recipe_name else default_recipe(variant)

@@ -249,3 +249,22 @@ def test_golden_checks_its_baseline_before_running(tmp_path, monkeypatch, conten
     result = CliRunner().invoke(cli, ["golden", "--baseline", str(baseline)])
     assert result.exit_code in (1, 2), result.output
     assert result.output.startswith("error: ") and "baseline" in result.output
+
+
+# -- W3 / W6: option values that mean nothing ---------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [(["--iters", "0"], "--iters 0"),
+                                            (["--lr", "-1"], "--lr -1"),
+                                            (["--lr", "0"], "--lr 0")])
+def test_train_refuses_meaningless_values(tmp_path, args, fragment):
+    result = CliRunner().invoke(cli, ["train", "--variant", "fcn32s", "--init", "random",
+                                      "--data-root", str(tmp_path), *args])
+    assert result.exit_code == 2 and fragment in result.output, result.output
+
+
+def test_evaluate_refuses_an_unknown_model_before_work(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", "nyud", "--model", "bogus",
+                                      "--predictions", str(tmp_path), "--data-root",
+                                      str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert "bogus" in result.output and "nyud-fcn32s-color" in result.output
