@@ -268,3 +268,39 @@ def test_evaluate_refuses_an_unknown_model_before_work(tmp_path):
                                       str(tmp_path / "none")])
     assert result.exit_code == 2
     assert "bogus" in result.output and "nyud-fcn32s-color" in result.output
+
+
+# -- W7: extraction bounded by the archive's size ---------------------------------------------
+
+def _sparse_bomb(tmp_path: Path, size: int) -> Path:
+    """A tiny .tar.gz whose one member declares `size` zero bytes (compresses ~1000:1)."""
+    import tarfile
+    member = tmp_path / "zeros.bin"
+    with open(member, "wb") as handle:
+        handle.truncate(size)
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(member, arcname="nyud/zeros.bin")
+    member.unlink()
+    return archive
+
+
+def test_extraction_refuses_a_member_beyond_the_bound_before_writing(tmp_path, monkeypatch):
+    from bench import extract
+    monkeypatch.setattr(extract, "MIN_EXTRACT_BYTES", 1 << 20)
+    archive = _sparse_bomb(tmp_path, 64 << 20)  # 64 MiB of zeros in a ~64 KB archive
+    dest = tmp_path / "out"
+    with pytest.raises(FcnBenchError, match="declares 67,108,864 bytes"):
+        extract.safe_extract(archive, dest, root="nyud")
+    assert not any(p.is_file() for p in dest.rglob("*"))  # nothing written, staging removed
+
+
+def test_zip_extraction_is_bounded_too(tmp_path):
+    import zipfile
+
+    from bench.extract import safe_extract
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/x.bin", b"\0" * 100_000)
+    with pytest.raises(FcnBenchError, match="declares 100,000 bytes"):
+        safe_extract(archive, tmp_path / "out", max_bytes=10_000)
