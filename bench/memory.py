@@ -9,6 +9,7 @@ memory (docs/security.md). Framework-free; never imports torch or tensorflow.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from bench.latency_budget import check_fits, estimate_cell
 from bench.latency_host import available_memory_bytes
@@ -17,10 +18,13 @@ from bench.spec import FcnSpec
 
 def forward_bytes(spec: FcnSpec, height: int, width: int, *, batch: int = 1,
                   precision: str = "fp32", kept_blobs: Iterable[str] = (),
-                  kept_bytes_per_element: int = 4) -> int:
-    """Estimated host bytes of one forward: weights, peak live activations, input, scores, plus
-    any blobs the caller keeps after the forward (parity keeps every compared blob)."""
+                  kept_bytes_per_element: int = 4, weights_loaded: bool = False) -> int:
+    """Estimated host bytes of one forward: weights (unless `weights_loaded`: already held, so
+    no longer available), peak live activations, input, scores, plus any blobs the caller keeps
+    after the forward (parity keeps every compared blob)."""
     estimate = estimate_cell(spec, height, width, batch, precision)
+    if weights_loaded:
+        estimate = replace(estimate, weights_bytes=0)
     shapes = spec.blob_shapes(height, width)
     kept = 0
     for name in kept_blobs:
@@ -40,3 +44,22 @@ def check_forward_memory(what: str, needed: int, device: str = "cpu",
         return
     check_fits(what, needed, available if available is not None else available_memory_bytes(),
                "host", advice)
+
+
+class ImageMemoryCheck:
+    """Per-image check for loops over a data set (reproduce, train): each new image size is
+    estimated once, with the weights already loaded, before its forward allocates."""
+
+    def __init__(self, spec: FcnSpec | None, device: str, precision: str = "fp32"):
+        self.spec, self.device, self.precision = spec, device, precision
+        self._checked: set[tuple[int, int]] = set()
+
+    def __call__(self, height: int, width: int, image_id: str = "") -> None:
+        if self.spec is None or (height, width) in self._checked:
+            return
+        what = f"{self.spec.variant} on the {width}x{height} image {image_id}".rstrip()
+        check_forward_memory(f"{what} ({self.precision})",
+                             forward_bytes(self.spec, height, width, precision=self.precision,
+                                           weights_loaded=True), self.device,
+                             advice="remove or shrink that image")
+        self._checked.add((height, width))

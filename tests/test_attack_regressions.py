@@ -304,3 +304,27 @@ def test_zip_extraction_is_bounded_too(tmp_path):
         zf.writestr("a/x.bin", b"\0" * 100_000)
     with pytest.raises(FcnBenchError, match="declares 100,000 bytes"):
         safe_extract(archive, tmp_path / "out", max_bytes=10_000)
+
+
+# -- F7 in loops: reproduce/evaluate check every new image size before its forward -------------
+
+def test_run_evaluation_refuses_an_image_too_large_for_memory(tmp_path, monkeypatch):
+    import bench.memory
+    from bench.latency_budget import MemoryBudgetError
+    from bench.runner import run_evaluation
+    from bench.spec import build_spec
+    from bench.synthetic import make_voc
+    from bench.voc import resolve_split
+
+    make_voc(tmp_path, num_images=2, seed=3)
+    dataset = resolve_split(tmp_path, "trainval")
+
+    class Backend:
+        name, device, spec = "fake", "cpu", build_spec("fcn8s", width_divisor=16)
+
+        def predict_labels(self, images):
+            raise AssertionError("the forward ran before the memory check")
+
+    monkeypatch.setattr(bench.memory, "available_memory_bytes", lambda: 1 << 20)
+    with pytest.raises(MemoryBudgetError, match=f"image {dataset.ids[0]}.*remove or shrink"):
+        run_evaluation(dataset, Backend(), progress=False)
