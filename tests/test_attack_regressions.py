@@ -253,7 +253,8 @@ def test_golden_checks_its_baseline_before_running(tmp_path, monkeypatch, conten
 
 # -- W3 / W6: option values that mean nothing ---------------------------------------------------
 
-@pytest.mark.parametrize("args, fragment", [(["--iters", "0"], "--iters 0"),
+@pytest.mark.parametrize("args, fragment", [(["--iters", "0", "--val-limit", "0"],
+                                             "scores nothing"),
                                             (["--lr", "-1"], "--lr -1"),
                                             (["--lr", "0"], "--lr 0")])
 def test_train_refuses_meaningless_values(tmp_path, args, fragment):
