@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from bench.latency_budget import check_fits, estimate_cell
+from bench.latency_budget import WORKSPACE_FACTOR, check_fits, estimate_cell, peak_live_elements
 from bench.latency_host import available_memory_bytes
 from bench.spec import FcnSpec
 
@@ -46,20 +46,41 @@ def check_forward_memory(what: str, needed: int, device: str = "cpu",
                "host", advice)
 
 
+def training_bytes(spec: FcnSpec, height: int, width: int) -> int:
+    """Estimated host bytes of one training step beyond the loaded weights, gradients and
+    momentum: every blob is kept for the backward pass, plus the gradients alive at its peak
+    (float32, with the same workspace allowance as the forward)."""
+    shapes = spec.blob_shapes(height, width)
+    kept = sum(_numel(shape) for shape in shapes.values())
+    peak = peak_live_elements(spec, height, width)
+    return int((kept + peak) * 4 * WORKSPACE_FACTOR)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
 class ImageMemoryCheck:
     """Per-image check for loops over a data set (reproduce, train): each new image size is
     estimated once, with the weights already loaded, before its forward allocates."""
 
-    def __init__(self, spec: FcnSpec | None, device: str, precision: str = "fp32"):
+    def __init__(self, spec: FcnSpec | None, device: str, precision: str = "fp32", *,
+                 training: bool = False):
         self.spec, self.device, self.precision = spec, device, precision
+        self.training = training
         self._checked: set[tuple[int, int]] = set()
 
     def __call__(self, height: int, width: int, image_id: str = "") -> None:
         if self.spec is None or (height, width) in self._checked:
             return
-        what = f"{self.spec.variant} on the {width}x{height} image {image_id}".rstrip()
-        check_forward_memory(f"{what} ({self.precision})",
-                             forward_bytes(self.spec, height, width, precision=self.precision,
-                                           weights_loaded=True), self.device,
+        step = "training on" if self.training else "on"
+        what = f"{self.spec.variant} {step} the {width}x{height} image {image_id}".rstrip()
+        needed = (training_bytes(self.spec, height, width) if self.training else
+                  forward_bytes(self.spec, height, width, precision=self.precision,
+                                weights_loaded=True))
+        check_forward_memory(f"{what} ({self.precision})", needed, self.device,
                              advice="remove or shrink that image")
         self._checked.add((height, width))

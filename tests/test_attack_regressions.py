@@ -329,3 +329,17 @@ def test_run_evaluation_refuses_an_image_too_large_for_memory(tmp_path, monkeypa
     monkeypatch.setattr(bench.memory, "available_memory_bytes", lambda: 1 << 20)
     with pytest.raises(MemoryBudgetError, match=f"image {dataset.ids[0]}.*remove or shrink"):
         run_evaluation(dataset, Backend(), progress=False)
+
+
+def test_training_step_memory_is_checked_per_image_size(monkeypatch):
+    import bench.memory
+    from bench.latency_budget import MemoryBudgetError
+    from bench.memory import ImageMemoryCheck
+    from bench.spec import build_spec
+
+    monkeypatch.setattr(bench.memory, "available_memory_bytes", lambda: 64 << 20)
+    fits = ImageMemoryCheck(build_spec("fcn32s", width_divisor=16), "cpu", training=True)
+    fits(32, 32, "small")  # a few MB: fits
+    with pytest.raises(MemoryBudgetError, match="training on the 3000x2000 image big"):
+        fits(2000, 3000, "big")
+    ImageMemoryCheck(build_spec("fcn32s"), "cuda:0", training=True)(2000, 3000)  # GPU: its own
