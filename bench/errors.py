@@ -61,6 +61,11 @@ def shorten(text: str, limit: int = MAX_PIECE) -> str:
     return f"{text[:keep]}...{text[-keep:]}"
 
 
+def escape_controls(text: object) -> str:
+    """`text` with control characters escaped, nothing shortened (to test for them)."""
+    return str(text).translate(_CONTROL)
+
+
 def printable(text: object) -> str:
     """`text` with control characters escaped (ESC, BEL, NUL, newline... as \\x1b etc.) and
     over-long values shortened (each word to MAX_PIECE characters, the whole to MAX_MESSAGE).
@@ -68,7 +73,7 @@ def printable(text: object) -> str:
     File contents (split ids, tensor names, metadata) end up in messages; printed raw, an ESC
     could rewrite the user's terminal. cli.py passes every message through this.
     """
-    words = str(text).translate(_CONTROL).split(" ")
+    words = escape_controls(text).split(" ")
     return shorten(" ".join(shorten(word) for word in words), MAX_MESSAGE)
 
 

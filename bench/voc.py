@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.errors import DataError, UsageError, not_a_file, printable
+from bench.errors import DataError, UsageError, escape_controls, not_a_file, printable
 from bench.labels import (
     NUM_CLASSES,
     check_label_values,
@@ -121,7 +121,7 @@ def read_id_list(path: str | Path) -> list[str]:
         raise DataError(path, f"id number {long} is {len(ids[long - 1]):,} characters long "
                               f"(limit {MAX_ID_CHARS}, like a file name); not a list of image ids")
     bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
-           or printable(image_id) != image_id]
+           or escape_controls(image_id) != image_id]
     if bad:
         raise DataError(path, f"not a list of image ids (e.g. '{printable(bad[0])[:80]}'); "
                               "expected one id per line such as 2007_000033, without control "

@@ -343,3 +343,10 @@ def test_training_step_memory_is_checked_per_image_size(monkeypatch):
     with pytest.raises(MemoryBudgetError, match="training on the 3000x2000 image big"):
         fits(2000, 3000, "big")
     ImageMemoryCheck(build_spec("fcn32s"), "cuda:0", training=True)(2000, 3000)  # GPU: its own
+
+
+def test_an_id_of_250_characters_is_still_an_id(tmp_path):
+    from bench.voc import read_id_list
+    path = tmp_path / "split.txt"
+    path.write_text("a" * 250 + "\n")
+    assert read_id_list(path) == ["a" * 250]
