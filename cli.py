@@ -18,8 +18,8 @@ from bench import __version__
 from bench.errors import FcnBenchError, printable
 
 # Order shown in --help: the user's path from data to results.
-COMMAND_MODULES = ("download", "convert", "predict", "parity", "evaluate", "reproduce", "latency",
-                   "golden", "compare", "history", "train", "models")
+COMMAND_MODULES = ("demo", "download", "convert", "predict", "parity", "evaluate", "reproduce",
+                   "latency", "golden", "compare", "history", "train", "models")
 
 
 class FcnBenchGroup(click.Group):
@@ -31,6 +31,13 @@ class FcnBenchGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:
+            # click's own parse errors (an unknown choice, a missing option) are one line too,
+            # naming the command whose --help explains it, instead of a four-line usage block.
+            if os.environ.get("FCN_BENCH_DEBUG"):
+                raise
+            where = error.ctx.command_path if error.ctx is not None else ctx.command_path
+            _fail(ctx, f"{error.format_message()} (see `{where} --help`)", error.exit_code)
         except FcnBenchError as error:
             if os.environ.get("FCN_BENCH_DEBUG"):
                 raise
@@ -113,7 +120,7 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
                                                    "max_content_width": 100})
 @click.version_option(__version__, prog_name="fcn-bench")
 def cli() -> None:
-    """Reproduce and benchmark FCN-32s/16s/8s (VGG16) in PyTorch and TensorFlow.
+    """Reproduce and benchmark every released FCN in PyTorch and TensorFlow.
 
     \b
     Examples:

@@ -205,7 +205,7 @@ CATALOG: dict[str, Source] = {source.name: source for source in (
         urls=("https://download.pytorch.org/models/vgg16-397923af.pth",),
         sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
         checksum_source="torchvision (hash prefix in the file name)",
-        note="NOT the Caffe VGG16: RGB 0-1 std-normalised, costs 2-6 mIU (fcn_facts.md pitfall 1)"),
+        note="NOT the Caffe VGG16: RGB 0-1 std-normalised, costs 2-6 mIU (docs/fidelity.md)"),
     Source(
         name="vgg16-keras", group="weights",
         filename="vgg16_weights_tf_dim_ordering_tf_kernels.h5",

@@ -37,7 +37,14 @@ from bench.compare import (
     rows_from_record,
 )
 from bench.errors import UsageError
-from bench.golden_zoo import GOLDEN_MODELS, make_zoo_samples, run_zoo_backend, zoo_parity_row
+from bench.golden_zoo import (
+    GOLDEN_MODELS,
+    ZooSample,
+    make_zoo_samples,
+    run_zoo_backend,
+    zoo_parity_row,
+    zoo_scores,
+)
 from bench.init import random_params
 from bench.latency import describe_error
 from bench.metrics import ConfusionMatrix
@@ -148,6 +155,21 @@ def without_skip(spec: FcnSpec, fuse: str) -> FcnSpec:
     return _replace_layer(spec, fuse, Sum, lambda layer: Dropout(layer.name, layer.bottoms[0]))
 
 
+def without_stream(spec: FcnSpec, fuse: str, stream: str) -> FcnSpec:
+    """A copy of `spec` whose Sum `fuse` leaves out its input `stream` (a late fusion that lost
+    one stream): the others keep their coefficients; one left is passed through unweighted."""
+    def drop(layer: Sum) -> Layer:
+        if stream not in layer.bottoms:
+            raise UsageError(f"{spec.variant}: {fuse!r} does not fuse {stream!r}")
+        keep = [i for i, bottom in enumerate(layer.bottoms) if bottom != stream]
+        if len(keep) == 1:
+            return Dropout(layer.name, layer.bottoms[keep[0]])
+        coeffs = None if layer.coeffs is None else tuple(layer.coeffs[i] for i in keep)
+        return dataclasses.replace(layer, bottoms=tuple(layer.bottoms[i] for i in keep),
+                                   coeffs=coeffs)
+    return _replace_layer(spec, fuse, Sum, drop)
+
+
 def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
     """A copy of `spec` whose Conv `conv` pads `delta` more (crop offsets left as derived before),
     like a port that drops or changes the pad of 100 but keeps the published offsets."""
@@ -155,21 +177,47 @@ def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
                           lambda layer: dataclasses.replace(layer, pad=layer.pad + delta))
 
 
-def geometry_faults(spec: FcnSpec) -> list[tuple[str, Callable[[FcnSpec], FcnSpec]]]:
-    """Every single geometry slip the suite must notice: each crop one pixel off either way,
-    each skip fusion dropped, and conv1_1's pad of 100 off by one."""
-    faults: list[tuple[str, Callable[[FcnSpec], FcnSpec]]] = []
+def stream_first_convs(spec: FcnSpec) -> list[Conv]:
+    """The first convolution of each input stream: every Conv with no Conv upstream of it
+    (conv1_1; conv1_1color and conv1_1hha of a two-stream net; conv1_1_bgrd after the early
+    fusion Concat; AlexNet's conv1). These carry the pad of 100 (docs/ci.md)."""
+    behind_conv: dict[str, bool] = {}  # blob -> whether some Conv lies upstream of it
+    firsts = []
+    for layer in spec.layers:
+        bottoms = getattr(layer, "bottoms", None) or (
+            (layer.bottom,) if getattr(layer, "bottom", None) else ())
+        upstream = any(behind_conv.get(bottom, False) for bottom in bottoms)
+        if isinstance(layer, Conv) and not upstream:
+            firsts.append(layer)
+        behind_conv[layer.name] = upstream or isinstance(layer, Conv)
+    return firsts
+
+
+Fault = tuple[str, Callable[[FcnSpec], FcnSpec]]
+
+
+def geometry_faults(spec: FcnSpec) -> list[Fault]:
+    """Every single geometry slip the suite must notice, derived from the spec: each Crop one
+    pixel off either way, each skip fusion dropped (a weighted late fusion: each stream
+    dropped in turn), and the first convolution of each stream with its pad one short."""
+    faults: list[Fault] = []
     for layer in spec.layers:
         if isinstance(layer, Crop):
             for delta in (-1, 1):
                 faults.append((f"{layer.name} offset {layer.offset}{delta:+d}",
                                functools.partial(with_crop_offset, crop=layer.name,
                                                  delta=delta)))
+        elif isinstance(layer, Sum) and layer.coeffs is not None:
+            for stream in layer.bottoms:
+                faults.append((f"{layer.name} stream {stream} dropped",
+                               functools.partial(without_stream, fuse=layer.name,
+                                                 stream=stream)))
         elif isinstance(layer, Sum):
             faults.append((f"{layer.name} skip dropped",
                            functools.partial(without_skip, fuse=layer.name)))
-    faults.append(("conv1_1 pad 100-1", functools.partial(with_conv_pad, conv="conv1_1",
-                                                           delta=-1)))
+    for conv in stream_first_convs(spec):
+        faults.append((f"{conv.name} pad {conv.pad}-1",
+                       functools.partial(with_conv_pad, conv=conv.name, delta=-1)))
     return faults
 
 
@@ -551,30 +599,37 @@ class FaultResult:
 
 
 def fault_sweep(backend_factory: BackendFactory, backend: str, tolerances: Tolerances, *,
-                variants: Sequence[str] = VARIANTS, config: GoldenConfig | None = None,
+                variants: Sequence[str] = VARIANTS, models: Sequence[str] | None = None,
+                config: GoldenConfig | None = None,
                 progress: Callable[[str], None] | None = None) -> list[FaultResult]:
-    """Inject every `geometry_faults` slip (one at a time, narrow nets, one backend) and report
-    whether the golden comparison against the correct network fails, and how many labels moved."""
+    """Inject every `geometry_faults` slip (one at a time, narrow nets, one backend) into each
+    VOC variant and each zoo family (`models`, default the config's; each on its own generated
+    data) and report whether the golden comparison against the correct network fails, and how
+    many label pixels moved (every head of a multi-head net)."""
     config = config or GoldenConfig()
+    models = [resolve_model(m).key for m in (config.zoo_models if models is None else models)]
     with tempfile.TemporaryDirectory(prefix="fcn-golden-") as workdir:
         images = make_golden_images(workdir, config)
+
+    def run(name: str, spec_factory: SpecFactory) -> dict[str, Any]:
+        voc = name in VARIANTS
+        return run_golden(spec_factory, backend_factory, [backend],
+                          variants=[name] if voc else [], models=[] if voc else [name],
+                          config=config, full_width=False, images=images)
+
     results = []
-    for variant in variants:
-        reference = run_golden(default_spec_factory, backend_factory, [backend],
-                               variants=[variant], config=config, full_width=False,
-                               images=images)
-        spec = default_spec_factory(variant, config.width_divisor)
-        for name, fault in geometry_faults(spec):
+    for name in [*variants, *models]:
+        reference = run(name, default_spec_factory)
+        spec = default_spec_factory(name, config.width_divisor)
+        for fault_name, fault in geometry_faults(spec):
             if progress:
-                progress(f"{variant}: {name}")
-            faulty = run_golden(faulty_factory(variant, fault), backend_factory, [backend],
-                                variants=[variant], config=config, full_width=False,
-                                images=images)
+                progress(f"{name}: {fault_name}")
+            faulty = run(name, faulty_factory(name, fault))
             comparison = check_golden(faulty, reference, tolerances,
                                       baseline_name="correct network")
             moved = [f.delta for f in comparison.findings if f.metric == "label_maps"]
             failed_run = [f.note for f in comparison.findings if f.metric == "status"]
-            results.append(FaultResult(variant, name, moved[0] if moved else None,
+            results.append(FaultResult(name, fault_name, moved[0] if moved else None,
                                        comparison.failed,
                                        failed_run[0] if failed_run else ""))
     return results
@@ -597,32 +652,90 @@ def render_faults(results: Sequence[FaultResult], fmt: str = "plain") -> str:
 HalfFactory = Callable[[str, FcnSpec, str], Any]  # (backend name, spec, precision) -> backend
 
 
-def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
-                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
-                        config: GoldenConfig | None = None) -> list[dict[str, Any]]:
-    """One row per variant: the golden images' labels in `precision` against fp32 (same backend,
-    same golden weights) on the decided pixels, gated by bench.parity.half_precision_gate. The
-    fp32 gates of the suite are unchanged; this is an extra check for half-precision runs."""
+_NO_KERNEL = "No OpKernel was registered"  # TensorFlow's message for a missing dtype kernel
+
+
+def _half_row(identity: dict[str, Any], spec: FcnSpec, params: dict[str, np.ndarray],
+              backend_factory: HalfFactory, precision: str,
+              samples: Sequence[ZooSample]) -> dict[str, Any]:
+    """One network's gate row: fp32 scores and half-precision labels of every head."""
     from bench.parity import half_precision_gate
 
+    backend = identity["backend"]
+    try:
+        reference = backend_factory(backend, spec, "fp32")
+        reference.load_params(params)
+        scores = [head for sample in samples for head in zoo_scores(reference, sample)]
+        half = backend_factory(backend, spec, precision)
+        half.load_params(params)
+        labels = [head.argmax(axis=0) for sample in samples
+                  for head in zoo_scores(half, sample)]
+    except Exception as error:  # a crash is this row's verdict; the other rows still run
+        if isinstance(error, NotImplementedError) or _NO_KERNEL in str(error):
+            # The framework has no kernel for a layer in this type on this device (torch's
+            # CPU LRN, TF's LRN in bf16): shown and noted, not a numerical verdict.
+            return {**identity, "status": "unsupported", "error": describe_error(error),
+                    "passed": None}
+        return {**identity, "status": "failed", "error": describe_error(error), "passed": False}
+    return {**identity, "status": "ok", "error": None,
+            **half_precision_gate(scores, labels, precision)}
+
+
+def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
+                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
+                        models: Sequence[str] = (), config: GoldenConfig | None = None,
+                        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """One row per VOC variant (on `images`) and per zoo model (on its own generated data, every
+    head): labels in `precision` against fp32 (same backend, same golden weights) on the decided
+    pixels, gated by bench.parity.half_precision_gate (docs/latency.md). The fp32 gates of the
+    suite are unchanged; this is an extra check for half-precision runs."""
     config = config or GoldenConfig()
+    voc = [ZooSample(item.id, {"data": item.image}, {}) for item in images]
     rows = []
-    for variant in variants:
-        spec = default_spec_factory(variant, config.width_divisor)
+    for name in [*variants, *models]:
+        if progress:
+            progress(f"{name} {backend} {precision} against fp32")
+        spec = default_spec_factory(name, config.width_divisor)
         params = golden_params(spec, config.weights_seed)
-        row = {"variant": variant, "backend": backend, "precision": precision,
-               "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
-        try:
-            reference = backend_factory(backend, spec, "fp32")
-            reference.load_params(params)
-            scores = [reference.predict(item.image[np.newaxis])[0] for item in images]
-            half = backend_factory(backend, spec, precision)
-            half.load_params(params)
-            labels = [half.predict_labels(item.image[np.newaxis])[0] for item in images]
-        except Exception as error:  # a crash is this row's verdict; the other rows still run
-            rows.append({**row, "status": "failed", "error": describe_error(error),
-                         "passed": False})
+        identity = {"variant": name, "backend": backend, "precision": precision,
+                    "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
+        if name in VARIANTS:
+            rows.append(_half_row(identity, spec, params, backend_factory, precision, voc))
             continue
-        rows.append({**row, "status": "ok", "error": None,
-                     **half_precision_gate(scores, labels, precision)})
+        with tempfile.TemporaryDirectory(prefix="fcn-golden-zoo-") as workdir:
+            split, samples, _ = make_zoo_samples(
+                name, workdir, seed=config.data_seed, num_images=config.zoo_images,
+                voc_samples=images, voc_split=GOLDEN_SPLIT)
+        rows.append(_half_row({**identity, "split": split}, spec, params, backend_factory,
+                              precision, samples))
     return rows
+
+
+def render_half_precision(rows: Sequence[dict[str, Any]], fmt: str = "plain") -> str:
+    """The half-precision gate's table: agreement with fp32 on the decided pixels per network."""
+    table, notes = [], []
+    for row in rows:
+        head = [row["variant"], row["backend"], row["precision"]]
+        if row["status"] != "ok":
+            verdict = "unsupported" if row["status"] == "unsupported" else "FAIL"
+            table.append([*head, "", "", "", "", f"**{verdict}**" if fmt == "github" else verdict])
+            notes.append(f"note: {' '.join(head)} {row['status']}: {row.get('error') or '?'}")
+            continue
+        verdict = "ok" if row["passed"] else "FAIL"
+        table.append([*head, f"{100 * row['label_agreement_with_fp32']:.3f}",
+                      f"{row['decided_pixels']} / {row['label_pixels']}",
+                      f"{100 * row['label_agreement_all_pixels']:.3f}",
+                      f">= {100 * row['gate']:.1f}",
+                      f"**{verdict}**" if fmt == "github" and verdict == "FAIL" else verdict])
+    heading = "### " if fmt == "github" else ""
+    failed = sum(1 for row in rows if row.get("passed") is False)
+    unsupported = sum(1 for row in rows if row["status"] == "unsupported")
+    skipped = (f" ({unsupported} unsupported by the backend in this precision: not gated)"
+               if unsupported else "")
+    text = tabulate(table, headers=["variant", "backend", "precision", "agree decided %",
+                                    "decided px", "agree all %", "gate %", "verdict"],
+                    tablefmt="github" if fmt == "github" else "simple", disable_numparse=True)
+    return (f"{heading}Half precision: labels against fp32 on the decided pixels "
+            f"(docs/latency.md)\n\n{text}\n\n{len(rows) - failed - unsupported} of "
+            f"{len(rows) - unsupported} half-precision rows pass{skipped}\n"
+            + "".join(f"{note}\n" for note in notes))

@@ -82,7 +82,7 @@ def _digest(labels: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _scores(backend: Any, sample: ZooSample) -> list[np.ndarray]:
+def zoo_scores(backend: Any, sample: ZooSample) -> list[np.ndarray]:
     """Per-head (C, H, W) scores of one sample (batch of one), in the spec's head order."""
     batch = {name: value[np.newaxis] for name, value in sample.inputs.items()}
     raw = backend.predict(batch if len(batch) > 1 else next(iter(batch.values())))
@@ -98,7 +98,7 @@ def run_zoo_backend(identity: dict[str, Any], spec: FcnSpec, params: dict[str, n
     try:
         backend = backend_factory(backend_name, spec)
         backend.load_params(params)
-        scores = [_scores(backend, sample) for sample in samples]
+        scores = [zoo_scores(backend, sample) for sample in samples]
     except Exception as error:  # a crash is this row's verdict; the other rows still run
         return {**identity, "status": "failed", "error": describe_error(error)}, None
     heads = [head.name for head in dataset.heads]

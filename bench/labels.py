@@ -1,6 +1,6 @@
 """PASCAL VOC label maps: class names, the VOC palette, and reading/writing palette PNGs as indices.
 
-Label PNGs are read as palette *indices* with Pillow, never colour-converted (pitfall 10: reading
+Label PNGs are read as palette *indices* with Pillow, never colour-converted (reading
 a VOC label as RGB colours turns "aeroplane" into (128, 0, 0) and the scores collapse).
 Framework-free: never imports torch or tensorflow.
 """
@@ -71,14 +71,16 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         # A damaged file makes Pillow warn (corrupt EXIF, oversized tags) before it fails or
         # recovers: the error below, or the decoded pixels, say all the user needs.
-        with warnings.catch_warnings(), Image.open(path) as image:  # reads the header only
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(path, f"image of {width}x{height} pixels is larger than "
-                                      f"fcn-bench decodes ({MAX_IMAGE_PIXELS // 10**6} Mpixels)")
-            image.load()  # once loaded, the pixels stay in memory after the file is closed
-            return image
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(path, f"image of {width}x{height} pixels is larger than "
+                                          "fcn-bench decodes "
+                                          f"({MAX_IMAGE_PIXELS // 10**6} Mpixels)")
+                image.load()  # once loaded, the pixels stay in memory after the file is closed
+                return image
     except Image.DecompressionBombError as error:
         raise DataError(path, f"image too large to decode safely ({error})") from error
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as error:

@@ -129,7 +129,9 @@ def _mat_bytes(labels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"GTcls": {"Segmentation": labels, "CategoriesPresent": present}},
                      do_compression=True)
-    return buffer.getvalue()
+    # The 116-byte text header holds the creation time; a fixed one keeps the bytes seeded.
+    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: fcn-bench bench.synthetic"
+    return header.ljust(116, b" ") + buffer.getvalue()[116:]
 
 
 def make_sbd(data_root: str | Path, ids: Sequence[str], *, seed: int = 0,
@@ -159,3 +161,50 @@ def make_sbd(data_root: str | Path, ids: Sequence[str], *, seed: int = 0,
 def write_split_list(path: str | Path, ids: Sequence[str]) -> Path:
     """A seg11valid-style list file (sorted, one id per line, final newline) for tests."""
     return write_id_list(path, ids)
+
+
+# -- the `demo` data set: VOC-sized, for trying every command without downloads ------------------
+
+# Real VOC images are at most 500 px a side, mostly 500x375 or 375x500 (docs/demo.md).
+DEMO_MIN_SIZE, DEMO_MAX_SIZE = 375, 500
+DEMO_SEED = 2012
+DEMO_MARKER = "fcn-bench-demo.json"
+
+
+def make_demo_tree(data_root: str | Path, *, num_images: int = 24, seed: int = DEMO_SEED,
+                   progress=None) -> dict[str, list[str]]:
+    """A VOC2012 + VOC2011 + SBD tree of `num_images` VOC-sized synthetic images (seeded).
+
+    VOC2012 lists: even positions train, odd positions val (make_voc's rule); VOC2011 holds the
+    val images (as VOC2011 is a subset of VOC2012); SBD holds every image, its train list the
+    VOC2012 train ids and its val list the rest, so training never sees a validation image.
+    `progress(done, total)` is called after each image. Returns {list name: ids}.
+    """
+    if num_images < 2:
+        raise ValueError(f"need at least 2 images (one train, one val), got {num_images}")
+    ids = synthetic_ids(num_images)
+    train, val = ids[0::2], ids[1::2]
+    root = Path(data_root)
+    voc2012, voc2011 = root / "VOCdevkit" / "VOC2012", root / "VOCdevkit" / "VOC2011"
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    for done, image_id in enumerate(ids, 1):
+        rgb, labels = synthetic_sample(image_id, seed=seed, min_size=DEMO_MIN_SIZE,
+                                       max_size=DEMO_MAX_SIZE)
+        jpeg, png = _jpeg_bytes(rgb), encode_label_png(labels)
+        trees = (voc2012, voc2011) if image_id in val else (voc2012,)
+        for tree in trees:
+            atomic_write_bytes(tree / "JPEGImages" / f"{image_id}.jpg", jpeg)
+            atomic_write_bytes(tree / "SegmentationClass" / f"{image_id}.png", png)
+        _, sbd_labels = synthetic_sample(image_id, seed=seed, min_size=DEMO_MIN_SIZE,
+                                         max_size=DEMO_MAX_SIZE, void=False)
+        atomic_write_bytes(sbd / "img" / f"{image_id}.jpg", jpeg)
+        atomic_write_bytes(sbd / "cls" / f"{image_id}.mat", _mat_bytes(sbd_labels))
+        if progress is not None:
+            progress(done, len(ids))
+    lists = {"train": train, "val": val, "trainval": ids}
+    for name, members in lists.items():
+        write_id_list(voc2012 / SPLIT_SUBDIR / f"{name}.txt", members)
+    write_id_list(voc2011 / SPLIT_SUBDIR / "val.txt", val)
+    write_id_list(sbd / "train.txt", train)
+    write_id_list(sbd / "val.txt", val)
+    return lists

@@ -50,8 +50,8 @@ from bench.weights import (
 )
 
 # ----------------------------------------------------------------------------------------------
-# Recipes (fcn_facts.md §5). Iterations count solver updates, as Caffe's `iter` does; one update
-# consumes `iter_size` images on every process.
+# Recipes (docs/training_recipes.md). Iterations count solver updates, as Caffe's `iter`
+# does; one update consumes `iter_size` images on every process.
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Recipe:
 
     name: str
     description: str
-    base_lr: Mapping[str, float]  # per variant, "fixed" policy (never decayed; pitfall 15)
+    base_lr: Mapping[str, float]  # per variant, "fixed" policy: never decayed
     momentum: float
     weight_decay: float
     iter_size: int  # images whose gradients are accumulated (and averaged) per update
@@ -114,7 +114,7 @@ HEAVY = Recipe(
 
 # CVPR §4.2/4.3: minibatch 20, momentum 0.9, lr 1e-4 for VGG16, lowered 100x per skip stage,
 # intermediate 2x upsampling learned. The loss is normalized per image (Caffe's default then; the
-# summed loss with lr 1e-4 diverges, pitfall 3) and the 20 images are accumulated one at a time
+# summed loss with lr 1e-4 diverges) and the 20 images are accumulated one at a time
 # (Caffe iter_size 20 divides the accumulated gradient by 20), as REF's FCN-AlexNet "accum" solver.
 # CVPR states no iteration count; we give it the heavy recipe's image budget (100k images = 5000
 # updates of 20) and evaluate/snapshot every 4000 images (200 updates). At-once did not exist in
@@ -441,7 +441,13 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
         except (SafetensorError, OSError) as error:
             raise WeightsError(path, f"not a readable safetensors file ({error})") from None
     else:
-        source, metadata = load_archive(path, spec_from_archive(path))
+        archived = spec_from_archive(path)
+        if archived.width_divisor != spec.width_divisor:
+            raise UsageError(f"{path}: a narrow network (channels / {archived.width_divisor}); "
+                             f"train it with --width-divisor {archived.width_divisor}"
+                             if archived.width_divisor > 1 else
+                             f"{path}: a full-width network; train it without --width-divisor")
+        source, metadata = load_archive(path, archived)
     params, unused = initial_params(spec, source, kind, path, recipe.learned_upsampling)
     return params, {"init": str(path), "init_kind": kind,
                     "init_archive_kind": metadata.get("kind"),

@@ -78,6 +78,12 @@ def seg11valid_cache_path(data_root: str | Path) -> Path:
     return Path(data_root) / "splits" / f"{SEG11VALID}.txt"
 
 
+# Where a user without the data is pointed when no split can be read (README "Try it without
+# downloads"): the demo tree has every list but seg11valid, whose checksum it cannot match.
+_DEMO_HINT = ("to try without downloads: `python cli.py demo --data-root demo`, then "
+              "`--data-root demo --split val`")
+
+
 def _download_hint(*names: str) -> str:
     return " and ".join(f"`python cli.py download {name}`" for name in names)
 
@@ -192,7 +198,8 @@ def seg11valid_ids(data_root: str | Path) -> list[str]:
                if not path.is_file()]
     raise DataError(cache, f"{SEG11VALID} list not found and cannot be derived: missing "
                            f"{' and '.join(missing)}; or fetch the list alone with "
-                           f"{_download_hint(SEG11VALID)}")
+                           f"{_download_hint(SEG11VALID)} (its images still come from voc2011 "
+                           f"or voc2012); {_DEMO_HINT}")
 
 
 def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path:
@@ -456,7 +463,7 @@ def resolve_split(data_root: str | Path, split: str) -> VOCDataset:
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise DataError(data_root, "data root not found (create it with "
-                                   f"{_download_hint('voc2012')})")
+                                   f"{_download_hint('voc2012')}); {_DEMO_HINT}")
     voc2011, voc2012 = voc_dir(data_root, "2011"), voc_dir(data_root, "2012")
 
     if split == SEG11VALID:

@@ -20,6 +20,7 @@ from bench.compare import (
 from bench.errors import FcnBenchError
 from bench.outputs import Output, check_outputs
 from bench.records import atomic_write_text
+from commands._options import FiniteFloat, plural, seed_option
 
 
 @click.command(name="compare")
@@ -43,9 +44,9 @@ from bench.records import atomic_write_text
 @click.option("--all-metrics", is_flag=True, help="Also list metrics without a gate (info).")
 @click.option("--failures-only", is_flag=True,
               help="Show only failing and inconclusive lines (the summary counts everything).")
-@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95,
+@click.option("--confidence", type=FiniteFloat(0.5, 0.999), default=0.95,
               show_default=True, help="Bootstrap interval level for noise-aware speed gates.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@seed_option("--seed", help="Bootstrap seed.")
 @click.option("--title", help="Heading printed above the table.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table to this file (atomically), e.g. for a PR comment.")
@@ -79,4 +80,5 @@ def command(baseline: Path, current: Path, fmt: str, tolerances: tuple[str, ...]
         atomic_write_text(output, table)
     click.echo(table, nl=False)
     if comparison.failed:
-        raise FcnBenchError(f"{len(comparison.failures)} failing checks (see the table above)")
+        raise FcnBenchError(f"{plural(len(comparison.failures), 'failing check')} (see the table "
+                            "above)")

@@ -11,6 +11,7 @@ import click
 from backends import read_torch_state_dict
 from bench.errors import UsageError, printable
 from bench.spec import MODEL_NAMES
+from commands._options import seed_option
 
 
 @click.command(name="convert")
@@ -34,7 +35,7 @@ from bench.spec import MODEL_NAMES
                    "into conv1_1) or caffe (BGR 0-255, e.g. pytorch-fcn's vgg16_from_caffe).")
 @click.option("--random", "random_weights", is_flag=True,
               help="Write deterministic random weights (bench.init.random_params); no INPUT.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@seed_option("--seed", help="Seed for --random.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="Classes of a --random or --init-for archive [default: the model's].")
 @click.option("--width-divisor", type=click.IntRange(min=1), default=1, show_default=True,

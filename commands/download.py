@@ -18,6 +18,7 @@ from bench.errors import UsageError
 from bench.outputs import check_writable
 from bench.provision import prepare_dataset, prepare_weights
 from bench.spec import VARIANTS
+from commands._options import data_root_option
 
 TARGETS = (*DATASETS, "weights", "list", "forget")
 
@@ -64,9 +65,7 @@ def _catalog_table(rows: list[dict]) -> str:
 @click.command(name="download")
 @click.argument("target", type=click.Choice(TARGETS))
 @click.argument("names", nargs=-1)
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Where datasets go: VOCdevkit/, benchmark_RELEASE/, splits/ "
-                   "[default: $FCN_BENCH_DATA or ./data].")
+@data_root_option()
 @click.option("--archive", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Use this local copy of the dataset archive instead of "
                                  "downloading it (verified against the pinned checksum).")

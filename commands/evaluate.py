@@ -21,6 +21,7 @@ from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
 from bench.outputs import Output, check_outputs, dataset_inputs, writing
 from bench.records import write_json
 from bench.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
+from commands._options import data_root_option, plural, voc_split_callback
 
 DATASET_CHOICES = ("voc", "nyud", "siftflow", "pascalcontext", "ade20k")
 
@@ -176,10 +177,8 @@ def print_other(record: dict, table_format: str) -> None:
 @click.command(name="evaluate")
 @click.option("--dataset", "dataset_name", type=click.Choice(DATASET_CHOICES), default="voc",
               show_default=True, help="Which data set's ground truth to score against.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder holding VOCdevkit/ (and splits/), nyud/, SiftFlow/, pascal-context/, "
-                   "ADEChallengeData2016/ [default: $FCN_BENCH_DATA or ./data].")
-@click.option("--split", default=None,
+@data_root_option()
+@click.option("--split", default=None, callback=voc_split_callback,
               help="VOC: seg11valid (default, 736 images), train, val, trainval or a file of ids. "
                    "nyud: test (default), train, val, trainval. siftflow: test (default), "
                    "trainval. pascalcontext: val (default), train. ade20k: validation "
@@ -273,7 +272,8 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
                                split_source=str(dataset.source), voc_dir=str(dataset.voc_dir))
     metrics = record["metrics"]
     click.echo(metrics_table(metrics, tablefmt=table_format))
-    click.echo(f"\n{len(dataset)} images, {metrics['num_pixels']} scored pixels, "
+    click.echo(f"\n{plural(len(dataset), 'image')}, "
+               f"{plural(metrics['num_pixels'], 'scored pixel')}, "
                f"split '{dataset.name}' ({dataset.source})")
     if metrics["absent_from_ground_truth"]:
         click.echo("classes without ground-truth pixels (excluded from mean acc.; mean IU counts "

@@ -6,6 +6,7 @@ inside the command.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,17 +27,23 @@ from bench.compare import (
 from bench.errors import DataError, FcnBenchError, UsageError
 from bench.golden import (
     GOLDEN_BASELINE,
+    GoldenConfig,
     check_baseline_config,
     check_golden,
     default_spec_factory,
     fault_sweep,
+    half_precision_rows,
+    make_golden_images,
     render_faults,
     render_golden,
+    render_half_precision,
     run_golden,
 )
 from bench.outputs import Output, check_outputs
+from bench.parity import HALF_PRECISIONS
 from bench.records import atomic_write_text, write_json
 from bench.spec import MODEL_NAMES, VARIANTS, resolve_model
+from commands._options import backend_option, plural, variant_option
 
 
 def _backends(requested: tuple[str, ...]) -> list[str]:
@@ -68,23 +75,28 @@ def _read_baseline(path: Path) -> dict:
               help="The committed golden record.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this run's golden record here (e.g. a CI artifact).")
-@click.option("--backend", "backend_names", multiple=True, metavar="NAME",
-              help="Backend to run (repeatable; default: every installed backend).")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(MODEL_NAMES),
-              help="Model to run (repeatable; default: the four VOC nets and one model per "
-                   "other family, see bench/golden_zoo.py).")
+@backend_option(several=True, name="backend_names")
+@variant_option(multiple=True, models=MODEL_NAMES,
+                default_help="the four VOC nets and one model per other family, see "
+                             "bench/golden_zoo.py")
 @click.option("--full-width/--no-full-width", default=True, show_default=True,
               help="Also run the full-width (real VGG16 channels) FCN-8s check.")
 @click.option("--check-faults", is_flag=True,
               help="Instead of the check: inject every geometry fault (crop offset +-1, skip "
-                   "dropped, pad 99) into the narrow nets on the first backend and show that "
-                   "each one fails the golden comparison (exit 1 if one is missed).")
+                   "or fused stream dropped, each stream's first-conv pad 99) into the narrow "
+                   "nets (VOC and every family, or the --variant ones) on the first backend "
+                   "and show that each one fails the golden comparison (exit 1 if one is "
+                   "missed).")
+@click.option("--precision", "precisions", type=click.Choice(HALF_PRECISIONS), multiple=True,
+              help="After the fp32 suite, also gate this half precision (repeatable): labels "
+                   "must agree with fp32 (same backend and weights) on >= 99.5% of the decided "
+                   "pixels, for every selected network and backend (docs/ci.md).")
 @click.option("--tolerances-file", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_TOLERANCES, show_default="reference_results/ci/tolerances.json",
               help="Gate lists; the \"golden\" section applies here.")
 def command(update: bool, fmt: str, output: Path | None, baseline: Path, record: Path | None,
             backend_names: tuple[str, ...], variants: tuple[str, ...], full_width: bool,
-            check_faults: bool, tolerances_file: Path) -> None:
+            check_faults: bool, precisions: tuple[str, ...], tolerances_file: Path) -> None:
     """Deterministic CPU check of every variant x backend against a committed baseline.
 
     A seeded VOC-format data set (8 images, 24-48 px) and seeded random weights give label maps,
@@ -98,6 +110,7 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
       python cli.py golden --format github --output golden.md
       python cli.py golden --update                      # accept a deliberate change
       python cli.py golden --check-faults --backend torch  # prove the gate bites
+      python cli.py golden --precision bf16 --precision fp16  # + the half-precision gate
     """
     from backends import BACKEND_NAMES, RunOptions, create_backend
 
@@ -115,6 +128,9 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     tolerances = load_tolerances(tolerances_file)
     if update and check_faults:
         raise UsageError("--update and --check-faults do different things: use one at a time")
+    if precisions and (update or check_faults):
+        raise UsageError("--precision gates a checking run against fp32: use it without "
+                         "--update and --check-faults")
     if update:
         partial = [n for n in BACKEND_NAMES if n not in names]
         if partial or variants or not full_width:
@@ -139,11 +155,11 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
 
     if check_faults:
         results = fault_sweep(backend_factory, names[0], tolerances, variants=selected,
-                              progress=progress)
+                              models=models, progress=progress)
         _emit(render_faults(results, fmt), output)
         missed = [r for r in results if not r.caught]
         if missed:
-            raise FcnBenchError(f"{len(missed)} injected faults were not caught by the golden "
+            raise FcnBenchError(f"{plural(len(missed), 'injected fault')} not caught by the golden "
                                 f"gates (first: {missed[0].variant} {missed[0].fault})")
         return
 
@@ -151,6 +167,10 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     current = run_golden(default_spec_factory, backend_factory, names, variants=selected,
                          full_width=full_width, progress=progress, models=models)
     elapsed = time.perf_counter() - started
+    half_rows = _half_precision(create_backend, RunOptions, names, precisions, selected, models,
+                                progress)
+    if half_rows:
+        current["half_precision"] = half_rows  # beside the fp32 rows, never compared with them
     if record is not None:
         write_json(record, current)
 
@@ -159,11 +179,40 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
         return
     comparison = check_golden(current, base_record, tolerances,
                               baseline_name=str(baseline))
-    _emit(render_golden(comparison, current, fmt, elapsed_s=elapsed), output)
+    text = render_golden(comparison, current, fmt, elapsed_s=elapsed)
+    if half_rows:
+        text += "\n" + render_half_precision(half_rows, fmt)
+    _emit(text, output)
     if comparison.failed:
-        raise FcnBenchError(f"golden suite: {len(comparison.failures)} failing checks (see the "
+        failing = plural(len(comparison.failures), "failing check")
+        raise FcnBenchError(f"golden suite: {failing} (see the "
                             f"tables above); if the change is intended, run "
                             f"`python cli.py golden --update` and commit {baseline}")
+    half_failed = [row for row in half_rows if row.get("passed") is False]
+    if half_failed:
+        first = half_failed[0]
+        raise FcnBenchError(f"half-precision gate: {plural(len(half_failed), 'failing row')} "
+                            f"(labels off fp32's on over 0.5% of the decided pixels, or a "
+                            f"crash; first: {first['variant']} {first['backend']} "
+                            f"{first['precision']}; see the table above)")
+
+
+def _half_precision(create_backend, run_options, names: list[str], precisions: tuple[str, ...],
+                    variants: list[str], models: list[str] | None, progress) -> list[dict]:
+    """The half-precision gate's rows for every backend x precision (none when not asked)."""
+    if not precisions:
+        return []
+    config = GoldenConfig()
+    with tempfile.TemporaryDirectory(prefix="fcn-golden-") as workdir:
+        images = make_golden_images(workdir, config)
+
+    def factory(name, spec, precision):
+        return create_backend(name, spec, run_options(device="cpu", precision=precision))
+
+    return [row for name in names for precision in dict.fromkeys(precisions)
+            for row in half_precision_rows(factory, name, precision, images, variants=variants,
+                                           models=config.zoo_models if models is None
+                                           else models, config=config, progress=progress)]
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -185,7 +234,7 @@ def _update(current: dict, baseline: Path, tolerances: Tolerances, fmt: str,
     header = f"golden: wrote {baseline} in {elapsed:.1f} s"
     if old is None:
         reason = f"; the old one was unreadable: {problem}" if problem else ""
-        return f"{header} (new baseline, {len(current['rows'])} rows{reason})\n"
+        return f"{header} (new baseline, {plural(len(current['rows']), 'row')}{reason})\n"
     comparison = compare_rows(rows_from_record(old, baseline),
                               rows_from_record(current, Path("this run")), tolerances,
                               CompareOptions(all_metrics=False),

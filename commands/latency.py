@@ -16,7 +16,7 @@ import click
 
 import backends
 from backends.base import COMPILE_MODES, PRECISIONS, RunOptions
-from bench.errors import FcnBenchError, UsageError
+from bench.errors import FcnBenchError
 from bench.init import random_params
 from bench.latency import (
     DEFAULT_POLICIES,
@@ -48,13 +48,21 @@ from bench.latency_worker import run_in_worker
 from bench.outputs import Output, check_outputs
 from bench.references import paper_latency_ms
 from bench.spec import MODEL_NAMES, VARIANTS, FcnSpec, build_spec, resolve_model
-from commands._options import parse_size
+from commands._options import (
+    SIZE,
+    FiniteFloat,
+    backend_option,
+    device_option,
+    plural,
+    seed_option,
+    variant_option,
+)
 
 _CPU, _GPU = DEFAULT_POLICIES["cpu"], DEFAULT_POLICIES["cuda"]
 
 
-def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    return tuple(dict.fromkeys(parse_size(v) for v in values))
+def _sizes(ctx: click.Context, param: click.Parameter, values: tuple[tuple[int, int], ...]):
+    return tuple(dict.fromkeys(values))
 
 
 PAPER_SIZE = (500, 500)  # the default matrix's input: the paper's 500x500 VOC timing (Table 1)
@@ -79,13 +87,6 @@ def paper_of(variant: str) -> dict | None:
     """The published forward time of a model, looked up by its record key (fcn8s for voc-fcn8s,
     voc-fcn-alexnet for CVPR Table 1's FCN-AlexNet); None where none is published."""
     return paper_latency_ms(resolve_model(variant).key)
-
-
-def _backend_names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):
-    try:
-        return tuple(dict.fromkeys(backends.canonical_name(v) for v in values))
-    except UsageError as error:
-        raise click.BadParameter(str(error)) from error
 
 
 def resolve_backends(requested: tuple[str, ...]) -> list[str]:
@@ -167,7 +168,7 @@ def measure_isolated(job: dict[str, Any], log: Callable[[str], None],
     before = host_info()
     started = time.monotonic()
     for number, ((variant, name), group) in enumerate(groups.items(), start=1):
-        log(f"worker {number}/{len(groups)}: {variant} / {name} ({len(group)} cells)")
+        log(f"worker {number}/{len(groups)}: {variant} / {name} ({plural(len(group), 'cell')})")
         if progress:  # workers report nothing until they finish: estimate per worker
             spent = time.monotonic() - started
             per_worker = spent / (number - 1) if number > 1 else 0.0
@@ -223,14 +224,11 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 
 
 @click.command(name="latency", epilog=_EPILOG)
-@click.option("--variant", "variants", type=click.Choice(MODEL_NAMES), multiple=True,
-              metavar="MODEL", help="Any model of the zoo (README 'The model zoo'), repeatable. "
-              "[default: the four VOC VGG16 nets]")
-@click.option("--backend", "backend_names", multiple=True, callback=_backend_names, metavar="NAME",
-              help="torch or tensorflow (alias tf); repeatable.  [default: every installed one]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto = cuda when the framework sees one, else cpu.")
-@click.option("--size", "sizes", multiple=True, callback=_sizes, metavar="HxW",
+@variant_option(multiple=True, models=MODEL_NAMES,
+                default_help="the four VOC VGG16 nets")
+@backend_option(several=True, name="backend_names")
+@device_option
+@click.option("--size", "sizes", type=SIZE, multiple=True, callback=_sizes, metavar="HxW",
               help="Input height x width (repeatable).  [default: 500x500, the paper's input, "
               "for the default matrix; the data set's typical size for a named --variant]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -253,13 +251,12 @@ _EPILOG = ("\b\nMethod:\n" + METHODOLOGY.replace("\n\n", "\n\n\b\n") + "\n\n\b\n
 @click.option("--iters", type=click.IntRange(min=1), default=None,
               help=f"Minimum timed calls per cell.  [default: {_CPU.min_iters} on cpu, "
               f"{_GPU.min_iters} on cuda]")
-@click.option("--min-time", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--min-time", type=FiniteFloat(min=0), default=None, metavar="SECONDS",
               help=f"Minimum summed timed seconds per cell.  [default: {_CPU.min_time_s:g} on "
               f"cpu, {_GPU.min_time_s:g} on cuda]")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op CPU threads.  [default: the framework's own]")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the random weights, input and round order.")
+@seed_option("--seed", help="Seed of the random weights, input and round order.")
 @click.option("--isolate/--no-isolate", default=None,
               help="Run each variant x backend in its own worker process, so a crash is a "
               "FAILED row.  [default: on for compiled cells on a GPU]")
@@ -327,9 +324,10 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
     def log(message: str) -> None:
         bar.write(f"[{time.monotonic() - started:6.1f} s] {message}")
 
-    log(f"latency: {len(keys)} cells ({len(variants)} variants x {len(names)} backends x "
-        f"{len(modes)} modes; sizes {', '.join(f'{h}x{w}' for h, w in all_sizes)}), "
-        f"precision {precision}"
+    log(f"latency: {plural(len(keys), 'cell')} ({plural(len(variants), 'variant')} x "
+        f"{plural(len(names), 'backend')} x {plural(len(modes), 'mode')}; "
+        f"{'size' if len(all_sizes) == 1 else 'sizes'} "
+        f"{', '.join(f'{h}x{w}' for h, w in all_sizes)}), precision {precision}"
         + (f", compile {compile_}" if compile_ else ""))
     job = {"keys": keys, "options": options, "width_divisor": width_divisor, "seed": seed,
            "precision": precision, "compile_mode": compile_, "channels_last": channels_last,
@@ -359,5 +357,6 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
     for path in contents:
         log(f"wrote {path}")
     if run.failed:
-        raise FcnBenchError(f"{len(run.failed)} of {len(run.rows)} cells failed (FAILED rows "
+        cells = plural(len(run.rows), "cell")
+        raise FcnBenchError(f"{len(run.failed)} of {cells} failed (FAILED rows "
                             f"above); first: {run.failed[0]['error']}")

@@ -13,14 +13,17 @@ import numpy as np
 
 from backends.base import PRECISIONS
 from bench.spec import MODEL_NAMES
-from commands._options import device_option, parse_size
+from commands._options import (
+    SIZE,
+    FiniteFloat,
+    backend_pair_option,
+    device_option,
+    seed_option,
+    variant_option,
+    weights_option,
+)
 
 REFERENCE = "reference"
-
-
-def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
-    """--size HxW -> (H, W), with the one HxW parser shared by the commands."""
-    return parse_size(value)
 
 
 def parity_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -49,27 +52,23 @@ def parity_inputs(spec, height: int, width: int, seed: int) -> np.ndarray | dict
 
 
 @click.command(name="parity")
-@click.option("--variant", type=click.Choice(MODEL_NAMES), default=None, metavar="MODEL",
-              help="Model (`cli.py models` lists them)  [default: detected from --weights, "
-                   "else fcn8s]")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="fcn-bench weight archive (.safetensors) of --variant; default: random weights.")
-@click.option("--random-seed", type=int, default=None,
-              help="Seed of the random weights used without --weights  [default: 0]")
-@click.option("--size", default="37x53", show_default=True, metavar="HxW", callback=_size_option,
+@variant_option(default=None, default_help="detected from --weights, else fcn8s",
+                models=MODEL_NAMES)
+@seed_option("--random-seed", default=None,
+             help="Seed of the random weights used without --weights  [default: 0]")
+@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Narrow test-only net (channels // N); 1 = VGG16. Random weights only.")
+@weights_option(random_fallback=True)
+@click.option("--size", type=SIZE, default="37x53", show_default=True, metavar="HxW",
               help="Input height x width (odd sizes exercise ceil pooling and the crops).")
-@click.option("--input-seed", type=int, default=0, show_default=True,
-              help="Seed of the random input image.")
-@click.option("--backends", "pair", default="torch,tensorflow", show_default=True,
-              help="Two of: torch, tensorflow (tf), reference (float64 numpy; small inputs only).")
+@seed_option("--input-seed", help="Seed of the random input image.")
+@backend_pair_option("--backends", "pair", default="torch,tensorflow", extra=(REFERENCE,))
 @device_option
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Backend precision (fp32 = TF32 off); picks the tolerance.")
-@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Narrow test-only net (channels // N); 1 = VGG16. Random weights only.")
-@click.option("--max-rel", type=click.FloatRange(0, None), default=None,
+@click.option("--max-rel", type=FiniteFloat(min=0), default=None,
               help="Override the max relative difference per blob.")
-@click.option("--min-label-agreement", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-label-agreement", type=FiniteFloat(0, 1), default=None,
               help="Override the fraction of pixels whose labels must agree.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the 'parity' JSON record here (atomically).")
@@ -86,7 +85,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     \b
     Examples:
       python cli.py parity --variant fcn8s --size 37x53
-      python cli.py parity --variant fcn32s --weights weights/fcn32s.safetensors --size 375x500
+      python cli.py parity --variant fcn32s --weights demo/weights/fcn32s.safetensors --size 375x500
       python cli.py parity --variant fcn16s --backends torch,reference --width-divisor 16
     """
     import backends

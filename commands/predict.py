@@ -15,26 +15,9 @@ import numpy as np
 
 from backends.base import PRECISIONS
 from bench.spec import MODEL_NAMES
-from commands._options import device_option
+from commands._options import backend_option, device_option, variant_option, weights_option
 
-OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay (background pixels untouched)
-
-
-def overlay_png(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA,
-                background: int | None = 0) -> bytes:
-    """PNG bytes of the photo with every pixel blended with its class colour (VOC palette),
-    except those of the `background` class (None: every pixel is a class, e.g. NYUD's wall)."""
-    from PIL import Image
-
-    from bench.labels import VOC_PALETTE
-
-    colours = VOC_PALETTE[labels].astype(np.float32)  # (H, W, 3)
-    blended = rgb.astype(np.float32)
-    foreground = labels != background if background is not None else np.ones_like(labels, bool)
-    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colours[foreground]
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG")
-    return buffer.getvalue()
+# The overlay (blended photo + class legend) is drawn by bench/overlay.py.
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -70,12 +53,10 @@ def head_paths(path: Path | None, outputs: tuple[str, ...]) -> dict[str, Path | 
 
 
 @click.command(name="predict")
-@click.option("--variant", type=click.Choice(MODEL_NAMES), default=None,
-              help="Model  [default: detected from --weights]")
-@click.option("--backend", "backend_name", default="torch", show_default=True,
-              help="torch or tensorflow (tf).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="fcn-bench weight archive (.safetensors), e.g. from `cli.py convert`.")
+@variant_option(default=None, default_help="detected from --weights, else fcn8s",
+                models=MODEL_NAMES)
+@backend_option(several=False, name="backend_name")
+@weights_option()
 @click.option("--image", "image_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="A JPEG/PNG photo (the colour input).")
 @click.option("--hha", "hha_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -107,8 +88,12 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
 
     \b
     Examples:
-      python cli.py predict --backend torch --weights weights/fcn8s.safetensors \\
-          --image photo.jpg --out-labels photo-labels.png --overlay photo-overlay.png
+      python cli.py demo --data-root demo
+      python cli.py predict --backend torch --weights demo/weights/fcn8s.safetensors \\
+          --image demo/VOCdevkit/VOC2012/JPEGImages/2007_000006.jpg \\
+          --out-labels labels.png --overlay overlay.png
+      python cli.py download weights fcn8s
+      python cli.py predict --image photo.jpg --overlay overlay.png   # cached official fcn8s
       python cli.py predict --weights color-hha.safetensors --image rgb.png --hha hha.png \\
           --out-labels labels.png
       python cli.py predict --weights sift.safetensors --image im.jpg --out-labels l.png
@@ -120,6 +105,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     from bench.labels import write_label_png
     from bench.memory import check_forward_memory, forward_bytes
     from bench.outputs import Output, check_outputs, writing
+    from bench.overlay import class_shares, overlay_png
     from bench.records import atomic_write_bytes
     from bench.spec import resolve_model
     from bench.weights import archive_spec, load_weights
@@ -191,6 +177,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
                              "--out-scores")
         labels = labels.astype(np.uint8 if classes <= 256 else np.int32)
         paths = {option: per_head[option][name] for option in outputs}
+        names = class_names(entry.dataset, classes)
         if paths["--out-labels"] is not None:
             write_label_png(paths["--out-labels"], labels)
         if paths["--out-scores"] is not None:
@@ -200,11 +187,9 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
         if paths["--overlay"] is not None:
             with writing(paths["--overlay"], "overlay"):
                 atomic_write_bytes(paths["--overlay"],
-                                   overlay_png(arrays["--image"], labels, background=background))
-        counts = np.bincount(labels.ravel(), minlength=classes)
-        names = class_names(entry.dataset, classes)
-        present = [f"{names[c]} {counts[c] / labels.size:.1%}" for c in np.argsort(-counts)
-                   if counts[c]]
+                                   overlay_png(arrays["--image"], labels, background=background,
+                                               names=names))
+        present = [f"{names[c]} {share}" for c, share in class_shares(labels, classes)]
         prefix = "classes" if len(spec.outputs) == 1 else f"{head.task} classes ({name})"
         click.echo(f"{prefix}: " + ", ".join(present))
         written += [path for path in paths.values() if path is not None]

@@ -18,9 +18,15 @@ from bench.errors import FcnBenchError
 from bench.references import compare, per_class_iou, reference_split, run_weights_kind
 from bench.report import BackendRun, reproduce_notes, results_text, run_verdict, weights_summary
 from bench.spec import MODEL_NAMES
-from commands._options import device_option
-
-BACKEND_CHOICES = ("torch", "tensorflow", "tf", "all")
+from commands._options import (
+    backend_option,
+    data_root_option,
+    device_option,
+    plural,
+    variant_option,
+    voc_split_callback,
+    weights_option,
+)
 
 
 def check_outputs(output: Path | None, save_predictions: Path | None,
@@ -37,18 +43,12 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
 
 
 @click.command(name="reproduce")
-@click.option("--variant", type=click.Choice(MODEL_NAMES), default="fcn8s", show_default=True,
-              help="Released model (`python cli.py models` lists them); it picks its data set "
-                   "and default split. The weights must hold this model (detected, not guessed).")
-@click.option("--backend", "backend_choice", type=click.Choice(BACKEND_CHOICES),
-              default="torch", show_default=True,
-              help="Framework, or `all` for every available backend side by side.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder holding VOCdevkit/ (and splits/) [default: $FCN_BENCH_DATA or ./data].")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="fcn-bench weights archive [default: the converted official weights of the "
-                   "variant in the cache, from `download weights VARIANT`].")
-@click.option("--split", default=None,
+@variant_option(models=MODEL_NAMES)
+@backend_option(several=True, default="torch", name="backend_choice",
+                extra_help="Several: one column per backend.")
+@data_root_option()
+@weights_option()
+@click.option("--split", default=None, callback=voc_split_callback,
               help="VOC: seg11valid (default, 736 images, the paper's), train, val, trainval or "
                    "a file of ids; other models: their data set's splits [default: NYUD test, "
                    "SIFT Flow test, PASCAL-Context val, ADE20K validation].")
@@ -78,8 +78,9 @@ def check_outputs(output: Path | None, save_predictions: Path | None,
                    "often fastest on a busy shared machine.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
-def command(variant: str, backend_choice: str, data_root: Path | None, weights: Path | None,
-            split: str | None, device: str, limit: int | None, output: Path | None,
+def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | None,
+            weights: Path | None, split: str | None, device: str, limit: int | None,
+            output: Path | None,
             save_predictions: Path | None, plots_dir: Path | None, resume: bool,
             keep_checkpoint: bool, checkpoint_every: int, workers: int, threads: int | None,
             progress: bool) -> None:
@@ -107,7 +108,7 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     and writes the record (with world_size). Each rank checkpoints its own shard; --resume
     needs the same number of processes.
     """
-    from backends import RunOptions, create_backend, resolve_backend_choice
+    from backends import RunOptions, create_backend, resolve_backend_choices
     from bench.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
     from bench.distributed import torchrun_world
     from bench.model_data import dataset_name, open_model_dataset, reference_variant
@@ -117,7 +118,7 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     from bench.voc import resolve_split_prefix
     from bench.weights import load_voc_weights, sha256_file
 
-    backends = resolve_backend_choice(backend_choice)
+    backends = resolve_backend_choices(backend_choice)
     rank, world_size = torchrun_world()
     lead = rank == 0  # the only process that prints, plots and writes the record
     say = click.echo if lead else _quiet
@@ -150,7 +151,7 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
     for note in notes:
         say(f"note: {note}", err=True)
 
-    say(f"hashing weights and data ({len(dataset)} images) for the record and the "
+    say(f"hashing weights and data ({plural(len(dataset), 'image')}) for the record and the "
         "checkpoint key ...", err=True)
     weights_sha = sha256_file(weights_path)
     fingerprint = data_fingerprint(dataset)
@@ -215,9 +216,11 @@ def command(variant: str, backend_choice: str, data_root: Path | None, weights: 
         return
 
     paper_classes = per_class_iou(ref_variant, ref_split, weights=None)
-    click.echo(f"\n{entry.name} on {entry.dataset} '{dataset.name}' ({len(dataset)} images), "
-               "weights "
-               f"{weights_path} ({run_weights}, sha256 {weights_sha[:12]}...)\n")
+    # Random weights say so (as the note does), not just "other".
+    weights_kind = "random" if metadata.get("kind") == "random" else run_weights
+    images = plural(len(dataset), "image")
+    click.echo(f"\n{entry.name} on {entry.dataset} '{dataset.name}' ({images}), weights "
+               f"{weights_path} ({weights_kind}, sha256 {weights_sha[:12]}...)\n")
     click.echo(results_text(runs, subset, paper_classes))
 
     if output is not None:

@@ -31,16 +31,22 @@ from bench.train import (
     run_training,
     solver_plan,
 )
+from commands._options import (
+    FiniteFloat,
+    backend_option,
+    data_root_option,
+    device_option,
+    plural,
+    seed_option,
+    variant_option,
+    voc_split_callback,
+)
 
 
 @click.command(name="train")
-@click.option("--variant", type=click.Choice(MODEL_NAMES), required=True,
-              help="Model to train (staged: 32s, then 16s from it, then 8s), on its own data "
-                   "set's training split with its released recipe (docs/training_recipes.md).")
-@click.option("--backend", default="torch", show_default=True,
-              help="torch or tensorflow (tf). torchrun runs torch data-parallel.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder holding benchmark_RELEASE/ (SBD, training) and VOCdevkit/ (val).")
+@variant_option(default=None, required=True, models=MODEL_NAMES)
+@backend_option(several=False, extra_help="torchrun runs torch data-parallel.")
+@data_root_option()
 @click.option("--init", "init", default=None,
               help="Init archive: VGG16 (convert output) for 32s and at-once nets, the 32s "
                    "snapshot for 16s, 16s for 8s, an AlexNet trunk for voc-fcn-alexnet, "
@@ -63,7 +69,7 @@ from bench.train import (
               help="Validate every N updates [heavy 4000, cvpr 200].")
 @click.option("--snapshot-every", type=click.IntRange(1), default=None,
               help="Snapshot every N updates [heavy 4000, cvpr 200].")
-@click.option("--val-split", default=None,
+@click.option("--val-split", default=None, callback=voc_split_callback,
               help="Validation split: VOC seg11valid (default), train/val/trainval or an id "
                    "list; other models: their data set's [default: its scored split].")
 @click.option("--val-limit", type=click.IntRange(0), default=None,
@@ -71,10 +77,10 @@ from bench.train import (
 @click.option("--train-split", default=None,
               help="VOC: SBD train (default, 8498 images, REF), val or an id list; NYUD "
                    "trainval, SIFT Flow trainval, Context train, ADE20K training by default.")
-@click.option("--lr", "base_lr", type=float, default=None,
+@click.option("--lr", "base_lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Override the recipe's base learning rate (lr_mult still applies).")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
-              help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
+@seed_option("--seed", default=DEFAULT_SEED,
+             help="Sampler seed (REF: 1337); rank r of torchrun uses seed + r.")
 @click.option("--log-every", type=click.IntRange(1), default=20, show_default=True,
               help="Write the mean training loss to the CSV every N updates.")
 @click.option("--keep-snapshots", type=click.IntRange(1), default=DEFAULT_KEEP_SNAPSHOTS,
@@ -85,8 +91,7 @@ from bench.train import (
 @click.option("--plots", is_flag=True, help="Write curves.png (loss and validation metrics).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path),
               default=None, help="Also write TensorBoard scalars to this folder.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto = cuda when present, else cpu.")
+@device_option
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Intra-op CPU threads (default: the framework's).")
 @click.option("--progress/--no-progress", default=None,
@@ -94,8 +99,9 @@ from bench.train import (
 @click.option("--nondeterministic", is_flag=True,
               help="Allow CUDA's faster nondeterministic kernels (cuDNN backward, TF ops): runs "
                    "and --resume are then equal only to float noise. Default: deterministic.")
-@click.option("--width-divisor", type=click.IntRange(1), default=1, hidden=True,
-              help="Test only: narrow network (channels // N).")
+@click.option("--width-divisor", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Narrow network (channels // N) for demos and tests; 1 = VGG16. Needs "
+                   "--init random or an archive of the same width.")
 def command(variant: str, backend: str, data_root: Path, init: str | None, out_dir: Path | None,
             recipe_name: str | None, resume: bool, iters: int | None, eval_every: int | None,
             snapshot_every: int | None, val_split: str | None, val_limit: int | None,
@@ -108,8 +114,11 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
 
     \b
     Examples:
+      python cli.py train --variant fcn8s --data-root demo --init random --width-divisor 8 \\
+          --lr 1e-9 --iters 200 --val-split val --out demo/runs/train-fcn8s   # after `demo`
+      python cli.py convert VGG_ILSVRC_16_layers.caffemodel vgg16-fcn32s.safetensors
       python cli.py train --variant fcn32s --backend torch --data-root data \\
-          --init weights/vgg16-fcn32s-init.safetensors --out runs/fcn32s
+          --init vgg16-fcn32s.safetensors --out runs/fcn32s
       python cli.py train --variant fcn16s --backend tf --data-root data \\
           --init runs/fcn32s/snapshots/fcn32s_iter_0100000.safetensors --out runs/fcn16s
       python cli.py train --variant fcn32s --data-root data --out runs/fcn32s --resume
@@ -211,7 +220,8 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
                        f"process{'es' if trainer.world_size > 1 else ''}): base_lr "
                        f"{config.base_lr:g}, momentum {recipe.momentum}, {config.iters} updates "
                        f"x {recipe.iter_size * trainer.world_size} image(s); "
-                       f"{len(train_set.ids)} training images, {len(val_ids)} validation; "
+                       f"{plural(len(train_set.ids), 'training image')}, "
+                       f"{len(val_ids)} validation; "
                        f"{init_info.get('init') or init_info.get('resumed_from_snapshot')} -> "
                        f"{out_dir}; "
                        f"{'deterministic' if config.deterministic else 'NONDETERMINISTIC'} "

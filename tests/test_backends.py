@@ -550,3 +550,20 @@ def test_half_precision_gate_fails_a_broken_half_path():
     wrong = [np.roll(right[0], 1, axis=1)]  # a one-pixel shift: a geometry slip in half only
     verdict = half_precision_gate(scores, wrong, "bf16")
     assert not verdict["passed"] and verdict["label_agreement_with_fp32"] < 0.5
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "amp-fp16"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_half_precision_lrn_stays_finite(name, precision):
+    """AlexNet's LRN squares activations of hundreds: in float16 that overflows (65504), so both
+    backends normalise in float32 and return the model's dtype; scores stay finite and close."""
+    spec = narrow_spec("voc-fcn-alexnet")
+    params = random_params(spec, 0)
+    images = (np.random.default_rng(0).standard_normal((1, 3, 45, 61)) * 120).astype(np.float32)
+    full = backends.create_backend(name, spec, RunOptions(device="cpu"))
+    full.load_params(params)
+    half = backends.create_backend(name, spec, RunOptions(device="cpu", precision=precision))
+    half.load_params(params)
+    reference, scores = full.predict(images), half.predict(images)
+    assert np.isfinite(scores).all()
+    assert np.abs(scores - reference).max() <= 0.05 * np.abs(reference).max()

@@ -26,12 +26,14 @@ from bench.golden import (
     make_golden_images,
     render_golden,
     run_golden,
+    stream_first_convs,
     with_crop_offset,
     without_skip,
+    without_stream,
 )
 from bench.init import random_params
 from bench.records import to_json
-from bench.spec import build_spec
+from bench.spec import CONV1_1_PAD, MODEL_NAMES, Conv, build_spec
 from cli import cli
 
 pytest.importorskip("torch")
@@ -214,3 +216,103 @@ def test_a_broken_geometric_head_fails_the_gate(zoo_reference, images):
     broken, good = faulty["rows"][0], zoo_reference["rows"][0]
     assert broken["label_digest"] == good["label_digest"]  # the semantic head is untouched
     assert broken["geometric_label_digest"] != good["geometric_label_digest"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Fault injections for every family
+
+
+FIRST_CONVS = {"voc-fcn8s": ["conv1_1"], "voc-fcn-alexnet": ["conv1"],
+               "nyud-fcn32s-color-d": ["conv1_1_bgrd"],
+               "nyud-fcn32s-color-hha": ["conv1_1color", "conv1_1hha"],
+               "siftflow-fcn16s": ["conv1_1"]}
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_every_family_has_faults_and_a_pad_fault_per_stream(model):
+    spec = build_spec(model, width_divisor=16)
+    names = [name for name, _ in geometry_faults(spec)]
+    firsts = [conv.name for conv in stream_first_convs(spec)]
+    assert firsts == FIRST_CONVS.get(model, firsts) and firsts
+    assert [n for n in names if " pad " in n] == [f"{c} pad {CONV1_1_PAD}-1" for c in firsts]
+    assert all(spec.layer(c).pad == CONV1_1_PAD for c in firsts)
+    # Every Crop twice, every Sum at least once (a weighted fusion once per stream).
+    crops = [layer.name for layer in spec.layers if type(layer).__name__ == "Crop"]
+    assert all(f"{c} offset {spec.layer(c).offset}+1" in names for c in crops)
+    for fault_name, fault in geometry_faults(spec):
+        faulty = fault(spec)
+        assert faulty != spec and faulty.parameters() == spec.parameters(), fault_name
+
+
+def test_late_fusion_faults_drop_each_stream():
+    spec = build_spec("nyud-fcn32s-color-hha", width_divisor=16)
+    names = [name for name, _ in geometry_faults(spec)]
+    assert {"score_fused stream score_frcolor dropped",
+            "score_fused stream score_frhha dropped"} <= set(names)
+    dropped = without_stream(spec, "score_fused", "score_frcolor")
+    assert dropped.layer("score_fused").bottom == "score_frhha"
+    assert not any(isinstance(layer, Conv) and layer.name == "score_fused"
+                   for layer in dropped.layers)
+    with pytest.raises(UsageError, match="does not fuse"):
+        without_stream(spec, "score_fused", "fc7color")
+    siftflow = [n for n, _ in geometry_faults(build_spec("siftflow-fcn16s", width_divisor=16))]
+    assert any("geo" in n for n in siftflow) and any("sem" in n for n in siftflow)
+
+
+def test_check_faults_catches_every_fault_of_a_two_stream_family():
+    result = CliRunner().invoke(cli, ["golden", "--check-faults", "--backend", "torch",
+                                      "--variant", "nyud-fcn32s-color-hha"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines()
+             if line.startswith("nyud-fcn32s-color-hha")]
+    assert len(lines) == 6 and all(" caught" in line for line in lines), result.output
+    assert "MISSED" not in result.output and "6 of 6 injected faults caught" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# The half-precision gate after the fp32 suite
+
+
+def test_golden_precision_prints_the_half_precision_gate(tmp_path):
+    record = tmp_path / "golden-run.json"
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--variant", "pascalcontext-fcn32s", "--no-full-width",
+                                      "--precision", "bf16", "--record", str(record)])
+    assert result.exit_code == 0, result.output
+    assert "golden in" in result.output  # the fp32 suite ran and passed first
+    table = result.output[result.output.index("Half precision"):]
+    rows = [line for line in table.splitlines() if " bf16 " in line]
+    assert [line.split()[0] for line in rows] == ["fcn32s", "pascalcontext-fcn32s"]
+    assert all(line.rstrip().endswith("ok") and ">= 99.5" in line for line in rows)
+    assert "2 of 2 half-precision rows pass" in table
+    assert max(len(line) for line in table.splitlines()) <= 120
+    half = json.loads(record.read_text())["half_precision"]
+    assert [r["precision"] for r in half] == ["bf16", "bf16"] and all(r["passed"] for r in half)
+    assert all(0 < r["decided_pixels"] <= r["label_pixels"] for r in half)
+
+
+def test_a_failing_half_precision_row_fails_the_command(monkeypatch):
+    import commands.golden as golden_command
+
+    def broken(factory, backend, precision, images, **kwargs):
+        return [{"variant": "fcn32s", "backend": backend, "precision": precision,
+                 "status": "ok", "error": None, "label_agreement_with_fp32": 0.9,
+                 "decided_pixels": 90, "label_pixels": 100, "label_agreement_all_pixels": 0.9,
+                 "gate": 0.995, "passed": False},
+                {"variant": "voc-fcn-alexnet", "backend": backend, "precision": precision,
+                 "status": "unsupported", "error": "NotImplementedError: no LRN kernel",
+                 "passed": None}]
+
+    monkeypatch.setattr(golden_command, "half_precision_rows", broken)
+    result = CliRunner().invoke(cli, ["golden", "--backend", "torch", "--variant", "fcn32s",
+                                      "--no-full-width", "--precision", "fp16"])
+    assert result.exit_code == 1
+    assert "0 of 1 half-precision rows pass (1 unsupported" in result.output
+    assert "no LRN kernel" in result.output
+    assert "half-precision gate: 1 failing row" in result.output.splitlines()[-1]
+    assert "Traceback" not in result.output
+
+
+def test_precision_is_refused_with_check_faults():
+    result = CliRunner().invoke(cli, ["golden", "--check-faults", "--precision", "bf16"])
+    assert result.exit_code == 2 and "--precision" in result.output

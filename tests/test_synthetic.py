@@ -119,3 +119,55 @@ def test_split_list_helper_is_canonical(tmp_path):
 def test_bad_sizes_rejected():
     with pytest.raises(ValueError, match="min_size"):
         synthetic_sample("x", min_size=30, max_size=20)
+
+
+# -- the `demo` tree ------------------------------------------------------------------------------
+
+def test_demo_tree_has_voc_sizes_and_the_real_layouts(tmp_path):
+    from bench.synthetic import DEMO_MAX_SIZE, DEMO_MIN_SIZE, make_demo_tree
+    from bench.voc import SBDDataset, resolve_split, sbd_dir
+
+    lists = make_demo_tree(tmp_path, num_images=4)
+    assert lists["train"] == synthetic_ids(4)[0::2] and lists["val"] == synthetic_ids(4)[1::2]
+    val = resolve_split(tmp_path, "val")
+    for image_id in val.ids:
+        labels = val.load(image_id).label
+        assert min(labels.shape) >= DEMO_MIN_SIZE and max(labels.shape) <= DEMO_MAX_SIZE
+        assert labels.shape[0] % 2 == 1
+        voc2011 = tmp_path / "VOCdevkit" / "VOC2011"
+        assert (voc2011 / "JPEGImages" / f"{image_id}.jpg").read_bytes() == (
+            val.voc_dir / "JPEGImages" / f"{image_id}.jpg").read_bytes()
+    sbd = SBDDataset(sbd_dir(tmp_path), "train")
+    assert list(sbd.ids) == lists["train"]  # training never sees a val image
+    assert VOID_LABEL not in np.unique(sbd.load_label(sbd.ids[0]))
+
+
+def test_demo_tree_is_seeded(tmp_path):
+    from bench.synthetic import make_demo_tree
+
+    make_demo_tree(tmp_path / "a", num_images=2)
+    make_demo_tree(tmp_path / "b", num_images=2)
+    make_demo_tree(tmp_path / "c", num_images=2, seed=1)
+    a, b, c = (_tree_bytes(tmp_path / n) for n in "abc")
+    assert a == b and a != c
+
+
+def test_demo_command_refuses_a_folder_of_real_data_and_keeps_its_weights(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    real = tmp_path / "data"
+    (real / "VOCdevkit").mkdir(parents=True)
+    refused = CliRunner().invoke(cli, ["demo", "--data-root", str(real), "--no-progress"])
+    assert refused.exit_code == 2 and "not empty" in refused.output
+    args = ["demo", "--data-root", str(tmp_path / "demo"), "--num-images", "2", "--variant",
+            "fcn32s", "--width-divisor", "32", "--no-progress"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    weights = tmp_path / "demo" / "weights" / "fcn32s.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and f"kept {weights}" in again.output
+    assert weights.stat().st_mtime_ns == stamp
+    assert "python cli.py reproduce" in again.output and "python cli.py train" in again.output

@@ -718,3 +718,18 @@ def test_torchrun_with_the_tensorflow_backend_is_refused(tiny_data, tmp_path, mo
                     "--init", "random", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "python -m bench.distributed --workers N" in result.output
+
+
+def test_init_archive_of_another_width_names_the_option(tmp_path):
+    """A narrow archive given to a full-width run says which --width-divisor it needs."""
+    from bench.convert import convert_random
+    from bench.train import load_init
+
+    narrow = tmp_path / "narrow.safetensors"
+    convert_random(narrow, "fcn32s", 0, width_divisor=8)
+    with pytest.raises(FcnBenchError, match="--width-divisor 8"):
+        load_init(build_spec("fcn32s"), str(narrow), 0)
+    with pytest.raises(FcnBenchError, match="without --width-divisor"):
+        full = tmp_path / "full.safetensors"
+        convert_random(full, "fcn32s", 0, width_divisor=1)
+        load_init(build_spec("fcn32s", width_divisor=8), str(full), 0)

@@ -103,7 +103,8 @@ def test_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_loss_is_caffe_softmax_with_loss(normalize):
-    """The heavy recipe's learning rates assume the SUM over non-void pixels (pitfall 3)."""
+    """The heavy recipe's learning rates assume the SUM over non-void pixels
+    (docs/training_recipes.md, Losses)."""
     scores, labels = loss_case()
     loss = summed_pixel_loss(tf.constant(scores.transpose(0, 2, 3, 1)),
                              tf.constant(labels.astype(np.int32)), normalize)

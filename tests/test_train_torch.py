@@ -125,7 +125,8 @@ def test_cli_nan_stops_and_keeps_the_last_snapshot(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_loss_is_caffe_softmax_with_loss(normalize):
-    """The heavy recipe's learning rates assume the SUM over non-void pixels (pitfall 3)."""
+    """The heavy recipe's learning rates assume the SUM over non-void pixels
+    (docs/training_recipes.md, Losses)."""
     scores, labels = loss_case()
     loss = summed_pixel_loss(torch.from_numpy(scores), torch.from_numpy(labels), normalize)
     expected = caffe_softmax_loss(scores, labels, normalize)

@@ -88,9 +88,12 @@ def caffe_lrn(x: tf.Tensor, layer: LRN) -> tf.Tensor:
     sum over the n = 2r + 1 centred channels) ** beta. So r = (n - 1) / 2, bias = k and TF's
     alpha is Caffe's alpha / n (per element, not per window).
     """
-    return tf.nn.local_response_normalization(
-        x, depth_radius=(layer.local_size - 1) // 2, bias=layer.k,
+    # The sum of squares overflows float16 (65504) for activations of a few hundred, and TF has
+    # no bfloat16 LRN kernel: half-precision models normalise in float32, as Caffe does.
+    normalised = tf.nn.local_response_normalization(
+        tf.cast(x, tf.float32), depth_radius=(layer.local_size - 1) // 2, bias=layer.k,
         alpha=layer.alpha / layer.local_size, beta=layer.beta)
+    return tf.cast(normalised, x.dtype)
 
 
 class FcnModule(tf.Module):

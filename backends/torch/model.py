@@ -34,6 +34,16 @@ from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
 from bench.weights import check_params
 
 
+class Float32LRN(nn.LocalResponseNorm):
+    """LRN computed in float32 whatever the model's dtype: the sum of squares overflows float16
+    for activations of a few hundred, and torch has no half-precision LRN on the CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        return super().forward(x.float()).to(x.dtype)
+
+
 class ChannelScale(nn.Module):
     """Caffe Scale layer without bias: y[:, c] = x[:, c] * weight[c] (at-once skip conditioning)."""
 
@@ -58,7 +68,7 @@ def _make_module(layer: Layer) -> nn.Module | None:
     if isinstance(layer, LRN):
         # torch zero-pads the channel window and averages over `size` (count_include_pad),
         # i.e. alpha / n * sum: Caffe's ACROSS_CHANNELS form (docs/fidelity.md "Layer semantics").
-        return nn.LocalResponseNorm(layer.local_size, layer.alpha, layer.beta, layer.k)
+        return Float32LRN(layer.local_size, layer.alpha, layer.beta, layer.k)
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.ratio)  # element-wise (Caffe), not channel-wise Dropout2d
     if isinstance(layer, Scale):
