@@ -62,7 +62,15 @@ class FcnBenchGroup(click.Group):
             _fail(ctx, f"{what}{_file_of(error)} (please report this; FCN_BENCH_DEBUG=1 shows "
                        "the traceback)", 1)
         except Exception as error:
-            if os.environ.get("FCN_BENCH_DEBUG") or not _is_library_error(error):
+            if os.environ.get("FCN_BENCH_DEBUG"):
+                raise
+            if _is_allocation_failure(error):
+                # Commands estimate memory before allocating (bench/memory.py); this catches
+                # what the estimate missed: one line, not a framework traceback.
+                _fail(ctx, f"out of memory{_file_of(error)}: the framework could not allocate "
+                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                           "; use a smaller image, --size or --batch", 1)
+            if not _is_library_error(error):
                 raise
             _fail(ctx, f"{type(error).__name__}{_file_of(error)}: {error} (FCN_BENCH_DEBUG=1 "
                        "shows the traceback)", 1)
@@ -71,6 +79,19 @@ class FcnBenchGroup(click.Group):
 # Exceptions of third-party readers (safetensors, h5py, zip) that can escape with a message a
 # user can act on; anything else is a bug in fcn-bench and keeps its traceback.
 _LIBRARY_ERRORS = ("SafetensorError", "BadZipFile", "LargeZipFile")
+
+
+# A framework's failure to allocate: torch raises RuntimeError (CPU: "can't allocate memory",
+# CUDA: torch.OutOfMemoryError, a RuntimeError), TensorFlow ResourceExhaustedError.
+_ALLOCATION_TYPES = ("OutOfMemoryError", "ResourceExhaustedError")
+_ALLOCATION_MESSAGES = ("can't allocate memory", "out of memory", "failed to allocate")
+
+
+def _is_allocation_failure(error: BaseException) -> bool:
+    if type(error).__name__ in _ALLOCATION_TYPES:
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(m in text for m in _ALLOCATION_MESSAGES)
 
 
 def _is_library_error(error: BaseException) -> bool:

@@ -49,6 +49,11 @@ VERDICTS = (REGRESSION, MISSING, INCONCLUSIVE, IMPROVED, INFO, OK)
 # reported inconclusive rather than judged.
 MIN_SAMPLES = 5
 BOOTSTRAP_RESAMPLES = 2000
+# More raw samples than this in one row is not a measurement but an attack on memory and time
+# (a 32 MB record holds ~4 M numbers): refused with one line (docs/security.md).
+MAX_SAMPLES = 1_000_000
+# A latency sample beyond ~11.6 days (1e9 ms) is not a time: 1e308 would overflow every sum.
+MAX_SAMPLE_MS = 1e9
 
 
 class RecordError(DataError):
@@ -153,7 +158,14 @@ def _metrics_of(raw: dict[str, Any], source: str | Path) -> dict[str, Any]:
         elif value is None:
             metrics[name] = math.nan  # strict JSON writes NaN as null
         elif is_number(value):
-            metrics[name] = value.item() if isinstance(value, np.generic) else value
+            number = value.item() if isinstance(value, np.generic) else value
+            if isinstance(number, float) and math.isinf(number):
+                # An infinite value is no measurement and passed gates ("+inf% ok"). NaN stays:
+                # it is how an undefined value (null in the file, e.g. the IoU of an absent
+                # class) is held, and NaN on one side only is judged a regression.
+                raise RecordError(source, f"malformed record: field {name!r} is {number} "
+                                          f"(not a finite number)")
+            metrics[name] = number
         elif name == "confusion_matrix" or name.endswith(".confusion_matrix"):
             metrics[name] = np.asarray(value, dtype=np.int64)
         elif isinstance(value, str) and (name in _STRING_METRICS
@@ -182,25 +194,62 @@ def _identity_of(kind: str, raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
                  if k in fields and fields[k] is not None)
 
 
-def _samples(value: Any, path: Path) -> np.ndarray | None:
+def _samples(value: Any, path: Path, field: str = "samples_ms",
+             scale: float = 1.0) -> np.ndarray | None:
+    """Raw samples in ms (`scale` converts); non-finite, negative or absurd values, or more
+    than MAX_SAMPLES of them, make the record malformed: dropping them silently would let an
+    all-NaN list or a 1e308 pass a gate."""
     if value is None:
         return None
+    if not isinstance(value, list):
+        raise RecordError(path, f"malformed record: {field} is not a list of numbers")
+    if len(value) > MAX_SAMPLES:
+        raise RecordError(path, f"malformed record: {field} has {len(value):,} samples (limit "
+                                f"{MAX_SAMPLES:,})")
+    if not all(is_number(v) for v in value):
+        raise RecordError(path, f"malformed record: {field} is not a list of numbers")
     try:
-        samples = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise RecordError(path, "samples_ms is not a list of numbers") from None
-    return samples[np.isfinite(samples)]
+        samples = np.asarray(value, dtype=np.float64).reshape(-1) * scale
+    except (TypeError, ValueError, OverflowError):
+        raise RecordError(path, f"malformed record: {field} is not a list of numbers") from None
+    bad = ~(np.isfinite(samples) & (samples >= 0) & (samples <= MAX_SAMPLE_MS))
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise RecordError(path, f"malformed record: {field}[{index}] = {value[index]} is not a "
+                                f"time in ms (finite, 0..{MAX_SAMPLE_MS:.0e})")
+    return samples
+
+
+def _optional_str(value: Any, path: Path, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise RecordError(path, f"malformed record: {field} is a {type(value).__name__}, "
+                                f"expected a string")
+    return value
+
+
+def _optional_dict(value: Any, path: Path, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(path, f"malformed record: {field} is a {type(value).__name__}, "
+                                f"expected an object")
+    return value
 
 
 def rows_from_record(record: dict[str, Any], path: Path) -> list[Row]:
     """Rows of one fcn-bench record: the record itself (evaluate/reproduce) or its `rows`."""
     kind = str(record["kind"])
-    prov = record.get("provenance") or {}
-    git = prov.get("git") or {}
+    prov = _optional_dict(record.get("provenance"), path, "provenance")
+    git = _optional_dict(prov.get("git"), path, "provenance.git")
     common = {"source": path.name, "schema": f"fcn-bench/{record['schema_version']}",
-              "time": prov.get("utc_time"), "commit": git.get("commit")}
+              "time": _optional_str(prov.get("utc_time"), path, "provenance.utc_time"),
+              "commit": _optional_str(git.get("commit"), path, "provenance.git.commit")}
     context = {k: float(v) for k, v in record.items()
                if is_number(v) and k not in _NON_METRIC_KEYS}
+    for key, value in context.items():
+        if math.isinf(value):
+            raise RecordError(path, f"malformed record: field {key!r} is {value} (not a finite "
+                                    f"number)")
     raw_rows = record.get("rows")
     if raw_rows is None:
         raw_rows = [record]
@@ -229,7 +278,9 @@ _PYTEST_BENCHMARK_STATS = {"median": "p50_ms", "mean": "mean_ms", "min": "min_ms
 
 def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> list[Row]:
     """Rows of a pytest-benchmark JSON file: one per benchmark, keyed by name + extra_info."""
-    commit = doc.get("commit_info") or {}
+    commit = _optional_dict(doc.get("commit_info"), path, "commit_info")
+    _optional_str(commit.get("id"), path, "commit_info.id")
+    _optional_str(doc.get("datetime"), path, "datetime")
     rows = []
     for bench in doc.get("benchmarks") or []:
         if not isinstance(bench, dict) or "name" not in bench:
@@ -239,6 +290,11 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> list[Row]:
         raw = {"benchmark": bench["name"], **{k: v for k, v in extra.items()
                                               if k in IDENTITY_KEYS and k != "kind"}}
         metrics = _metrics_of({k: v for k, v in extra.items() if k not in IDENTITY_KEYS}, path)
+        for stat in (*_PYTEST_BENCHMARK_STATS, "ops"):
+            value = stats.get(stat)
+            if is_number(value) and not math.isfinite(float(value) * 1000.0):
+                raise RecordError(path, f"malformed record: stats.{stat} of {bench['name']!r} "
+                                        f"is {value} (not a finite number)")
         for stat, name in _PYTEST_BENCHMARK_STATS.items():
             if is_number(stats.get(stat)):
                 metrics[name] = float(stats[stat]) * 1000.0
@@ -247,7 +303,7 @@ def rows_from_pytest_benchmark(doc: dict[str, Any], path: Path) -> list[Row]:
         if is_number(stats.get("rounds")):
             metrics["rounds"] = int(stats["rounds"])
         data = stats.get("data")  # per-iteration seconds, only with --benchmark-save-data
-        samples = _samples(data, path) * 1000.0 if data is not None else None
+        samples = _samples(data, path, "stats.data", 1000.0)
         rows.append(Row(kind="pytest-benchmark", identity=_identity_of("pytest-benchmark", raw),
                         metrics=metrics, source=path.name, schema="pytest-benchmark",
                         time=doc.get("datetime"), commit=commit.get("id"), samples_ms=samples))
@@ -407,6 +463,8 @@ def parse_gate(text: str) -> Gate:
                          f"'exact' or 'info'; {_GATE_HELP}")
     sense = {"-": "higher", "+": "lower"}.get(match["sign"] or "", "both")
     value = float(match["number"])
+    if not math.isfinite(value):  # "1e400" parses as inf: a gate nothing could fail
+        raise UsageError(f"bad tolerance {text!r}: bound {bound!r} is not a finite number")
     relative = bool(match["percent"])
     return Gate(metric, sense, value / 100.0 if relative else value, relative, text.strip())
 
@@ -485,6 +543,12 @@ def sample_statistic(name: str, row: Row) -> Callable[[np.ndarray], np.ndarray] 
     return SAMPLE_STATISTICS.get(name)
 
 
+def check_confidence(confidence: float) -> None:
+    """A confidence level is a finite number strictly between 0 and 1 (NaN crashed quantile)."""
+    if not (is_number(confidence) and 0.0 < confidence < 1.0):
+        raise UsageError(f"confidence {confidence!r} must be a number strictly between 0 and 1")
+
+
 def bootstrap_delta_interval(baseline: np.ndarray, current: np.ndarray,
                              statistic: Callable[[np.ndarray], np.ndarray], *,
                              confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -494,6 +558,9 @@ def bootstrap_delta_interval(baseline: np.ndarray, current: np.ndarray,
     Each side is resampled with replacement independently (seeded, so the verdict is
     reproducible); work is chunked so that memory stays near 16 MB whatever the sample count.
     """
+    check_confidence(confidence)
+    if len(baseline) == 0 or len(current) == 0:
+        raise ValueError("bootstrap needs samples on both sides")
     rng = np.random.default_rng(seed)
     n_base, n_cur = len(baseline), len(current)
     deltas = np.empty(resamples)
@@ -535,6 +602,9 @@ class CompareOptions:
     all_metrics: bool = False  # also show metrics without a gate (verdict info)
     confidence: float = 0.95
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_confidence(self.confidence)
 
 
 @dataclass
@@ -697,6 +767,12 @@ def _judge_number(name: str, base: float, cur: float, gate: Gate | None, identit
                        text, "NaN (undefined) on one side only", judged)
     delta = cur - base
     pct = 100.0 * delta / abs(base) if base else None
+    if not (math.isfinite(base) and math.isfinite(cur) and math.isfinite(delta)):
+        # Defensive: readers refuse non-finite values, but an overflowing difference
+        # (1e308 - -1e308) must never read "ok".
+        judged = gate is not None and gate.sense != "info"
+        return Finding(identity, name, base, cur, None, None, REGRESSION if judged else INFO,
+                       text, "not a finite number", judged)
     if gate is None or gate.sense == "info":
         return Finding(identity, name, base, cur, delta, pct, INFO if delta else OK, text)
     limit = gate.limit(base)

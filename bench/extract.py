@@ -26,6 +26,37 @@ from bench.errors import DataError
 
 STAGING_PREFIX = ".staging-"
 
+# Extraction is bounded (docs/security.md): a 3 MB gzip holding one 3 GiB member wrote all of it
+# before anything refused it. The data sets' archives hold JPEG/PNG/.mat files that compress
+# little (VOC's tar is uncompressed; the densest, label .mat files in a .tar.gz, stay well below
+# 32:1), so the default bound is 32x the archive's size, at least 1 GiB and at most 64 GiB.
+# Each member's declared size is checked against what remains before it is written.
+EXPANSION_RATIO = 32
+MIN_EXTRACT_BYTES = 1 << 30
+MAX_EXTRACT_BYTES = 64 << 30
+
+
+def extract_limit(archive: Path) -> int:
+    """The most bytes `archive` may extract to (see EXPANSION_RATIO)."""
+    return min(max(archive.stat().st_size * EXPANSION_RATIO, MIN_EXTRACT_BYTES),
+               MAX_EXTRACT_BYTES)
+
+
+class _Budget:
+    """Bytes the archive may still write; refuses a member whose declared size exceeds them."""
+
+    def __init__(self, archive: Path, limit: int):
+        self.archive, self.limit, self.used = archive, limit, 0
+
+    def take(self, name: str, size: int) -> None:
+        if size < 0 or self.used + size > self.limit:
+            raise DataError(self.archive, f"refusing to extract: member {name!r} declares "
+                                          f"{size:,} bytes, beyond the {self.limit:,} this "
+                                          f"archive may extract to ({self.used:,} so far; at "
+                                          f"most {EXPANSION_RATIO}x the archive's size, "
+                                          f"docs/security.md); not a data set archive")
+        self.used += size
+
 
 def one_line(text: object) -> str:
     """`text` with every run of whitespace (newlines included) folded to one space."""
@@ -64,7 +95,7 @@ def _refuse(archive: Path, name: str, problem: str) -> DataError:
     return DataError(archive, f"refusing to extract: member {name!r} {problem}")
 
 
-def _extract_tar(archive: Path, staging: Path) -> int:
+def _extract_tar(archive: Path, staging: Path, budget: _Budget) -> int:
     """One pass over the (possibly compressed) stream: each member checked, then extracted."""
     count = 0
     with tarfile.open(archive, "r:*") as tar:
@@ -72,6 +103,7 @@ def _extract_tar(archive: Path, staging: Path) -> int:
             problem = _member_problem(member.name, _tar_kind(member), member.linkname or None)
             if problem:
                 raise _refuse(archive, member.name, problem)
+            budget.take(member.name, member.size if member.isfile() else 0)
             if hasattr(tarfile, "data_filter"):
                 tar.extract(member, staging, filter="data")
             else:  # Python without PEP 706: the explicit checks above are the whole defence
@@ -80,7 +112,9 @@ def _extract_tar(archive: Path, staging: Path) -> int:
     return count
 
 
-def _extract_zip(archive: Path, staging: Path) -> int:
+def _extract_zip(archive: Path, staging: Path, budget: _Budget) -> int:
+    """Every member checked (names, kinds, declared sizes: zipfile reads no more than the
+    declared size) before the first is written."""
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         for info in infos:
@@ -89,6 +123,7 @@ def _extract_zip(archive: Path, staging: Path) -> int:
             problem = _member_problem(info.filename, kind, None)
             if problem:
                 raise _refuse(archive, info.filename, problem)
+            budget.take(info.filename, info.file_size)
         for info in infos:
             zf.extract(info, staging)
         return sum(not info.is_dir() for info in infos)
@@ -136,14 +171,16 @@ def _os_problem(error: OSError, archive: Path, dest: Path) -> DataError:
                             f"{error.strerror or one_line(error)}")
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, root: str | None = None) -> Path:
+def safe_extract(archive: str | Path, dest: str | Path, *, root: str | None = None,
+                 max_bytes: int | None = None) -> Path:
     """Extract a tar (any compression) or zip archive into `dest` safely; returns the result path.
 
     Absolute paths, `..`, symbolic and hard links and special files are refused (naming the
     member) before anything reaches `dest`; tar members additionally pass `filter="data"`.
     Everything is extracted into a staging folder of this call's own inside `dest` first and
     moved in only when complete. With `root`, only the folder of that name (wherever it sits in
-    the archive, e.g. TrainVal/VOCdevkit) is kept, as `dest/<root>`.
+    the archive, e.g. TrainVal/VOCdevkit) is kept, as `dest/<root>`. At most `max_bytes`
+    (default: extract_limit) are written; a member declaring more is refused before writing.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -153,12 +190,13 @@ def safe_extract(archive: str | Path, dest: str | Path, *, root: str | None = No
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{archive.name}-", dir=dest))
     except OSError as error:
         raise _os_problem(error, archive, dest) from None
+    budget = _Budget(archive, max_bytes if max_bytes is not None else extract_limit(archive))
     try:
         try:
             if zipfile.is_zipfile(archive):
-                _extract_zip(archive, staging)
+                _extract_zip(archive, staging, budget)
             else:
-                _extract_tar(archive, staging)
+                _extract_tar(archive, staging, budget)
         except (tarfile.ReadError, tarfile.CompressionError) as error:
             if "unexpected end of data" in str(error) or "truncated" in str(error).lower():
                 raise DataError(archive, "archive is truncated; delete it and download again"

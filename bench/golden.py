@@ -457,6 +457,17 @@ def _in_scope(row: Row, suite: dict[str, Any]) -> bool:
     return all(part in backends for part in identity.get("backend", "").split(" vs "))
 
 
+def check_baseline_config(baseline: dict[str, Any], baseline_name: str,
+                          config: GoldenConfig | None = None) -> None:
+    """Refuse, before the suite runs (minutes), a baseline made with other suite settings: the
+    check after the run found out only once all the work was done."""
+    planned = {"suite": (config or GoldenConfig()).as_dict()}
+    mismatch = config_mismatch(planned, baseline)
+    if mismatch:
+        raise UsageError(f"the golden baseline {baseline_name} was made with other suite "
+                         f"settings ({'; '.join(mismatch)}); run `golden --update` to rebuild it")
+
+
 def check_golden(current: dict[str, Any], baseline: dict[str, Any], tolerances: Tolerances,
                  *, baseline_name: str = "baseline") -> Comparison:
     """Compare a golden record with the baseline, limited to what the current run attempted."""

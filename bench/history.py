@@ -65,9 +65,12 @@ def _dirty(doc: object) -> bool | None:
     return dirty if isinstance(dirty, bool) else None
 
 
-def load_history(path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+def load_history(path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS, *,
+                 require: bool = False) -> pd.DataFrame:
     """One row per record under `path` (sorted by time, then commit), one column per
-    (metric, cell). Non-record JSON files in a folder are skipped."""
+    (metric, cell). Non-record JSON files in a folder are skipped. With `require` (metrics the
+    user named), a metric that no record has is refused with the list of those they have.
+    An undefined value (null in the record) is kept as NaN and shown as UNDEFINED, not blank."""
     path = Path(path)
     entries: list[tuple[dict, list[Row]]] = []
     for file in json_files(path):
@@ -90,11 +93,16 @@ def load_history(path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS) -> 
     names = _cell_names([row for _, rows in entries for row in rows])
     table = []
     cells: dict[str, dict[str, str]] = {}  # column -> identity of its cell (for rendering)
+    if require:
+        _check_metrics(path, metrics, [row for _, rows in entries for row in rows])
+    undefined: set[tuple[str, str]] = set()  # (file, column) whose value is NaN in the record
     for meta, rows in entries:
         line = dict(meta)
         for row in rows:
             for metric in metrics:
                 value = row.metrics.get(metric)
+                if is_number(value) and np.isnan(value):
+                    undefined.add((meta["file"], f"{metric} [{names[id(row)]}]"))
                 if is_number(value):
                     column = f"{metric} [{names[id(row)]}]"
                     line[column] = float(value)
@@ -110,7 +118,20 @@ def load_history(path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS) -> 
     frame = frame.sort_values(["time", "commit"], na_position="last", kind="stable").reset_index(
         drop=True)
     frame.attrs["cells"] = cells
+    frame.attrs["undefined"] = undefined
     return frame
+
+
+def _check_metrics(path: Path, metrics: Sequence[str], rows: Sequence[Row]) -> None:
+    """Refuse metrics that no record has (a typo exited 0 with an empty table)."""
+    present = {name for row in rows for name, value in row.metrics.items() if is_number(value)}
+    missing = [metric for metric in metrics if metric not in present]
+    if missing:
+        raise UsageError(f"no record under {path} has metric {', '.join(missing)}; they have: "
+                         f"{', '.join(sorted(present)) or 'none'}")
+
+
+UNDEFINED = "undefined"  # shown for a NaN the record holds (null), unlike a blank: not measured
 
 
 # Short column labels: the table says "mIU A", the legend under it says what A is.
@@ -213,13 +234,19 @@ def render_history(frame: pd.DataFrame, fmt: str = "plain", width: int = TABLE_W
     sections = []
     for kind in dict.fromkeys(frame["kind"]):
         sub = frame[frame["kind"] == kind]
-        columns = [c for c in frame.columns if c not in META_COLUMNS and sub[c].notna().any()]
+        undefined = frame.attrs.get("undefined", set())
+        files = set(sub["file"])
+        columns = [c for c in frame.columns if c not in META_COLUMNS and (
+            sub[c].notna().any() or any((f, c) in undefined for f in files))]
         headers, legend, caption = _legend(columns, cells)
         head = ["time", "commit"]
         digits = _time_digits(list(sub["time"]))
-        body = [[_when(t, digits), _commit(c, d), *(_value(v) for v in values)]
-                for t, c, d, *values in zip(sub["time"], sub["commit"], sub["dirty"],
-                                            *(sub[c] for c in columns), strict=True)]
+        body = [[_when(t, digits), _commit(c, d),
+                 *(UNDEFINED if (f, column) in undefined else _value(v)
+                   for column, v in zip(columns, values, strict=True))]
+                for t, c, d, f, *values in zip(sub["time"], sub["commit"], sub["dirty"],
+                                               sub["file"], *(sub[c] for c in columns),
+                                               strict=True)]
         if len({tuple(row[:2]) for row in body}) < len(body):  # same time and commit: say which
             head.append("file")
             body = [[*row[:2], file, *row[2:]] for row, file in zip(body, sub["file"],

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.errors import DataError
+from bench.errors import DataError, not_a_file
 from bench.outputs import writing
 from bench.records import atomic_write_bytes
 
@@ -67,7 +67,7 @@ def open_image(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+        raise DataError(path, not_a_file(path))
     try:
         # A damaged file makes Pillow warn (corrupt EXIF, oversized tags) before it fails or
         # recovers: the error below, or the decoded pixels, say all the user needs.

@@ -7,6 +7,7 @@ with the `backends.base.Backend` methods; this module never imports backends/, t
 from __future__ import annotations
 
 import gc
+import math
 import os
 import platform
 import random
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bench.errors import FcnBenchError
+from bench.errors import FcnBenchError, UsageError
 from bench.latency_host import available_memory_bytes, host_info, plan_groups
 from bench.latency_stats import coefficient_of_variation, confidence_statement, summarize
 
@@ -87,6 +88,14 @@ class TimingPolicy:
     warmup: WarmupPolicy
     min_iters: int
     min_time_s: float
+
+    def __post_init__(self) -> None:
+        # A NaN or infinite time budget would never be satisfied: the run would hang.
+        if not (math.isfinite(self.min_time_s) and self.min_time_s >= 0):
+            raise UsageError(f"minimum timed duration {self.min_time_s!r} s must be a finite "
+                             f"number >= 0")
+        if self.min_iters < 0:
+            raise UsageError(f"minimum timed calls {self.min_iters} must be >= 0")
 
     def is_satisfied(self, samples_ns: Sequence[int]) -> bool:
         return len(samples_ns) >= self.min_iters and sum(samples_ns) >= self.min_time_s * 1e9

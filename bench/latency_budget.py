@@ -101,10 +101,10 @@ def gib(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
-def check_fits(what: str, needed: int, available: int | None, where: str) -> None:
+def check_fits(what: str, needed: int, available: int | None, where: str,
+               advice: str = "use a smaller --batch or --size") -> None:
     """Refuse `needed` bytes beyond `available` (None: unknown, nothing refused)."""
     if available is not None and needed > available:
         raise MemoryBudgetError(f"{what} needs at least {gib(needed)} of {where} memory "
                                 f"(estimated from the spec: weights + largest live activations "
-                                f"x batch) but {gib(available)} is available; use a smaller "
-                                f"--batch or --size")
+                                f"x batch) but {gib(available)} is available; {advice}")

@@ -73,5 +73,13 @@ def remaining_calls(result: CellResult, policy: TimingPolicy, call_s: float) -> 
         warm = max(warmup.min_samples - len(result.warmup_ns), 1)
     by_count = policy.min_iters - len(result.samples_ns)
     missing_ns = policy.min_time_s * 1e9 - sum(result.samples_ns)
-    by_time = math.ceil(missing_ns / (call_s * 1e9)) if missing_ns > 0 else 0
+    calls = missing_ns / (call_s * 1e9) if missing_ns > 0 and call_s > 0 else (
+        0.0 if missing_ns <= 0 else math.inf)
+    # A NaN or infinite budget (or call time) has no finite count: ceil() would raise, and an
+    # estimate is not the place to fail, so it is bounded (the policy itself refuses them).
+    by_time = min(math.ceil(calls), MAX_CALLS) if math.isfinite(calls) else MAX_CALLS
     return warm + max(by_count, by_time, 0)
+
+
+# An upper bound on the calls an estimate counts (about 32 years of 1 s calls).
+MAX_CALLS = 10**9

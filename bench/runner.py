@@ -28,6 +28,7 @@ from bench.checkpoint import Checkpoint, CheckpointMismatch
 from bench.distributed import Shard
 from bench.errors import DataError, FcnBenchError
 from bench.labels import write_label_png
+from bench.memory import ImageMemoryCheck
 from bench.metrics import ConfusionMatrix
 from bench.voc import id_list_sha256, prefetch
 
@@ -209,6 +210,8 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
             checkpoint.save(done, confusion.matrix, extra or None)
             timing.checkpoint_s += time.perf_counter() - t0
 
+    fits = ImageMemoryCheck(getattr(backend, "spec", None), _device_of(backend),
+                            getattr(getattr(backend, "options", None), "precision", "fp32"))
     try:
         while True:
             t0 = time.perf_counter()
@@ -217,6 +220,7 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
             except StopIteration:
                 break
             t1 = time.perf_counter()
+            fits(*_sample_size(sample, multi), sample.id)  # docs/security.md: before allocating
             if multi:
                 labels = sample.labels
                 preds = _predict_heads(backend, sample, dataset.heads)
@@ -295,6 +299,19 @@ def _restore_other_heads(checkpoint: Checkpoint, state: Any,
             raise DataError(checkpoint.path, f"checkpoint has no {matrix.matrix.shape} matrix "
                                              f"for the {name} head; delete it")
         matrix.matrix = values.astype(matrix.matrix.dtype)
+
+
+def _device_of(backend: Any) -> str:
+    try:
+        return str(backend.device)
+    except Exception:  # a test double, or a backend that resolves its device lazily
+        return "cpu"
+
+
+def _sample_size(sample: Any, multi: bool) -> tuple[int, int]:
+    """(H, W) of a sample's network input(s)."""
+    array = next(iter(sample.inputs.values())) if multi else sample.image
+    return int(array.shape[-2]), int(array.shape[-1])
 
 
 def _predict_heads(backend: Any, sample: Any, heads: Sequence[Any]) -> dict[str, np.ndarray]:

@@ -35,6 +35,7 @@ from bench.detect import ALEXNET as ALEXNET_TRUNK
 from bench.detect import BACKBONES
 from bench.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
 from bench.init import fixed_params, imagenet_init_params, new_layer_params, random_params
+from bench.memory import ImageMemoryCheck
 from bench.metrics import ConfusionMatrix, evaluation_record
 from bench.records import atomic_write_bytes, atomic_write_text, make_record, write_json
 from bench.spec import NUM_CLASSES, Concat, Conv, FcnSpec, build_spec
@@ -903,6 +904,12 @@ class _Progress:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _input_size(image: Any) -> tuple[int, int]:
+    """(H, W) of a training input: one array, or {input name: array} for multi-input models."""
+    array = next(iter(image.values())) if isinstance(image, Mapping) else image
+    return int(array.shape[-2]), int(array.shape[-1])
+
+
 def run_training(trainer: Trainer, config: TrainConfig, spec: FcnSpec, train_set: Any,
                  val_set: Any, val_ids: Sequence[str], out_dir: Path, *, fingerprint: str,
                  resume: ResumeState | None = None, progress: bool | None = None,
@@ -992,6 +999,7 @@ def run_training(trainer: Trainer, config: TrainConfig, spec: FcnSpec, train_set
     bar = tqdm(total=config.iters, initial=start, unit="it", dynamic_ncols=True,
                disable=disable, file=sys.stderr,
                desc=f"train {config.variant}")
+    fits = ImageMemoryCheck(spec, str(getattr(trainer, "device", "cpu")), training=True)
     lookahead = sampler.clone()
     stream = _prefetch_stream(train_set.load, _sampled_ids(lookahead, train_set.ids))
     iteration = start
@@ -1006,6 +1014,7 @@ def run_training(trainer: Trainer, config: TrainConfig, spec: FcnSpec, train_set
                     sample = next(stream)
                     expected_id = train_set.ids[sampler.next()]
                     assert sample.id == expected_id, "prefetch order diverged from the sampler"
+                    fits(*_input_size(sample.image), sample.id)  # docs/security.md
                     loss += trainer.forward_backward(
                         sample.image, sample.label,
                         dropout_seed(config.seed, trainer.rank, iteration, image_index),

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.errors import DataError, UsageError, printable
+from bench.errors import DataError, UsageError, escape_controls, not_a_file, printable
 from bench.labels import (
     NUM_CLASSES,
     check_label_values,
@@ -58,6 +58,9 @@ SEG11VALID_URL = ("https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvisio
 # arrays are what costs memory, see docs/security.md).
 MAX_MAT_BYTES = 16 * 2**20
 MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
+# An id names a file (<id>.jpg): longer than a file name can be is not an id, and quoting a
+# 10-million-character one made a 10 MB error "line" (docs/security.md).
+MAX_ID_CHARS = 255
 _MISSING_LISTED = 3  # how many missing files an error message spells out
 
 
@@ -118,8 +121,13 @@ def read_id_list(path: str | Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(path, f"cannot read split list: {error}") from error
     ids = [line.strip() for line in text.splitlines() if line.strip()]
+    long = next((number for number, image_id in enumerate(ids, 1)
+                 if len(image_id) > MAX_ID_CHARS), None)
+    if long is not None:
+        raise DataError(path, f"id number {long} is {len(ids[long - 1]):,} characters long "
+                              f"(limit {MAX_ID_CHARS}, like a file name); not a list of image ids")
     bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
-           or printable(image_id) != image_id]
+           or escape_controls(image_id) != image_id]
     if bad:
         raise DataError(path, f"not a list of image ids (e.g. '{printable(bad[0])[:80]}'); "
                               "expected one id per line such as 2007_000033, without control "
@@ -206,9 +214,24 @@ def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path
 
 # -- decoding and preprocessing ------------------------------------------------------------------
 
+# 8-bit colour modes a photo may come in (converted to RGB). 16/32-bit integer and float modes
+# ("I", "I;16", "F") hold depth maps or measurements: converting them clips silently.
+PHOTO_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK",
+                         "YCbCr", "LAB", "HSV"})
+
+
+def check_photo_mode(image, path: str | Path) -> None:
+    """Refuse an image that is not 8 bits per channel in a colour mode PIL converts to RGB."""
+    if image.mode not in PHOTO_MODES:
+        raise DataError(path, f"image has mode {image.mode!r} (16/32-bit integer or float "
+                              f"samples, like a depth map); a photo must be 8-bit RGB, "
+                              f"greyscale or palette")
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decode a JPEG/PNG photo as (H, W, 3) uint8 RGB; DataError naming the file on any failure."""
     image = open_image(path)
+    check_photo_mode(image, path)
     if image.mode != "RGB":  # a few photos are greyscale/CMYK; colour conversion is right here
         image = image.convert("RGB")
     return np.array(image)  # writable (asarray of a PIL image is read-only)
@@ -232,7 +255,7 @@ def read_sbd_mat(path: str | Path, num_classes: int = NUM_CLASSES) -> np.ndarray
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+        raise DataError(path, not_a_file(path))
     if path.stat().st_size > MAX_MAT_BYTES:
         raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for an SBD "
                               f"label file (they are under 100 KB; limit "
@@ -357,7 +380,7 @@ class _SegmentationDataset:
                                                f" from {self.source}); {command} fetches it")
         more = more_missing(missing)
         # `download` leaves a folder it finds complete alone: a damaged one must go first.
-        raise DataError(missing[0], f"file not found (listed in split '{self.name}' from "
+        raise DataError(missing[0], f"{not_a_file(missing[0])} (listed in split '{self.name}' from "
                                     f"{self.source}){more}; if {folder} is damaged, remove it "
                                     f"and run {command}")
 

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from bench.cache import default_data_root
-from bench.errors import DataError
+from bench.errors import DataError, not_a_file
 from bench.labels import read_label_png
 from bench.metrics import ConfusionMatrix, evaluation_record, metrics_table
 from bench.outputs import Output, check_outputs, dataset_inputs, writing
@@ -37,7 +37,8 @@ def check_predictions(dataset: VOCDataset, predictions_dir: Path) -> None:
     missing = [path for path in (prediction_path(predictions_dir, i) for i in dataset.ids)
                if not path.is_file()]
     if missing:
-        raise DataError(missing[0], f"prediction file not found (split '{dataset.name}' lists "
+        raise DataError(missing[0], f"{not_a_file(missing[0], 'prediction file')} (split "
+                                    f"'{dataset.name}' lists "
                                     f"this id){more_missing(missing, names_only=True)}")
 
 
@@ -93,7 +94,8 @@ def evaluate_other(dataset_name: str, data_root: Path, split: str | None,
         absent = [prediction_path(folder, i) for i in dataset.ids
                   if not prediction_path(folder, i).is_file()]
         if absent:
-            raise DataError(absent[0], f"prediction file not found (split '{dataset.name}' "
+            raise DataError(absent[0], f"{not_a_file(absent[0], 'prediction file')} (split "
+                                       f"'{dataset.name}' "
                                        f"lists this id){more_missing(absent, names_only=True)}")
     confusions = dataset.confusions()
     items = prefetch(dataset, workers=workers,
@@ -110,6 +112,22 @@ def evaluate_other(dataset_name: str, data_root: Path, split: str | None,
                        dataset=dataset_name, split_source=str(dataset.source),
                        published_split=dataset.split.published, data_root=str(data_root),
                        predictions={h: str(f) for h, f in folders.items()}, metrics=metrics)
+
+
+def _check_model(model: str, dataset_name: str) -> None:
+    """Refuse a --model that is not a catalogue model of this data set, listing those that are."""
+    from bench.errors import UsageError
+    from bench.model_data import dataset_name as dataset_of
+    from bench.spec import MODEL_NAMES, resolve_model
+
+    known = [name for name in MODEL_NAMES if dataset_of(name) == dataset_name]
+    try:
+        entry = resolve_model(model)
+    except UsageError:
+        entry = None
+    if entry is None or dataset_of(entry) != dataset_name:
+        raise UsageError(f"--model {model!r} is not a {dataset_name} model; choose from "
+                         f"{', '.join(known) or 'none'}")
 
 
 def reference_table(record: dict, model: str, run_weights: str, tablefmt: str) -> str:
@@ -214,6 +232,8 @@ def command(dataset_name: str, data_root: Path | None, split: str | None, predic
         raise UsageError("--geo-predictions is required with --dataset siftflow and only "
                          "accepted there (SIFT Flow has a semantic and a geometric head)")
     if dataset_name != "voc":
+        if model is not None:
+            _check_model(model, dataset_name)  # before the evaluation, not after it
         check_outputs({"--output": Output(output, what="record") if output else None},
                       {"--predictions": predictions_dir, "--geo-predictions": geo_dir,
                        "--data-root": data_root})

@@ -28,6 +28,7 @@ from bench.errors import DataError, FcnBenchError, UsageError
 from bench.golden import (
     GOLDEN_BASELINE,
     GoldenConfig,
+    check_baseline_config,
     check_golden,
     default_spec_factory,
     fault_sweep,
@@ -140,6 +141,11 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     if not update and not check_faults and not baseline.exists():
         raise DataError(baseline, "no golden baseline; create it with "
                                   "`python cli.py golden --update`")
+    base_record = None
+    if not update and not check_faults:
+        # Before any work: a deep, foreign or mismatched baseline fails now, not after the run.
+        base_record = _read_baseline(baseline)
+        check_baseline_config(base_record, str(baseline))
 
     def backend_factory(name, spec):
         return create_backend(name, spec, RunOptions(device="cpu", precision="fp32"))
@@ -171,7 +177,7 @@ def command(update: bool, fmt: str, output: Path | None, baseline: Path, record:
     if update:
         _emit(_update(current, baseline, tolerances, fmt, elapsed), output)
         return
-    comparison = check_golden(current, _read_baseline(baseline), tolerances,
+    comparison = check_golden(current, base_record, tolerances,
                               baseline_name=str(baseline))
     text = render_golden(comparison, current, fmt, elapsed_s=elapsed)
     if half_rows:

@@ -49,7 +49,7 @@ def command(directory: Path, fmt: str, metrics: tuple[str, ...], plot: Path | No
     check_outputs({"--plot": Output(plot, what="plot") if plot else None,
                    "--csv": Output(csv_path, what="CSV") if csv_path else None},
                   {"DIRECTORY": directory})
-    frame = load_history(directory, metrics or DEFAULT_METRICS)
+    frame = load_history(directory, metrics or DEFAULT_METRICS, require=bool(metrics))
     if csv_path is not None:
         write_csv(frame, csv_path)
     if plot is not None:

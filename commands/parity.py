@@ -92,6 +92,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     from backends.base import RunOptions
     from bench.errors import FcnBenchError, UsageError
     from bench.init import random_params
+    from bench.memory import check_forward_memory, forward_bytes
     from bench.outputs import Output, check_outputs, writing
     from bench.parity import compare, parity_layers, tolerance_for
     from bench.records import make_record, write_json
@@ -103,6 +104,11 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     if len(names) != 2:
         raise UsageError(f"--backends needs exactly two names, got {pair!r}")
     sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
+    # A framework against itself compares nothing and costs two forwards; reference,reference
+    # stays allowed: a framework-free dry run of the command (its record, its checks).
+    if sides[0] == sides[1] != REFERENCE:
+        raise UsageError(f"--backends names {sides[0]} twice; parity compares two different "
+                         f"implementations, e.g. torch,tensorflow or torch,reference")
     if weights is not None and (random_seed is not None or width_divisor != 1):
         raise UsageError("--weights cannot be combined with --random-seed or --width-divisor")
     check_outputs({"--output": Output(output, what="parity record") if output else None},
@@ -119,8 +125,14 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         params = random_params(spec, seed)
         weights_desc = f"random:seed={seed}"
     variant = spec.variant
-    images = parity_inputs(spec, height, width, input_seed)
     layers = parity_layers(spec)
+    # Both sides keep every compared blob (the reference in float64): refuse before allocating.
+    kept = sum(8 if side == REFERENCE else 4 for side in sides)
+    check_forward_memory(f"parity of {variant} at {height}x{width} ({precision})",
+                         forward_bytes(spec, height, width, precision=precision,
+                                       kept_blobs=layers, kept_bytes_per_element=kept), device,
+                         advice="use a smaller --size")
+    images = parity_inputs(spec, height, width, input_seed)
 
     blobs, environments = [], {}
     options = RunOptions(device=device, precision=precision)

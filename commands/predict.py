@@ -103,6 +103,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     from backends.base import RunOptions
     from bench.errors import UsageError
     from bench.labels import write_label_png
+    from bench.memory import check_forward_memory, forward_bytes
     from bench.outputs import Output, check_outputs, writing
     from bench.overlay import class_shares, overlay_png
     from bench.records import atomic_write_bytes
@@ -143,6 +144,12 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     backend_name = backends.canonical_name(backend_name)
     arrays = _read_inputs(files, depth_units)  # DataError naming a file of the wrong kind
     batch = _network_inputs(entry, needed, arrays, files)
+    in_height, in_width = (next(iter(batch.values())) if isinstance(batch, dict)
+                           else batch).shape[-2:]
+    # Before the weights and the framework: a photo too large for memory is one line.
+    check_forward_memory(f"{spec.variant} on a {in_width}x{in_height} image ({precision})",
+                         forward_bytes(spec, in_height, in_width, precision=precision), device,
+                         advice="use a smaller image")
     spec, params, _ = load_weights(weights, spec.variant)
 
     backend = backends.create_backend(backend_name, spec,

@@ -139,6 +139,17 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     from backends import canonical_name, get_backend
 
     backend = canonical_name(backend)
+    # Before any work: a run of no updates, or a learning rate that climbs the loss (negative),
+    # does nothing or diverges; NaN/inf never trains (the option type refuses those too).
+    if iters == 0:  # meaningful only as "score the initial weights" (bench/train.py)
+        if val_limit == 0:
+            raise UsageError("--iters 0 trains nothing and --val-limit 0 scores nothing: give "
+                             "--iters N to train, or drop --val-limit 0 to score the initial "
+                             "weights")
+        click.echo("note: --iters 0: no update; the initial weights are scored on the "
+                   "validation split", err=True)
+    if base_lr is not None and not (math.isfinite(base_lr) and base_lr > 0):
+        raise UsageError(f"--lr {base_lr}: the learning rate must be a finite number > 0")
     entry = resolve_model(variant)
     variant = entry.key
     recipe = get_recipe(recipe_name) if recipe_name else default_recipe(variant)
