@@ -40,6 +40,7 @@ from bench.errors import UsageError
 from bench.golden_zoo import (
     GOLDEN_MODELS,
     ZooSample,
+    label_digest,
     make_zoo_samples,
     run_zoo_backend,
     zoo_parity_row,
@@ -262,14 +263,6 @@ def input_digest(images: Sequence[GoldenImage]) -> str:
         digest.update(item.id.encode())
         digest.update(np.ascontiguousarray(item.image, np.float32).tobytes())
         digest.update(np.ascontiguousarray(item.label, np.uint8).tobytes())
-    return digest.hexdigest()
-
-
-def label_digest(labels: Iterable[np.ndarray]) -> str:
-    """sha256 over the predicted uint8 label arrays in id order."""
-    digest = hashlib.sha256()
-    for label in labels:
-        digest.update(np.ascontiguousarray(label, np.uint8).tobytes())
     return digest.hexdigest()
 
 

@@ -10,7 +10,7 @@ between backends) with two additions: named inputs (NYUD colour + HHA) and, for 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,7 +75,8 @@ def input_digest(samples: Sequence[ZooSample]) -> str:
     return digest.hexdigest()
 
 
-def _digest(labels: Sequence[np.ndarray]) -> str:
+def label_digest(labels: Iterable[np.ndarray]) -> str:
+    """sha256 over the predicted uint8 label arrays in id order."""
     digest = hashlib.sha256()
     for label in labels:
         digest.update(np.ascontiguousarray(label, np.uint8).tobytes())
@@ -118,11 +119,11 @@ def run_zoo_backend(identity: dict[str, Any], spec: FcnSpec, params: dict[str, n
     metrics = {k: v for k, v in summary.items() if k != "num_pixels"}
     row = {**identity, "status": "ok", "error": None, "num_images": len(samples),
            "num_pixels": int(sum(label.size for label in labels[first])),
-           "input_digest": input_digest(samples), "label_digest": _digest(labels[first]),
+           "input_digest": input_digest(samples), "label_digest": label_digest(labels[first]),
            "near_tie_pixels": near_ties}
     for head in heads[1:]:
         other = confusions[head].summary()
-        row[f"{head}_label_digest"] = _digest(labels[head])
+        row[f"{head}_label_digest"] = label_digest(labels[head])
         metrics[f"{head}_mean_iou"] = other["mean_iou"]
         metrics[f"{head}_pixel_accuracy"] = other["pixel_accuracy"]
     row.update(metrics=metrics, confusion_matrix=confusions[first].matrix.tolist(),
