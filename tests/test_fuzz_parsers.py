@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-import tracemalloc
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from limits import bounded_allocations
 from PIL import Image
 
 from bench.caffe import encode_varint, read_caffemodel, write_caffemodel
@@ -33,16 +32,6 @@ FUZZ = settings(max_examples=120, deadline=2000, derandomize=True,
 PEAK_LIMIT = 256 * 2**20  # far above any of these tiny inputs' honest needs
 
 
-@contextmanager
-def bounded_allocations(limit: int = PEAK_LIMIT):
-    """Fail if the code inside allocates more than `limit` bytes at its peak."""
-    tracemalloc.start()
-    try:
-        yield
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < limit, f"peak allocation {peak / 2**20:.0f} MiB"
 
 
 def only_own_errors(function, *args):

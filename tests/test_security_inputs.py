@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from limits import run_limited
 from PIL import Image
 
 from bench.caffe import encode_varint, read_caffemodel, write_caffemodel
@@ -49,14 +47,6 @@ def one_line(result, path: Path | str | None = None) -> str:
     return lines[0]
 
 
-def run_limited(code: str, limit: int = 1 << 30) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter whose address space is capped at `limit` bytes."""
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-c", code], preexec_fn=cap, env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 def narrow_archive(path: Path, **metadata: str) -> Path:

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import resource
-import subprocess
-import sys
-import tracemalloc
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from limits import bounded_allocations, run_limited
 
 import bench.cache
 import bench.checkpoint
@@ -38,27 +33,8 @@ IDS = [f"2008_{i:06d}" for i in range(6)]
 FINGERPRINT = {"variant": "fcn8s", "backend": "torch", "weights_sha256": "ab" * 32}
 
 
-@contextmanager
-def bounded_allocations(limit: int = 256 * 2**20):
-    """Fail if the Python allocations inside peak above `limit` (torch's C++ ones are not seen:
-    the 1 GiB address-space tests cover those)."""
-    tracemalloc.start()
-    try:
-        yield
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < limit, f"peak allocation {peak / 2**20:.0f} MiB"
 
 
-def run_limited(code: str, limit: int = 1 << 30) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter whose address space is capped at `limit` bytes."""
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-c", code], preexec_fn=cap, env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 # ----------------------------------------------------------------------------------------------
