@@ -49,7 +49,6 @@ from bench.golden_zoo import (
 from bench.init import random_params
 from bench.latency import describe_error
 from bench.metrics import ConfusionMatrix
-from bench.parity import compare_blob, label_agreement
 from bench.records import REPO_ROOT, make_record
 from bench.spec import (
     VARIANTS,
@@ -327,22 +326,12 @@ def _run_backend(case: Case, spec: FcnSpec, params: dict[str, np.ndarray], backe
 
 def _parity_row(case: Case, left: str, right: str, scores_left: Sequence[np.ndarray],
                 scores_right: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Backend agreement on the same inputs and weights: label mismatch and score difference."""
-    differing = pixels = 0
-    max_rel = max_abs = 0.0
-    for a, b in zip(scores_left, scores_right, strict=True):
-        _, count = label_agreement(a[np.newaxis], b[np.newaxis])
-        differing += count
-        pixels += a.shape[1] * a.shape[2]
-        diff = compare_blob("score", a, b, max_rel=np.inf)
-        max_rel = max(max_rel, diff.max_rel_diff)
-        max_abs = max(max_abs, diff.max_abs_diff)
-    return {"variant": case.variant, "backend": f"{left} vs {right}", "device": "cpu",
-            "precision": "fp32", "width_divisor": case.width_divisor, "split": GOLDEN_SPLIT,
-            "status": "ok", "error": None, "parity": True,
-            "label_mismatch": differing / pixels if pixels else 0.0,
-            "label_mismatch_px": differing, "num_pixels": pixels,
-            "score_max_abs_diff": max_abs, "score_max_rel_diff": max_rel}
+    """Backend agreement on the same inputs and weights: one head per image (zoo_parity_row)."""
+    # "backend" sits second as in every row; zoo_parity_row fills in "left vs right".
+    identity = {"variant": case.variant, "backend": None, "device": "cpu", "precision": "fp32",
+                "width_divisor": case.width_divisor, "split": GOLDEN_SPLIT}
+    return zoo_parity_row(identity, left, right, [[a] for a in scores_left],
+                          [[b] for b in scores_right])
 
 
 def run_golden(spec_factory: SpecFactory, backend_factory: BackendFactory,

@@ -121,6 +121,10 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
         weights_desc = f"{weights} ({metadata.get('origin', 'unknown origin')})"
     else:
         spec = build_spec(variant or "fcn8s", width_divisor=width_divisor)
+        if random_seed is None and width_divisor == 1:  # the cache had no official weights
+            click.echo(f"note: no converted {spec.variant} weights in the cache (`python cli.py "
+                       f"download weights {spec.variant}`); comparing on seeded random weights",
+                       err=True)
         seed = 0 if random_seed is None else random_seed
         params = random_params(spec, seed)
         weights_desc = f"random:seed={seed}"

@@ -8,13 +8,11 @@ import re
 import shlex
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_train import background_baseline
 
-from bench.metrics import ConfusionMatrix
 from bench.synthetic import synthetic_ids
-from bench.voc import resolve_split
 from cli import cli
 from commands.demo import benchmark_walkthrough, walkthrough
 
@@ -75,16 +73,6 @@ def run(*args: str):
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, (args, result.output, result.exception)
     return result
-
-
-def background_mean_iou(data_root: Path, split: str) -> float:
-    """What a net that learned nothing scores: background everywhere."""
-    dataset = resolve_split(data_root, split)
-    matrix = ConfusionMatrix()
-    for image_id in dataset.ids:
-        label = dataset.load_label(image_id)
-        matrix.update(label, np.zeros_like(label))
-    return matrix.summary()["mean_iou"]
 
 
 @pytest.fixture
@@ -153,7 +141,7 @@ def test_walkthrough_runs_verbatim_and_training_learns(in_tmp: Path):
         run(*argv, *(["--no-progress"] if argv[0] in ("reproduce", "evaluate", "train") else []))
     # Batch-1 SGD at momentum 0.99 is noisy (docs/demo.md): every validation must beat the
     # all-background score, and the best one clearly.
-    baseline = background_mean_iou(in_tmp / "demo", "val")
+    baseline = background_baseline(in_tmp / "demo", "val")
     scores = [json.loads((in_tmp / f"demo/runs/train-fcn8s/eval/iter_{i:07d}.json").read_text())
               ["metrics"]["mean_iou"] for i in (100, 200)]
     assert min(scores) > baseline and max(scores) > 2 * baseline, (scores, baseline)
