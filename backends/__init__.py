@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import Backend, RunOptions
-from bench.errors import BackendUnavailable, UsageError, WeightsError
+from bench.core.contracts import Backend, RunOptions
+from bench.core.errors import BackendUnavailable, UsageError, WeightsError
 
 # name -> (module implementing `BACKEND_CLASS`, framework import name, pip extra)
 _REGISTRY = {

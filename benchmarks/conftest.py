@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 import backends
-from backends.base import PRECISIONS, Backend, RunOptions
-from bench.init import random_params
-from bench.latency import host_info, synthetic_batch
-from bench.spec import build_spec
+from bench.core.contracts import PRECISIONS, Backend, RunOptions
+from bench.model.init import random_params
+from bench.model.spec import build_spec
+from bench.perf.latency import host_info, synthetic_batch
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,7 +66,7 @@ class BenchSettings:
 
 @pytest.fixture(scope="session")
 def bench_settings(request: pytest.FixtureRequest) -> BenchSettings:
-    from commands._options import parse_size
+    from bench.cli.options import parse_size
 
     height, width = parse_size(request.config.getoption("--fcn-size"))
     return BenchSettings(height, width, request.config.getoption("--fcn-device"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 import backends
-from bench.spec import VARIANTS
+from bench.model.spec import VARIANTS
 
 INSTALLED = backends.available_backends()
 CASES = [(variant, name) for variant in VARIANTS for name in INSTALLED]  # variant-major

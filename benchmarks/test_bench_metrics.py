@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.metrics import ConfusionMatrix
+from bench.evaluation.metrics import ConfusionMatrix
 
 NUM_CLASSES = 21
 NUM_IMAGES = 16

@@ -1,7 +1,7 @@
 """Honesty of the harness: its median equals a bare framework loop's within 2%, per backend.
 
 The same call (`forward_device` on a staged input, then the framework's own device sync) is timed
-by a plain `for` loop with perf_counter_ns and by `bench.latency.run_rounds` (the scheduler,
+by a plain `for` loop with perf_counter_ns and by `bench.perf.latency.run_rounds` (the scheduler,
 before/after hooks, peak-memory reads, shuffled rounds). The two alternate in blocks so machine
 drift hits both alike. Small input, narrow net: short calls make any harness overhead visible.
 
@@ -24,9 +24,10 @@ if __name__ == "__main__":  # run as a script from anywhere: make the repository
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import backends
-from backends.base import Backend, RunOptions
-from bench.init import random_params
-from bench.latency import (
+from bench.core.contracts import Backend, RunOptions
+from bench.model.init import random_params
+from bench.model.spec import build_spec
+from bench.perf.latency import (
     NS_PER_MS,
     BackendCell,
     BackendPool,
@@ -36,7 +37,6 @@ from bench.latency import (
     run_rounds,
     synthetic_batch,
 )
-from bench.spec import build_spec
 
 VARIANT, WIDTH_DIVISOR, HEIGHT, WIDTH = "fcn32s", 8, 64, 64
 BLOCKS, CALLS_PER_BLOCK, WARMUP_CALLS = 10, 20, 5

@@ -4,7 +4,7 @@
     ... --fcn-size 500x500 --fcn-device cuda          # on a GPU: every precision
 The peer is what a port such as pytorch-fcn writes: a straight-line forward, in-place ReLU,
 ceil-mode pooling, the full C x C deconvolutions, crops as slices at typed offsets (5, 9, 31).
-It is written here, independently of bench/spec.py, so it is also a check: both must give the
+It is written here, independently of bench/model/spec.py, so it is also a check: both must give the
 same scores before either is timed. Each round calls both once, in a seeded shuffled order
 (drift hits both alike); the verdict is the ratio of medians, ours / peer, which must be <= 1
 within noise (the half-width of its bootstrap 95% interval, at least 2 %). See docs/latency.md.
@@ -21,11 +21,11 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from backends.base import RunOptions  # noqa: E402 - after the importorskip
 from backends.torch.backend import TorchBackend  # noqa: E402
-from bench.init import random_params  # noqa: E402
-from bench.latency import synthetic_batch  # noqa: E402
-from bench.spec import build_spec  # noqa: E402
+from bench.core.contracts import RunOptions  # noqa: E402 - after the importorskip
+from bench.model.init import random_params  # noqa: E402
+from bench.model.spec import build_spec  # noqa: E402
+from bench.perf.latency import synthetic_batch  # noqa: E402
 
 ROUNDS = {"cpu": 7, "cuda": 200}
 MIN_NOISE = 0.02

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.labels import VOID_LABEL, write_label_png
-from bench.synthetic import make_voc
-from bench.voc import VOCDataset, resolve_split
+from bench.data.labels import VOID_LABEL, write_label_png
+from bench.data.synthetic import make_voc
+from bench.data.voc import VOCDataset, resolve_split
 
 NUM_FIXTURE_IMAGES = 6
 

@@ -1,4 +1,4 @@
-"""`TensorflowBackend`: the backends.base.Backend contract over `FcnModule` (imports tensorflow).
+"""`TensorflowBackend`: the `Backend` contract (bench/core/contracts.py) over `FcnModule`.
 
 Mirrors backends/torch/backend.py. numpy NCHW float32 in, numpy NCHW float32 out; inside, the
 network is NHWC. Inference always runs in a `tf.function` whose input signature leaves N, H and W
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from backends.base import Backend, RunOptions, compile_mode
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule
-from bench import roofline
-from bench.errors import BackendUnavailable, UsageError
-from bench.reference_forward import check_inputs
-from bench.spec import FcnSpec
+from bench.core.contracts import Backend, RunOptions, compile_mode
+from bench.core.errors import BackendUnavailable, UsageError
+from bench.model.reference_forward import check_inputs
+from bench.model.spec import FcnSpec
+from bench.perf import roofline
 
 
 def input_signature(spec: FcnSpec) -> list[Any]:

@@ -15,15 +15,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from backends.base import (
-    DEVICES,
-    PRECISIONS,
-    RunOptions,
-    compute_dtype,
-    nvidia_driver_version,
-    storage_dtype,
-)
-from bench.errors import BackendUnavailable, UsageError
+from backends.base import nvidia_driver_version
+from bench.core.contracts import DEVICES, PRECISIONS, RunOptions, compute_dtype, storage_dtype
+from bench.core.errors import BackendUnavailable, UsageError
 
 
 def variable_dtype(precision: str) -> tf.DType:

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bench.init import placeholder_params
-from bench.spec import (
+from bench.model.init import placeholder_params
+from bench.model.spec import (
     LRN,
     Concat,
     Conv,
@@ -27,8 +27,8 @@ from bench.spec import (
     Sum,
     Upsample,
 )
-from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
-from bench.weights import check_params
+from bench.perf.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
+from bench.weights.archive import check_params
 
 # Canonical layout -> TF layout permutation. OIHW -> HWIO; Caffe deconv IOHW [C_in, C_out, kH, kW]
 # -> conv2d_transpose filter [kH, kW, C_out, C_in]: the same permutation for both.
@@ -104,8 +104,9 @@ class FcnModule(tf.Module):
     models keep taking and returning plain tensors.
 
     Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
-    layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
-    as the torch module): load real or `bench.init.random_params` weights with `load_canonical`.
+    layers hold what the reference surgery writes (bench.model.init.placeholder_params, the same
+    values as the torch module): load real or `bench.model.init.random_params` weights with
+    `load_canonical`.
     `training=True` turns element-wise dropout on (stateless, seeded from a tf.random.Generator).
     """
 
@@ -150,7 +151,8 @@ class FcnModule(tf.Module):
                     tf.cast(self.params[p.name], tf.float32).numpy(), p.layout))
                 for p in self.spec.parameters()}
 
-    # -- upsampling: the cheaper exact forms (bench/upsampling.py) ------------------------------
+    # -- upsampling: the cheaper exact forms (bench/perf/upsampling.py)
+    # ------------------------------
 
     def plan_upsampling(self, device_type: str, tensor_cores: bool,
                         forms: Mapping[str, str] | None = None) -> dict[str, str]:

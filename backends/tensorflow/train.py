@@ -1,11 +1,12 @@
-"""TensorFlow side of `cli.py train`: `bench.train.Trainer` over `FcnModule` (imports tensorflow).
+"""TensorFlow side of `cli.py train`: `bench.core.contracts.Trainer` over `FcnModule` (imports
+tensorflow).
 
 Mirrors backends/torch/train.py. The Caffe SGD step is written out with variable assignments (no
 Keras optimizer: their momentum and weight-decay conventions differ from Caffe's). Momentum
 buffers live in TF layout (HWIO) next to their variables and cross the boundary in canonical
 layout, so a snapshot continues in either backend.
 
-With TF_CONFIG naming several workers (`python -m bench.distributed --workers N cli.py train
+With TF_CONFIG naming several workers (`python -m bench.core.distributed --workers N cli.py train
 ...`), it trains data-parallel like the torchrun path: each worker samples with seed + rank, and
 before every update MultiWorkerMirroredStrategy's all-reduce averages the workers' accumulated
 gradients, so one update is Caffe's batch N at the same learning rate (docs/distributed.md).
@@ -25,14 +26,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config_module
 
-from backends.base import RunOptions
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule, from_tf_layout, to_tf_layout
-from bench.distributed import LOCAL_RANK_ENV, tf_config_world
-from bench.errors import FcnBenchError
-from bench.labels import VOID_LABEL
-from bench.spec import FcnSpec
-from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
+from bench.core.contracts import RunOptions
+from bench.core.distributed import LOCAL_RANK_ENV, tf_config_world
+from bench.core.errors import FcnBenchError
+from bench.data.labels import VOID_LABEL
+from bench.model.spec import FcnSpec
+from bench.train.loop import Recipe, TensorHyper, check_momentum, require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
 # One trace serves every image size: batch 1, H and W open.

@@ -1,4 +1,4 @@
-"""`TorchBackend`: the backends.base.Backend contract over `FcnModule` (imports torch).
+"""`TorchBackend`: the bench.core.contracts.Backend contract over `FcnModule` (imports torch).
 
 Mirrors backends/tensorflow/backend.py. numpy NCHW float32 in, numpy NCHW float32 out; the
 whole forward pass (and the argmax of `predict_labels`) stays on the device. Multi-input models
@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends.base import Backend, RunOptions, compile_mode
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
-from bench import roofline
-from bench.errors import BackendUnavailable, UsageError
-from bench.reference_forward import check_inputs
-from bench.spec import FcnSpec
+from bench.core.contracts import Backend, RunOptions, compile_mode
+from bench.core.errors import BackendUnavailable, UsageError
+from bench.model.reference_forward import check_inputs
+from bench.model.spec import FcnSpec
+from bench.perf import roofline
 
 # torch.compile's modes; "reduce-overhead" replays CUDA graphs. "xla" is TensorFlow's.
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")

@@ -12,15 +12,9 @@ from typing import Any
 
 import torch
 
-from backends.base import (
-    DEVICES,
-    PRECISIONS,
-    RunOptions,
-    compute_dtype,
-    nvidia_driver_version,
-    storage_dtype,
-)
-from bench.errors import BackendUnavailable, UsageError
+from backends.base import nvidia_driver_version
+from bench.core.contracts import DEVICES, PRECISIONS, RunOptions, compute_dtype, storage_dtype
+from bench.core.errors import BackendUnavailable, UsageError
 
 # amp-* run under autocast over float32 weights; scores are always returned as float32.
 AUTOCAST_DTYPES = {"amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}

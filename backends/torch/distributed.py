@@ -1,7 +1,8 @@
 """A torch.distributed process group for sharded evaluation under torchrun (imports torch).
 
 `torchrun --nproc_per_node N cli.py reproduce ...` starts N copies of the command; this joins
-them so bench.runner can split the images round-robin and sum the confusion matrices. The sum
+them so bench.evaluation.runner can split the images round-robin and sum the confusion matrices.
+The sum
 travels over gloo as host float64 tensors whichever framework scores the images (a few KB per
 run), so it also serves `--backend tensorflow`; training uses its own group (train.py).
 """
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bench.distributed import Shard, torchrun_world
+from bench.core.distributed import Shard, torchrun_world
 
 # A rank that waits this long for its peers (one crashed, or is stuck on I/O) fails, not hangs.
 TIMEOUT = timedelta(minutes=30)

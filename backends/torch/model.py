@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.init import new_layer_params
-from bench.spec import (
+from bench.model.init import new_layer_params
+from bench.model.spec import (
     LRN,
     Concat,
     Conv,
@@ -30,8 +30,8 @@ from bench.spec import (
     Upsample,
     layer_inputs,
 )
-from bench.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
-from bench.weights import check_params
+from bench.perf.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_form
+from bench.weights.archive import check_params
 
 
 class Float32LRN(nn.LocalResponseNorm):
@@ -105,8 +105,9 @@ class FcnModule(nn.Module):
     models keep taking and returning plain tensors.
 
     Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
-    layers hold what the reference surgery writes (bench.init.placeholder_params, the same values
-    as the TF module): load real or `bench.init.random_params` weights with `load_canonical`.
+    layers hold what the reference surgery writes (bench.model.init.placeholder_params, the same
+    values
+    as the TF module): load real or `bench.model.init.random_params` weights with `load_canonical`.
     `.train()` turns element-wise dropout on; `.eval()` makes it the identity.
     """
 
@@ -120,7 +121,8 @@ class FcnModule(nn.Module):
         self._last_use = _last_uses(spec)
         # Upsample layer name -> (form, kernels) chosen by plan_upsampling(); empty = dense.
         self._upsample_plan: dict[str, tuple[str, tuple[torch.Tensor, ...]]] = {}
-        # Same placeholder values as the TF module (bench.init.placeholder_params): zero trunk,
+        # Same placeholder values as the TF module (bench.model.init.placeholder_params): zero
+        # trunk,
         # then what the reference surgery writes (zero score layers, bilinear kernels, scales).
         with torch.no_grad():
             for param in self.parameters():

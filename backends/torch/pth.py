@@ -1,4 +1,4 @@
-"""Reading PyTorch .pth state dicts into numpy for `bench.convert`, safely. Imports torch.
+"""Reading PyTorch .pth state dicts into numpy for `bench.weights.convert`, safely. Imports torch.
 
 Only `torch.load(..., weights_only=True)` is used: a file that needs arbitrary unpickling (a
 custom class, a whole pickled nn.Module) is refused with a WeightsError, never executed. Before
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import WeightsError
-from bench.sniff import ZIP_SIGNATURE
+from bench.core.errors import WeightsError
+from bench.weights.sniff import ZIP_SIGNATURE
 
 # Checkpoint containers whose tensors live one level down (WK-PT trainer, Lightning, common
 # training scripts); a plain state dict is used as it is.

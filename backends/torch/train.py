@@ -1,4 +1,4 @@
-"""PyTorch side of `cli.py train`: the `bench.train.Trainer` over `FcnModule` (imports torch).
+"""PyTorch side of `cli.py train`: the `Trainer` contract (bench/core/contracts.py) in torch.
 
 The Caffe SGD step is written out here, not taken from torch.optim: torch's SGD applies the
 learning rate after the momentum buffer, which matches Caffe only at a constant rate and gives its
@@ -28,13 +28,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from backends.base import RunOptions
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
-from bench.errors import FcnBenchError
-from bench.labels import VOID_LABEL
-from bench.spec import FcnSpec
-from bench.train import Recipe, TensorHyper, check_momentum, require_tensorboard
+from bench.core.contracts import RunOptions
+from bench.core.errors import FcnBenchError
+from bench.data.labels import VOID_LABEL
+from bench.model.spec import FcnSpec
+from bench.train.loop import Recipe, TensorHyper, check_momentum, require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
 # cuBLAS is deterministic only with a fixed workspace (torch refuses otherwise in deterministic

@@ -1,0 +1,2 @@
+"""CI regression tables: the golden suite, comparison of record sets against tolerance gates,
+and the history of a folder of records."""

@@ -1,0 +1,181 @@
+"""The contracts the core owns: what a backend, a trainer and a data set must provide.
+
+Backends (backends/, plugins) implement `Backend` and, where they train, `Trainer`; the core
+types against these and never imports a backend. Numpy in, numpy out.
+
+A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
+stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what
+`bench.data.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
+several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
+several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from bench.core.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: the core sits below the model at run time
+    from bench.model.spec import FcnSpec
+
+DEVICES = ("auto", "cpu", "cuda")
+# fp32: float32 with TF32 off; tf32: float32 storage, TF32 tensor-core math (CUDA only);
+# bf16/fp16: the model and its inputs are cast to that dtype once, as a deployment would;
+# amp-bf16/amp-fp16: float32 weights, autocast (torch) / a mixed-precision compute dtype (TF).
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16", "amp-fp16")
+# torch.compile modes, and "xla" for TensorFlow's jit_compile; "default" = the framework's own
+# (torch.compile's default mode, XLA for TensorFlow).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "xla")
+
+
+def storage_dtype(precision: str) -> str:
+    """The dtype weights and activations are stored in: float32 except for bf16/fp16 casts."""
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+
+
+def compute_dtype(precision: str) -> str:
+    """The dtype products are computed in (TF32 aside): the half type of bf16/fp16/amp-*."""
+    half = precision.removeprefix("amp-")
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(half, "float32")
+
+
+def compile_mode(compile: str | bool | None) -> str | None:
+    """Normalise RunOptions.compile: True (the old flag) means "default", False/None none."""
+    if compile is True:
+        return "default"
+    if not compile:
+        return None
+    if compile not in COMPILE_MODES:
+        raise UsageError(f"unknown compile mode {compile!r}; choose from "
+                         f"{', '.join(COMPILE_MODES)}")
+    return str(compile)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a backend runs. Accuracy runs use the defaults: fp32 with TF32 off, no compilation."""
+
+    device: str = "auto"  # "auto" picks cuda when present, else cpu
+    precision: str = "fp32"  # one of PRECISIONS (see there)
+    compile: str | bool | None = None  # one of COMPILE_MODES; True = "default" (see compile_mode)
+    channels_last: bool = False  # torch memory format (TF is always NHWC)
+    threads: int | None = None  # intra-op CPU threads; None leaves the framework default
+    seed: int = 0  # dropout RNG in training mode
+
+
+class Backend(abc.ABC):
+    """One FCN in one framework. Built-ins live in backends/<name>/; plugins register a factory
+    (docs/adding_a_backend.md)."""
+
+    name: str = "?"
+
+    def __init__(self, spec: FcnSpec, options: RunOptions | None = None):
+        self.spec = spec
+        self.options = options or RunOptions()
+
+    # -- weights ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Load canonical (Caffe-layout) tensors keyed by spec parameter names; strict."""
+
+    @abc.abstractmethod
+    def state_params(self) -> dict[str, np.ndarray]:
+        """The current tensors back in canonical layout (for snapshots and round-trip tests)."""
+
+    # -- inference -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, num_classes, H, W) float32 class scores (host numpy)."""
+
+    @abc.abstractmethod
+    def predict_labels(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, H, W) uint8 labels; argmax runs on the device."""
+
+    @abc.abstractmethod
+    def forward_blobs(self, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Named intermediate blobs (spec layer names), NCHW float32, for layer-by-layer parity."""
+
+    # -- timing hooks (latency) ----------------------------------------------------------------
+    @abc.abstractmethod
+    def to_device(self, images: np.ndarray) -> Any:
+        """Copy a host batch to the device in the backend's own layout (outside timed regions)."""
+
+    @abc.abstractmethod
+    def forward_device(self, batch: Any) -> Any:
+        """'model' mode: device input -> device scores, nothing copied back."""
+
+    @abc.abstractmethod
+    def synchronize(self, value: Any = None) -> None:
+        """Block until queued device work (and `value`, if given) has finished."""
+
+    # -- environment -----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """The resolved device: "cpu" or "cuda" (never "auto")."""
+
+    @abc.abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Framework version, device name, driver, precision, TF32 flag, threads, compile mode."""
+
+    def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Start a new peak-memory window (no-op where the framework cannot)."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory since the last reset, or None where unknown."""
+        return None
+
+    def memory_capacity_bytes(self) -> int | None:
+        """Memory this backend's device can still give (free GPU memory), or None: the host."""
+        return None
+
+    def measure_peak(self) -> dict[str, Any] | None:
+        """The device's measured ceilings for this precision (matrix product TFLOP/s, copy
+        GB/s; see bench/perf/roofline.py), or None where the backend cannot measure them."""
+        return None
+
+
+class Trainer(Protocol):
+    """What a backend provides to the loop. Images are (3, H, W) float32
+    (bench.data.voc.preprocess),
+    labels (H, W) uint8 with 255 = void; tensors cross as canonical-layout numpy arrays."""
+
+    rank: int
+    world_size: int
+
+    def forward_backward(self, image: np.ndarray, label: np.ndarray, dropout_seed: int,
+                         last_of_batch: bool) -> float:
+        """Training-mode forward (dropout on), loss per the recipe, gradients ADDED to the
+        accumulators. Data-parallel trainers reduce gradients only when `last_of_batch`."""
+
+    def update(self) -> None:
+        """The Caffe step on every learned tensor, then zero the accumulated gradients:
+        V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
+
+    def predict(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]:
+        """Inference-mode (H, W) argmax labels and the summed loss over non-void pixels."""
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Every spec tensor, canonical layout."""
+
+    def momentum(self) -> dict[str, np.ndarray]:
+        """Momentum buffers of the learned tensors (solver_plan names), canonical layout."""
+
+    def load_momentum(self, buffers: Mapping[str, np.ndarray]) -> None: ...
+
+    def params_finite(self) -> bool: ...
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise sum over processes (identity with one process)."""
+
+    def environment(self) -> dict[str, Any]:
+        """Framework, device, threads, world size: recorded in train_record.json."""
+
+    def close(self) -> None:
+        """Release process-group resources (data-parallel runs)."""

@@ -1,0 +1,2 @@
+"""Performance: the latency engine, its statistics, memory budget, host facts, roofline and
+reports."""

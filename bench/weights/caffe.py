@@ -1,0 +1,606 @@
+"""Reading (and writing test fixtures of) .caffemodel files: the protobuf wire format by hand.
+
+No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimited fields and
+fixed32/64 are decoded here, with the field numbers of BVLC/caffe src/caffe/proto/caffe.proto.
+Stdlib + numpy only; never imports torch or tensorflow.
+
+Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
+builds refuse them) and we only need names and blobs. The file is memory-mapped and walked with
+offsets; each float array is decoded as an `np.frombuffer` view of the mapping and copied once
+into its output array, so a 550 MB file costs its blobs once in memory, not twice.
+
+Messages and fields used (everything else, of every wire type, is skipped):
+  NetParameter      layer 100 (LayerParameter), layers 2 (legacy V1LayerParameter)
+  LayerParameter    name 1, type 2 (string), blobs 7
+  V1LayerParameter  name 4, type 5 (LayerType enum), blobs 6, layer 1 (V0LayerParameter:
+                    name 1, type 2 string, blobs 50)
+  BlobProto         shape 7 (BlobShape: dim 1, int64, packed or not), legacy num 1, channels 2,
+                    height 3, width 4; data 5 (float, packed or one fixed32 per element),
+                    double_data 8 (double, packed or not; converted to float32)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import mmap
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bench.core.errors import WeightsError
+from bench.weights.archive import reading_weights_file
+from bench.weights.sniff import HEAD_BYTES, sniff_bytes
+
+# Wire types.
+VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
+
+# NetParameter / LayerParameter / V1LayerParameter / V0LayerParameter / BlobProto field numbers.
+NET_LAYER, NET_LAYERS_V1 = 100, 2
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
+V1_NAME, V1_TYPE, V1_BLOBS, V1_V0_LAYER = 4, 5, 6, 1
+V0_NAME, V0_TYPE, V0_BLOBS = 1, 2, 50
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
+SHAPE_DIM = 1
+
+# V1LayerParameter.LayerType -> the new-style type string (caffe.proto, upgrade_proto.cpp).
+V1_LAYER_TYPES = {
+    0: "None", 1: "Accuracy", 2: "BNLL", 3: "Concat", 4: "Convolution", 5: "Data",
+    6: "Dropout", 7: "EuclideanLoss", 8: "Flatten", 9: "HDF5Data", 10: "HDF5Output",
+    11: "Im2col", 12: "ImageData", 13: "InfogainLoss", 14: "InnerProduct", 15: "LRN",
+    16: "MultinomialLogisticLoss", 17: "Pooling", 18: "ReLU", 19: "Sigmoid", 20: "Softmax",
+    21: "SoftmaxWithLoss", 22: "Split", 23: "TanH", 24: "WindowData", 25: "Eltwise",
+    26: "Power", 27: "SigmoidCrossEntropyLoss", 28: "HingeLoss", 29: "MemoryData",
+    30: "ArgMax", 31: "Threshold", 32: "DummyData", 33: "Slice", 34: "MVN", 35: "AbsVal",
+    36: "Silence", 37: "ContrastiveLoss", 38: "Exp", 39: "Deconvolution",
+}
+_V1_TYPE_NUMBERS = {name: number for number, name in V1_LAYER_TYPES.items()}
+# V0 (pre-2014) type strings that matter for weights -> new-style names.
+_V0_TYPES = {"conv": "Convolution", "innerproduct": "InnerProduct", "pool": "Pooling",
+             "relu": "ReLU", "dropout": "Dropout", "softmax": "Softmax"}
+
+
+class CaffeLayer(NamedTuple):
+    """One layer of a caffemodel: its name, type string and parameter blobs (float32 arrays,
+    shaped as stored: `shape.dim`, or legacy [num, channels, height, width])."""
+
+    name: str
+    type: str
+    blobs: list[np.ndarray]
+    offset: int = 0  # byte offset of the layer message in the file (for error messages)
+
+
+# ----------------------------------------------------------------------------------------------
+# Wire format primitives. Positions are absolute byte offsets into the mapped file.
+
+
+class _OutOfBounds(Exception):
+    """A field needs bytes up to `needed` but its enclosing message ends earlier."""
+
+    def __init__(self, needed: int, payload_start: int | None = None):
+        super().__init__(needed)
+        self.needed = needed
+        self.payload_start = payload_start
+
+
+class _Corrupt(Exception):
+    def __init__(self, pos: int, problem: str):
+        super().__init__(problem)
+        self.pos = pos
+        self.problem = problem
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Decode a base-128 varint at `pos`: (value, position after it)."""
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _OutOfBounds(pos + 1)
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise _Corrupt(pos, "varint longer than 10 bytes")
+
+
+def _field(buf: memoryview, pos: int, end: int) -> tuple[int, int, int, int, int]:
+    """Read the field at `pos`: (number, wire type, value, payload start, next position).
+
+    For VARINT `value` is the integer; for FIXED32/FIXED64/LENGTH it is the payload end (the
+    payload is buf[start:value]); START_GROUP fields are skipped whole and come back as
+    (number, START_GROUP, 0, pos, next).
+    """
+    key, start = _varint(buf, pos, end)
+    number, wire = key >> 3, key & 7
+    if number == 0:
+        raise _Corrupt(pos, "field number 0")
+    if wire == VARINT:
+        value, after = _varint(buf, start, end)
+        return number, wire, value, start, after
+    if wire == FIXED64:
+        stop = start + 8
+    elif wire == FIXED32:
+        stop = start + 4
+    elif wire == LENGTH:
+        length, start = _varint(buf, start, end)
+        stop = start + length
+    elif wire == START_GROUP:
+        return number, wire, 0, start, _skip_group(buf, start, end, number)
+    else:
+        raise _Corrupt(pos, f"invalid wire type {wire} for field {number}")
+    if stop > end:
+        raise _OutOfBounds(stop, start)
+    return number, wire, stop, start, stop
+
+
+# Groups are a deprecated protobuf feature no Caffe message uses; a hostile file can still nest
+# them. They are skipped iteratively (no recursion) and refused beyond this depth.
+MAX_GROUP_DEPTH = 64
+# BlobShape dims: Caffe blobs have at most 4 (kMaxBlobAxes is 32).
+MAX_BLOB_AXES = 32
+
+
+def _skip_group(buf: memoryview, pos: int, end: int, number: int) -> int:
+    """Skip a (deprecated) group up to and including its END_GROUP tag, nested groups too."""
+    open_groups = [number]
+    while open_groups:
+        if pos >= end:
+            raise _OutOfBounds(pos + 1)
+        key, after = _varint(buf, pos, end)
+        inner, wire = key >> 3, key & 7
+        if wire == END_GROUP:
+            if inner != open_groups[-1]:
+                raise _Corrupt(pos, f"group {open_groups[-1]} closed by end-group {inner}")
+            open_groups.pop()
+            pos = after
+        elif wire == START_GROUP:
+            if inner == 0:
+                raise _Corrupt(pos, "field number 0")
+            if len(open_groups) >= MAX_GROUP_DEPTH:
+                raise _Corrupt(pos, f"groups nested more than {MAX_GROUP_DEPTH} deep")
+            open_groups.append(inner)
+            pos = after
+        else:
+            pos = _field(buf, pos, end)[4]
+    return pos
+
+
+def _string(buf: memoryview, start: int, stop: int) -> str:
+    return bytes(buf[start:stop]).decode("utf-8", errors="replace")
+
+
+def _scalar_run(buf: memoryview, pos: int, end: int, tag: int, width: int,
+                dtype: str) -> tuple[np.ndarray, int]:
+    """Decode a run of unpacked repeated fixed-width scalars (`tag` byte + `width` bytes each).
+
+    Unpacked floats repeat tag 0x2D before every element; decoding them one field at a time in
+    Python would take minutes for a 100M-element blob, so the run is found and decoded at once
+    with numpy: rows of (1 + width) bytes while the first byte of a row is still `tag`.
+    """
+    stride = 1 + width
+    rows = (end - pos) // stride
+    table = np.frombuffer(buf, np.uint8, rows * stride, pos).reshape(rows, stride)
+    not_tag = table[:, 0] != tag
+    count = int(np.argmax(not_tag)) if not_tag.any() else rows
+    values = np.ascontiguousarray(table[:count, 1:]).view(dtype).reshape(count)
+    return values, pos + count * stride
+
+
+# ----------------------------------------------------------------------------------------------
+# Messages
+
+
+def _parse_shape(buf: memoryview, start: int, stop: int) -> list[int]:
+    dims: list[int] = []
+    pos = start
+    while pos < stop:
+        number, wire, value, begin, pos = _field(buf, pos, stop)
+        if number != SHAPE_DIM:
+            continue
+        if wire == VARINT:
+            dims.append(value)
+        elif wire == LENGTH:  # packed
+            inner = begin
+            while inner < value:
+                dim, inner = _varint(buf, inner, value)
+                dims.append(dim)
+        if len(dims) > MAX_BLOB_AXES:
+            raise _Corrupt(begin, f"blob shape has more than {MAX_BLOB_AXES} axes")
+    return dims
+
+
+def _parse_blob(buf: memoryview, start: int, stop: int,
+                release: Callable[[int], Any] | None = None) -> np.ndarray:
+    """BlobProto -> float32 array shaped as stored (one copy out of the mapping).
+
+    `release(pos)` is told after each slice of the copy that the bytes before `pos` are no
+    longer needed, so the mapped pages of a 400 MB blob do not stay resident beside its copy.
+    """
+    dims: list[int] | None = None
+    legacy: dict[int, int] = {}
+    floats: list[np.ndarray] = []
+    doubles: list[np.ndarray] = []
+    pos = start
+    while pos < stop:
+        tag = buf[pos]
+        # Unpacked repeated data: decode the whole run of single-byte-tagged elements at once.
+        # (An empty run means a cut-off element: left to _field below, which reports it.)
+        if tag == (BLOB_DATA << 3) | FIXED32 and stop - pos >= 5:
+            run, pos = _scalar_run(buf, pos, stop, tag, 4, "<f4")
+            floats.append(run)
+            continue
+        if tag == (BLOB_DOUBLE_DATA << 3) | FIXED64 and stop - pos >= 9:
+            run, pos = _scalar_run(buf, pos, stop, tag, 8, "<f8")
+            doubles.append(run)
+            continue
+        field_pos = pos
+        number, wire, value, begin, pos = _field(buf, pos, stop)
+        if number == BLOB_SHAPE and wire == LENGTH:
+            dims = _parse_shape(buf, begin, value)
+        elif number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and wire == VARINT:
+            legacy[number] = value
+        elif number in (BLOB_DATA, BLOB_DOUBLE_DATA) and wire == LENGTH:  # packed
+            width = 4 if number == BLOB_DATA else 8
+            if (value - begin) % width:
+                raise _Corrupt(field_pos, f"packed {'float' if width == 4 else 'double'} data "
+                               f"of {value - begin} bytes is not a multiple of {width}")
+            view = np.frombuffer(buf, "<f4" if width == 4 else "<f8", (value - begin) // width,
+                                 begin)
+            (floats if width == 4 else doubles).append(view)
+    # Caffe Blob::FromProto: shape.dim if present, else the four legacy dims (default 0).
+    if dims is None:
+        dims = [legacy.get(n, 0) for n in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)] \
+            if legacy else None
+    chunks = doubles or floats  # Caffe prefers double_data when it is present
+    count = sum(len(chunk) for chunk in chunks)
+    if dims is None:
+        dims = [count]
+    if math.prod(dims) != count:
+        raise _Corrupt(start, f"blob has {count} values but its shape {dims} needs "
+                       f"{math.prod(dims)}")
+    out = np.empty(count, np.float32)  # the one copy out of the mapping
+    offset = 0
+    for chunk in chunks:
+        for first in range(0, len(chunk), _COPY_SLICE):
+            piece = chunk[first:first + _COPY_SLICE]
+            out[offset:offset + len(piece)] = piece
+            offset += len(piece)
+            if release is not None and piece.base is not None:
+                release(_view_end(buf, piece))
+    return out.reshape(dims)
+
+
+def _view_end(buf: memoryview, view: np.ndarray) -> int:
+    """Absolute file offset just after a numpy view of the mapping."""
+    return view.__array_interface__["data"][0] + view.nbytes - _address(buf)
+
+
+def _address(buf: memoryview) -> int:
+    return np.frombuffer(buf, np.uint8, 0).__array_interface__["data"][0]
+
+
+# Elements copied between two page releases (64 MiB of float32).
+_COPY_SLICE = 16 * 2**20
+
+
+class _LayerFields(NamedTuple):
+    name: str | None
+    type: str
+    blob_ranges: list[tuple[int, int]]
+
+
+# Field numbers of the three layer messages: (name, type, blobs, type wire type).
+_LAYER_FIELDS = {
+    "layer": (LAYER_NAME, LAYER_TYPE, LAYER_BLOBS, LENGTH),  # LayerParameter: type a string
+    "v1": (V1_NAME, V1_TYPE, V1_BLOBS, VARINT),  # V1LayerParameter: type an enum
+    "v0": (V0_NAME, V0_TYPE, V0_BLOBS, LENGTH),  # V0LayerParameter (inside a V1 layer)
+}
+
+
+def _scan_layer(buf: memoryview, start: int, stop: int, message: str) -> _LayerFields:
+    """Name, type and blob byte ranges of a layer message ("layer", "v1" or "v0", see
+    _LAYER_FIELDS), without decoding blobs."""
+    name_field, type_field, blobs_field, type_wire = _LAYER_FIELDS[message]
+    name: str | None = None
+    type_name = ""
+    blobs: list[tuple[int, int]] = []
+    v0: _LayerFields | None = None
+    pos = start
+    while pos < stop:
+        number, wire, value, begin, pos = _field(buf, pos, stop)
+        if number == name_field and wire == LENGTH:
+            name = _string(buf, begin, value)
+        elif number == type_field and wire == type_wire == VARINT:
+            type_name = V1_LAYER_TYPES.get(value, f"V1LayerType{value}")
+        elif number == type_field and wire == type_wire == LENGTH:
+            raw = _string(buf, begin, value)
+            type_name = _V0_TYPES.get(raw, raw) if message == "v0" else raw
+        elif number == blobs_field and wire == LENGTH:
+            blobs.append((begin, value))
+        elif message == "v1" and number == V1_V0_LAYER and wire == LENGTH:
+            v0 = _scan_layer(buf, begin, value, "v0")
+    if v0 is not None:  # a V1 layer wrapping an older V0 layer: fill what V1 left empty
+        name = name or v0.name
+        type_name = type_name or v0.type
+        blobs = blobs or v0.blob_ranges
+    return _LayerFields(name, type_name, blobs)
+
+
+def _partial_name(buf: memoryview, start: int, end: int, legacy: bool) -> str | None:
+    """Best-effort name of a layer whose message is cut off by the end of the file."""
+    name_field = V1_NAME if legacy else LAYER_NAME
+    pos = start
+    try:
+        while pos < end:
+            number, wire, value, begin, pos = _field(buf, pos, end)
+            if number == name_field and wire == LENGTH:
+                return _string(buf, begin, value)
+            if legacy and number == V1_V0_LAYER and wire == LENGTH:
+                return _scan_layer(buf, begin, value, "v0").name
+    except (_OutOfBounds, _Corrupt):
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public reader
+
+
+def read_caffemodel(path: str | Path,
+                    progress: Callable[[int], Any] | None = None) -> Iterator[CaffeLayer]:
+    """Yield every layer of a .caffemodel (new `layer` and legacy V1 `layers`) in file order.
+
+    Streaming: the file is memory-mapped, each layer's blobs are decoded when it is reached, and
+    pages already consumed are released, so resident memory stays near the size of the arrays
+    the caller keeps. `progress(bytes_done)` is called after each layer with the absolute offset.
+    A truncated or corrupt file raises WeightsError naming the file, the byte and the layer.
+    """
+    path = Path(path)
+    with reading_weights_file(path, "a .caffemodel file"):
+        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below (generator)
+    mapping: mmap.mmap | None = None
+    buf: memoryview | None = None
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            raise WeightsError(path, "empty file, not a Caffe model")
+        kind = sniff_bytes(handle.read(HEAD_BYTES), size, path)
+        if kind.kind != "caffemodel":
+            # Protobuf has no magic: without this, a JPEG reads as "invalid wire type 7 for
+            # field 25427343" and random bytes as "truncated at byte ...".
+            what = ("does not look like" if kind.kind == "unknown"
+                    else f"is {kind.description}, not")
+            raise WeightsError(path, f"{what} a Caffe model (protobuf NetParameter), judging "
+                                     "by its first bytes")
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        buf = memoryview(mapping)
+        yield from _walk_net(path, buf, size, mapping, progress)
+    finally:
+        if buf is not None:
+            buf.release()
+        if mapping is not None:
+            # A view may still be referenced by a traceback; then the GC closes the mapping.
+            with contextlib.suppress(BufferError):
+                mapping.close()
+        handle.close()
+
+
+def _walk_net(path: Path, buf: memoryview, size: int, mapping: mmap.mmap,
+              progress: Callable[[int], Any] | None) -> Iterator[CaffeLayer]:
+    pos = 0
+    index = 0
+    release = _PageReleaser(mapping)
+    while pos < size:
+        field_pos = pos
+        try:
+            number, wire, value, begin, pos = _field(buf, pos, size)
+        except _OutOfBounds as error:
+            legacy = _peek_number(buf, field_pos, size) == NET_LAYERS_V1
+            where = ""
+            if error.payload_start is not None and _peek_number(buf, field_pos, size) in (
+                    NET_LAYER, NET_LAYERS_V1):
+                name = _partial_name(buf, error.payload_start, size, legacy)
+                where = f" inside layer {name!r}" if name else f" inside layer #{index + 1}"
+            raise WeightsError(path, f"truncated at byte {size}{where} (the field starting at "
+                               f"byte {field_pos} runs to byte {error.needed}); download it "
+                               "again") from None
+        except _Corrupt as error:
+            raise WeightsError(path, f"corrupt at byte {error.pos} ({error.problem}); not a "
+                               "Caffe model or a damaged one") from None
+        if wire != LENGTH or number not in (NET_LAYER, NET_LAYERS_V1):
+            continue  # name, input, input_dim, state... and unknown fields
+        index += 1
+        legacy = number == NET_LAYERS_V1
+        layer = _decode_layer(path, buf, begin, value, legacy, index, field_pos, release)
+        release(pos)
+        yield layer
+        if progress is not None:
+            progress(pos)
+
+
+class _PageReleaser:
+    """Drops mapped pages already copied out (madvise DONTNEED on a read-only file mapping just
+    forgets them; they would be re-read from the file if touched again). Without it a 550 MB
+    file would stay resident next to the arrays decoded from it."""
+
+    def __init__(self, mapping: mmap.mmap):
+        self.mapping = mapping
+        self.released = 0
+        self.enabled = hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+
+    def __call__(self, pos: int) -> None:
+        page_end = (pos // mmap.PAGESIZE) * mmap.PAGESIZE
+        if self.enabled and page_end > self.released:
+            self.mapping.madvise(mmap.MADV_DONTNEED, self.released, page_end - self.released)
+            self.released = page_end
+
+
+def _peek_number(buf: memoryview, pos: int, end: int) -> int | None:
+    try:
+        return _varint(buf, pos, end)[0] >> 3
+    except (_OutOfBounds, _Corrupt):
+        return None
+
+
+def _decode_layer(path: Path, buf: memoryview, start: int, stop: int, legacy: bool, index: int,
+                  offset: int, release: Callable[[int], Any] | None = None) -> CaffeLayer:
+    label = f"layer #{index}"
+    try:
+        fields = _scan_layer(buf, start, stop, "v1" if legacy else "layer")
+        label = f"layer {fields.name!r}" if fields.name else label
+        blobs = []
+        for blob_start, blob_stop in fields.blob_ranges:
+            blobs.append(_parse_blob(buf, blob_start, blob_stop, release))
+    except _OutOfBounds as error:
+        raise WeightsError(path, f"corrupt inside {label} (starting at byte {offset}): a field "
+                           f"runs to byte {error.needed}, past the end of its message at byte "
+                           f"{stop}") from None
+    except _Corrupt as error:
+        raise WeightsError(path, f"corrupt at byte {error.pos} inside {label}: "
+                           f"{error.problem}") from None
+    return CaffeLayer(fields.name or f"#{index}", fields.type, blobs, offset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writer (test tooling; also lets users build small fixtures). Streams big arrays to the file.
+
+
+# A message is a list of byte chunks (bytes, or byte views of numpy arrays: never joined).
+_Chunks = list
+
+
+def encode_varint(value: int) -> bytes:
+    """Base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire: int) -> bytes:
+    return encode_varint((number << 3) | wire)
+
+
+def _nbytes(chunks: _Chunks) -> int:
+    return sum(chunk.nbytes if isinstance(chunk, memoryview) else len(chunk) for chunk in chunks)
+
+
+def _length_field(number: int, chunks: _Chunks) -> _Chunks:
+    return [_key(number, LENGTH) + encode_varint(_nbytes(chunks)), *chunks]
+
+
+def _unknown_fields() -> bytes:
+    """One field of every wire type under numbers no Caffe message uses (readers must skip)."""
+    group = _key(995, START_GROUP) + _key(1, VARINT) + encode_varint(7) + _key(995, END_GROUP)
+    return (_key(999, VARINT) + encode_varint(300) + _key(998, FIXED64) + bytes(8)
+            + _key(997, LENGTH) + encode_varint(7) + b"skip me" + _key(996, FIXED32)
+            + bytes(4) + group)
+
+
+def _array_bytes(values: np.ndarray, dtype: str) -> memoryview:
+    return memoryview(np.ascontiguousarray(values, dtype=dtype).reshape(-1)).cast("B")
+
+
+def _encode_repeated(number: int, values: np.ndarray, dtype: str, packed: bool) -> _Chunks:
+    if packed:
+        return _length_field(number, [_array_bytes(values, dtype)])
+    width = np.dtype(dtype).itemsize
+    key = _key(number, FIXED32 if width == 4 else FIXED64)
+    rows = np.empty((values.size, len(key) + width), np.uint8)
+    rows[:, :len(key)] = np.frombuffer(key, np.uint8)
+    rows[:, len(key):] = np.ascontiguousarray(values, dtype=dtype).reshape(-1, 1).view(np.uint8)
+    return [memoryview(rows.reshape(-1))]
+
+
+def encode_blob(array: np.ndarray, *, packed: bool = True, legacy_dims: bool = False,
+                double: bool = False, unknown_fields: bool = False) -> _Chunks:
+    """BlobProto chunks: shape (BlobShape, or legacy num/channels/height/width) and data."""
+    array = np.asarray(array)
+    chunks: _Chunks = []
+    if unknown_fields:
+        chunks.append(_unknown_fields())
+    if legacy_dims:
+        if array.ndim > 4:
+            raise ValueError(f"legacy 4-D dims cannot hold a {array.ndim}-D blob")
+        dims = (1,) * (4 - array.ndim) + array.shape  # [64] -> 1x1x1x64, [O, I] -> 1x1xOxI
+        for number, dim in zip((BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH), dims,
+                               strict=True):
+            chunks.append(_key(number, VARINT) + encode_varint(dim))
+    else:
+        if packed:
+            shape = _key(SHAPE_DIM, LENGTH) + encode_varint(
+                len(b"".join(encode_varint(d) for d in array.shape))) + b"".join(
+                encode_varint(d) for d in array.shape)
+        else:
+            shape = b"".join(_key(SHAPE_DIM, VARINT) + encode_varint(d) for d in array.shape)
+        if unknown_fields:
+            shape += _unknown_fields()
+        chunks += _length_field(BLOB_SHAPE, [shape])
+    if double:
+        chunks += _encode_repeated(BLOB_DOUBLE_DATA, array, "<f8", packed)
+    else:
+        chunks += _encode_repeated(BLOB_DATA, array, "<f4", packed)
+    return chunks
+
+
+def encode_layer(name: str, type_name: str, blobs: Iterable[np.ndarray], *,
+                 legacy_v1: bool = False, unknown_fields: bool = False,
+                 **blob_options: bool) -> _Chunks:
+    """LayerParameter (or V1LayerParameter with `legacy_v1`) chunks, blobs included."""
+    chunks: _Chunks = [_unknown_fields()] if unknown_fields else []
+    if legacy_v1:
+        if type_name not in _V1_TYPE_NUMBERS:
+            raise ValueError(f"no V1 layer type for {type_name!r}")
+        chunks += _length_field(V1_NAME, [name.encode()])
+        chunks.append(_key(V1_TYPE, VARINT) + encode_varint(_V1_TYPE_NUMBERS[type_name]))
+    else:
+        chunks += _length_field(LAYER_NAME, [name.encode()])
+        chunks += _length_field(LAYER_TYPE, [type_name.encode()])
+    blobs_field = V1_BLOBS if legacy_v1 else LAYER_BLOBS
+    for blob in blobs:
+        chunks += _length_field(blobs_field, encode_blob(blob, unknown_fields=unknown_fields,
+                                                         **blob_options))
+    return chunks
+
+
+def write_caffemodel(path: str | Path, layers: Iterable[tuple[str, str, Iterable[np.ndarray]]],
+                     *, legacy_v1: bool = False, packed: bool = True, legacy_dims: bool = False,
+                     double: bool = False, unknown_fields: bool = False,
+                     net_name: str = "net") -> Path:
+    """Write a NetParameter .caffemodel from (name, type, blobs) triples, atomically.
+
+    legacy_v1     write V1 `layers` (field 2, enum types: "Convolution", "InnerProduct"...)
+                  instead of new-style `layer` (field 100, string types)
+    packed        packed repeated floats/dims (what Caffe writes) or one field per element
+    legacy_dims   legacy num/channels/height/width instead of `shape` (blobs padded to 4-D
+                  with leading 1s, like the 2014 VGG16 file: fc weights as 1x1x4096x25088)
+    double        store values in double_data instead of data
+    unknown_fields  add a field of every wire type to each message (readers must skip them)
+    Big arrays are streamed from numpy to the file, never joined into one bytes object.
+    """
+    from bench.core.records import atomic_path
+
+    options = {"packed": packed, "legacy_dims": legacy_dims, "double": double}
+    net_field = NET_LAYERS_V1 if legacy_v1 else NET_LAYER
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(b"".join(_length_field(1, [net_name.encode()])))  # NetParameter.name
+        if unknown_fields:
+            out.write(_unknown_fields())
+        for name, type_name, blobs in layers:
+            layer = encode_layer(name, type_name, blobs, legacy_v1=legacy_v1,
+                                 unknown_fields=unknown_fields, **options)
+            for chunk in _length_field(net_field, layer):
+                out.write(chunk)
+    return Path(path)
