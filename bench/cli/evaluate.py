@@ -15,9 +15,9 @@ import click
 import numpy as np
 
 from bench.cli.options import data_root_option, plural, voc_split_callback
+from bench.core.atomic import write_json
 from bench.core.errors import DataError, not_a_file
 from bench.core.outputs import Output, check_outputs, dataset_inputs, writing
-from bench.core.records import write_json
 from bench.data.labels import read_label_png
 from bench.data.voc import VOCDataset, describe_size, more_missing, prefetch, resolve_split
 from bench.downloads.cache import default_data_root
