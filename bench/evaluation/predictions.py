@@ -1,8 +1,8 @@
 """Scoring saved predictions: find and read the `<id>.png` label maps of a folder, match them to
 a split's ids and ground truth, accumulate the confusions and build the 'evaluate' record.
 
-Framework-free: predictions from Caffe, PyTorch, TensorFlow or anything else are index maps on
-disk, scored by the same code (bench.evaluation.metrics, FCN score.py semantics, docs/fidelity.md).
+Predictions from Caffe, PyTorch, TensorFlow or anything else are index maps on disk, scored by
+the same code (bench.evaluation.metrics, FCN score.py semantics, docs/fidelity.md).
 The `evaluate` command (bench/cli/evaluate.py) parses the options and prints.
 """
 
