@@ -2,7 +2,7 @@
 a split's ids and ground truth, accumulate the confusions and build the 'evaluate' record.
 
 Predictions from Caffe, PyTorch, TensorFlow or anything else are index maps on disk, scored by
-the same code (bench.evaluation.metrics, FCN score.py semantics, docs/fidelity.md).
+the same code (bench.evaluation.metrics: docs/fidelity.md "Evaluation protocol").
 The `evaluate` command (bench/cli/evaluate.py) parses the options and prints.
 """
 
