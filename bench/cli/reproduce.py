@@ -231,8 +231,8 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     click.echo(results_text(runs, subset, paper_classes))
 
     if output is not None:
+        from bench.core.atomic import write_json
         from bench.core.outputs import writing
-        from bench.core.records import write_json
         from bench.evaluation.report import build_record
 
         record = build_record(variant=variant, split=split, dataset=dataset,

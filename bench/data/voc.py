@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bench.core.atomic import atomic_write_text
 from bench.core.errors import DataError, UsageError, escape_controls, not_a_file, printable
-from bench.core.records import atomic_write_text
 from bench.data.labels import (
     NUM_CLASSES,
     check_label_values,

@@ -56,9 +56,11 @@ from typing import Any
 import numpy as np
 
 from bench import __version__
+from bench.core.atomic import atomic_path
 from bench.core.errors import UsageError, WeightsError
+from bench.core.json_text import JsonTooDeep, loads_bounded
 from bench.core.outputs import writing
-from bench.core.records import JsonTooDeep, atomic_path, loads_bounded, utc_now
+from bench.core.records import utc_now
 from bench.downloads.cache import default_weights_path, file_digests
 from bench.model.spec import FcnSpec, UnknownVariantError, build_spec, resolve_model
 from bench.weights.detect import (

@@ -590,7 +590,7 @@ def write_caffemodel(path: str | Path, layers: Iterable[tuple[str, str, Iterable
     unknown_fields  add a field of every wire type to each message (readers must skip them)
     Big arrays are streamed from numpy to the file, never joined into one bytes object.
     """
-    from bench.core.records import atomic_path
+    from bench.core.atomic import atomic_path
 
     options = {"packed": packed, "legacy_dims": legacy_dims, "double": double}
     net_field = NET_LAYERS_V1 if legacy_v1 else NET_LAYER

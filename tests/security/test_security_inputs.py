@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli.app import cli
+from bench.core.atomic import atomic_write_bytes
 from bench.core.errors import DataError, FcnBenchError, UsageError, WeightsError, printable
-from bench.core.records import atomic_write_bytes, loads_bounded
+from bench.core.json_text import loads_bounded
 from bench.data.voc import read_id_list, read_sbd_mat
 from bench.model.init import random_params
 from bench.model.spec import build_spec
