@@ -19,6 +19,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The paper's numbers, tolerances and CI baselines: data of the checkout, not of the installed
+# package; an install outside a checkout (a wheel) points here with FCN_BENCH_REFERENCE_RESULTS.
+REFERENCE_RESULTS = Path(os.environ.get("FCN_BENCH_REFERENCE_RESULTS")
+                         or REPO_ROOT / "reference_results")
 _TRACKED_PACKAGES = ("fcn-bench", "numpy", "pillow", "safetensors", "torch", "tensorflow-cpu",
                      "tensorflow", "pandas", "scipy")
 
