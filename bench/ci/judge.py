@@ -269,6 +269,7 @@ def compare_pair(base: Row, cur: Row, tolerances: Tolerances,
 
 
 def short_value(value: Any) -> str:
+    """A matrix or label maps as its size (the table shows no arrays), anything else as text."""
     if isinstance(value, np.ndarray):
         return f"matrix{value.shape}"
     if isinstance(value, LabelMaps):

@@ -1,4 +1,4 @@
-"""Randomness of a run: which image each update sees (REF's sampler order, docs/fidelity.md) and
+"""Randomness of a run: which image each update sees (REF's data-layer order, see `Sampler`) and
 each forward pass's dropout seed, both replayable so that a resumed run is the same run.
 """
 
