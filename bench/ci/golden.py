@@ -46,6 +46,7 @@ from bench.ci.golden_zoo import (
     zoo_parity_row,
     zoo_scores,
 )
+from bench.core.contracts import Backend
 from bench.core.errors import UsageError
 from bench.core.records import REPO_ROOT, make_record
 from bench.data.synthetic import make_voc
@@ -70,7 +71,7 @@ GOLDEN_BASELINE = REPO_ROOT / "reference_results" / "ci" / "golden.json"
 GOLDEN_SPLIT = "trainval"  # every generated image (make_voc puts half in train, half in val)
 
 SpecFactory = Callable[[str, int], FcnSpec]  # (variant, width_divisor) -> spec
-BackendFactory = Callable[[str, FcnSpec], Any]  # (backend name, spec) -> backends.base.Backend
+BackendFactory = Callable[[str, FcnSpec], Backend]  # (backend name, spec) -> a backend
 
 
 @dataclass(frozen=True)
@@ -632,7 +633,7 @@ def render_faults(results: Sequence[FaultResult], fmt: str = "plain") -> str:
 # The half-precision gate (docs/latency.md): labels agree with fp32's on the golden set
 
 
-HalfFactory = Callable[[str, FcnSpec, str], Any]  # (backend name, spec, precision) -> backend
+HalfFactory = Callable[[str, FcnSpec, str], Backend]  # (backend name, spec, precision)
 
 
 _NO_KERNEL = "No OpKernel was registered"  # TensorFlow's message for a missing dtype kernel

@@ -471,7 +471,7 @@ def test_cheaper_upsampling_equals_the_full_deconvolution(name, variant):
 @pytest.mark.parametrize("form", ["grouped", "separable"])
 @pytest.mark.parametrize("name", BACKENDS)
 def test_each_cheaper_form_matches_the_numpy_reference(name, form):
-    from bench.model.reference_forward import reference_forward
+    from backends.reference import reference_forward
 
     spec = narrow_spec("fcn8s")
     params = random_params(spec, 0)

@@ -27,4 +27,4 @@ def test_missing_framework_is_reported_with_the_extra(monkeypatch):
     assert "pip install 'fcn-bench[tensorflow]'" in backends.unavailable_reason("tf")
     assert "tensorflow" not in backends.available_backends()
     with pytest.raises(BackendUnavailable, match="tensorflow is not installed"):
-        backends.get_backend("tensorflow")
+        backends.create_backend("tensorflow", None)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import backends
-from bench.core.contracts import RunOptions
+from backends.reference import lrn_caffe, reference_forward
+from bench.core.contracts import RunOptions, check_inputs
 from bench.core.errors import UsageError
 from bench.evaluation.parity import compare, parity_layers, tolerance_for
 from bench.model.init import random_params
-from bench.model.reference_forward import check_inputs, lrn_caffe, reference_forward
 from bench.model.spec import LRN, MODELS, FcnSpec, build_spec
 
 NARROW = 16
