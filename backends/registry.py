@@ -83,7 +83,8 @@ def registered_backends() -> list[str]:
 def canonical_name(name: str) -> str:
     """Resolve aliases ("tf" -> "tensorflow"); unknown names get an error listing the choices."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in BUILTINS and key not in _plugins():
+    installed = _plugins()  # always: a plugin clashing with a built-in is refused, not hidden
+    if key not in BUILTINS and key not in installed:
         choices = ", ".join([*registered_backends(), *ALIASES])
         raise UsageError(f"unknown backend {name!r}; choose from {choices}")
     return key
