@@ -32,9 +32,11 @@ from backends.registry import (
     unavailable_reason,
 )
 from bench.core.contracts import Backend, RunOptions
-from bench.core.errors import WeightsError
+from bench.core.errors import BackendUnavailable, UsageError, WeightsError
 
-__all__ = ["ALIASES", "BACKEND_NAMES", "BUILTINS", "Backend", "BackendInfo", "RunOptions",
+# The errors the registry raises are importable from here too.
+__all__ = ["ALIASES", "BACKEND_NAMES", "BUILTINS", "Backend", "BackendInfo", "BackendUnavailable",
+           "RunOptions", "UsageError",
            "available_backends", "blob_bytes_per_value", "canonical_name", "check_trains",
            "create_backend", "create_trainer", "describe_backends", "read_torch_state_dict",
            "registered_backends", "resolve_backend_choice", "resolve_backend_choices",
