@@ -16,8 +16,6 @@ from backends.reference.forward import (
     reference_forward,
 )
 
-BACKEND_CLASS = ReferenceBackend
-
-__all__ = ["BACKEND_CLASS", "ReferenceBackend", "caffe_pooled_size", "conv2d", "create_backend",
+__all__ = ["ReferenceBackend", "caffe_pooled_size", "conv2d", "create_backend",
            "deconv2d", "forward_checked", "grouped_conv2d", "lrn_caffe", "max_pool_caffe",
            "reference_forward"]

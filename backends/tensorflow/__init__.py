@@ -29,12 +29,10 @@ from backends.tensorflow.model import FcnModule  # noqa: E402
 from bench.core.contracts import RunOptions  # noqa: E402
 from bench.model.spec import FcnSpec  # noqa: E402
 
-BACKEND_CLASS = TensorflowBackend
-
 
 def create_backend(spec: FcnSpec, options: RunOptions | None = None) -> TensorflowBackend:
     """The registry's factory (the signature every backend factory has, plugins included)."""
     return TensorflowBackend(spec, options)
 
 
-__all__ = ["BACKEND_CLASS", "FcnModule", "TensorflowBackend", "create_backend"]
+__all__ = ["FcnModule", "TensorflowBackend", "create_backend"]

@@ -8,12 +8,10 @@ from backends.torch.model import FcnModule
 from bench.core.contracts import RunOptions
 from bench.model.spec import FcnSpec
 
-BACKEND_CLASS = TorchBackend
-
 
 def create_backend(spec: FcnSpec, options: RunOptions | None = None) -> TorchBackend:
     """The registry's factory (the signature every backend factory has, plugins included)."""
     return TorchBackend(spec, options)
 
 
-__all__ = ["BACKEND_CLASS", "FcnModule", "TorchBackend", "create_backend"]
+__all__ = ["FcnModule", "TorchBackend", "create_backend"]

@@ -375,7 +375,7 @@ def golden_images(tmp_path_factory):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_half_precision_labels_agree_with_fp32_on_the_golden_set(name, precision,
                                                                 golden_images):
-    from bench.ci.golden import half_precision_rows
+    from bench.ci.golden_half import half_precision_rows
 
     rows = half_precision_rows(
         lambda backend, spec, p: backends.create_backend(backend, spec,
