@@ -8,6 +8,8 @@ stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the m
 `bench.data.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
 several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
 several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
+`check_inputs` (the input conventions section) enforces this for every backend, plugins included
+(docs/adding_a_backend.md).
 """
 
 from __future__ import annotations
