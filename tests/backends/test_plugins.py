@@ -167,6 +167,16 @@ def test_unknown_names_list_plugins_and_reference(installed):
         backends.canonical_name("jax")
 
 
+def test_listing_the_backends_imports_no_framework():
+    code = ("import sys\nimport cli\nsys.argv = ['cli.py', 'backends']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "assert not [m for m in ('torch', 'tensorflow') if m in sys.modules]\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "reference" in result.stdout
+
+
 def test_help_imports_no_plugin_and_discovery_is_lazy():
     """`--help` and option parsing of built-in names read no entry points."""
     code = ("import sys\nfrom backends import plugins\ncalls = []\n"
