@@ -1,4 +1,4 @@
-"""The TensorFlow backend: `BACKEND_CLASS` for the registry and `FcnModule` (a tf.Module).
+"""The TensorFlow backend: `create_backend` (the registry's factory) and `FcnModule` (a tf.Module).
 
 Importing this package imports tensorflow (the registry in backends/__init__.py does so on
 demand). TF's C++ INFO/WARNING chatter is silenced before that import unless the user chose a
@@ -26,7 +26,13 @@ with without_lines(IMPORT_NOTICES):
 
 from backends.tensorflow.backend import TensorflowBackend  # noqa: E402
 from backends.tensorflow.model import FcnModule  # noqa: E402
+from bench.core.contracts import RunOptions  # noqa: E402
+from bench.model.spec import FcnSpec  # noqa: E402
 
-BACKEND_CLASS = TensorflowBackend
 
-__all__ = ["BACKEND_CLASS", "FcnModule", "TensorflowBackend"]
+def create_backend(spec: FcnSpec, options: RunOptions | None = None) -> TensorflowBackend:
+    """The registry's factory (the signature every backend factory has, plugins included)."""
+    return TensorflowBackend(spec, options)
+
+
+__all__ = ["FcnModule", "TensorflowBackend", "create_backend"]

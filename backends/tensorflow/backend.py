@@ -16,9 +16,8 @@ import tensorflow as tf
 
 from backends.tensorflow import device as devices
 from backends.tensorflow.model import FcnModule
-from bench.core.contracts import Backend, RunOptions, compile_mode
+from bench.core.contracts import Backend, RunOptions, check_inputs, compile_mode
 from bench.core.errors import BackendUnavailable, UsageError
-from bench.model.reference_forward import check_inputs
 from bench.model.spec import FcnSpec
 from bench.perf import roofline
 

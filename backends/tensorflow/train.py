@@ -289,6 +289,15 @@ class TensorflowTrainer:
         """Nothing to release: the strategy has no shutdown; workers leave when they exit."""
 
 
+
+def create_trainer(spec: FcnSpec, params: Mapping[str, np.ndarray], plan: Sequence[TensorHyper],
+                   recipe: Recipe, *, device: str = "auto", threads: int | None = None,
+                   deterministic: bool = True) -> TensorflowTrainer:
+    """The registry's trainer factory (backends/registry.py; `train` calls it by name)."""
+    return TensorflowTrainer(spec, params, plan, recipe, device=device, threads=threads,
+                             deterministic=deterministic)
+
+
 def scalar_writer(logdir: str) -> tuple[Callable[[str, float, int], None], Callable[[], None]]:
     """TensorBoard scalars via tf.summary (its scalar op needs the `tensorboard` package)."""
     require_tensorboard()

@@ -15,9 +15,8 @@ import torch
 
 from backends.torch import device as devices
 from backends.torch.model import FcnModule
-from bench.core.contracts import Backend, RunOptions, compile_mode
+from bench.core.contracts import Backend, RunOptions, check_inputs, compile_mode
 from bench.core.errors import BackendUnavailable, UsageError
-from bench.model.reference_forward import check_inputs
 from bench.model.spec import FcnSpec
 from bench.perf import roofline
 

@@ -273,6 +273,15 @@ class TorchTrainer:
             dist.destroy_process_group()
 
 
+
+def create_trainer(spec: FcnSpec, params: Mapping[str, np.ndarray], plan: Sequence[TensorHyper],
+                   recipe: Recipe, *, device: str = "auto", threads: int | None = None,
+                   deterministic: bool = True) -> TorchTrainer:
+    """The registry's trainer factory (backends/registry.py; `train` calls it by name)."""
+    return TorchTrainer(spec, params, plan, recipe, device=device, threads=threads,
+                        deterministic=deterministic)
+
+
 def scalar_writer(logdir: str) -> tuple[Callable[[str, float, int], None], Callable[[], None]]:
     """TensorBoard scalars via torch.utils.tensorboard (needs the `tensorboard` package)."""
     require_tensorboard()

@@ -1,75 +1,52 @@
 """The golden suite: deterministic FCN outputs on generated data, checked against a baseline.
 
 A seeded VOC-format data set (bench.data.synthetic), seeded random weights (bench.model.init) and
-every
-variant x backend give label maps, a confusion matrix and metrics that must not move unless the
-network's semantics move. The core, `run_golden`, takes a spec factory and a backend factory, so
-tests can inject a faulty spec and the command injects the real backends; this module never
-imports backends/, torch or tensorflow.
+every variant x backend give label maps, a confusion matrix and metrics that must not move unless
+the network's semantics move. The core, `run_golden`, takes a spec factory and a backend factory,
+so tests can inject a faulty spec and the command injects the real backends (any registered
+backend: the factory is all it sees). Beside it: golden_zoo.py (the other model families),
+golden_faults.py (proving the gates bite), golden_half.py (the half-precision gate) and
+golden_render.py (the tables).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tabulate import tabulate
 
 from bench.ci.gates import Tolerances
 from bench.ci.golden_zoo import (
     GOLDEN_MODELS,
-    ZooSample,
     label_digest,
     make_zoo_samples,
     run_zoo_backend,
     zoo_parity_row,
-    zoo_scores,
 )
-from bench.ci.judge import (
-    INCONCLUSIVE,
-    MISSING,
-    OK,
-    REGRESSION,
-    VERDICTS,
-    Comparison,
-    Finding,
-    compare_rows,
-)
+from bench.ci.judge import Comparison, compare_rows
 from bench.ci.label_maps import encode_label_maps
 from bench.ci.record_rows import Row, rows_from_record
-from bench.ci.regression_table import render
+from bench.core.contracts import Backend
 from bench.core.errors import UsageError
 from bench.core.records import REPO_ROOT, make_record
 from bench.data.synthetic import make_voc
 from bench.data.voc import VOCDataset, read_id_list, voc_dir
 from bench.evaluation.metrics import ConfusionMatrix
 from bench.model.init import random_params
-from bench.model.spec import (
-    VARIANTS,
-    Conv,
-    Crop,
-    Dropout,
-    FcnSpec,
-    Layer,
-    Scale,
-    Sum,
-    build_spec,
-    resolve_model,
-)
+from bench.model.spec import VARIANTS, Conv, FcnSpec, Scale, build_spec, resolve_model
 from bench.perf.latency import describe_error
 
 GOLDEN_BASELINE = REPO_ROOT / "reference_results" / "ci" / "golden.json"
 GOLDEN_SPLIT = "trainval"  # every generated image (make_voc puts half in train, half in val)
 
 SpecFactory = Callable[[str, int], FcnSpec]  # (variant, width_divisor) -> spec
-BackendFactory = Callable[[str, FcnSpec], Any]  # (backend name, spec) -> backends.base.Backend
+BackendFactory = Callable[[str, FcnSpec], Backend]  # (backend name, spec) -> a backend
 
 
 @dataclass(frozen=True)
@@ -125,109 +102,6 @@ def golden_params(spec: FcnSpec, seed: int) -> dict[str, np.ndarray]:
             key = f"{layer.name}.weight"
             params[key] = (params[key] / np.float32(scales[layer.bottom])).astype(np.float32)
     return params
-
-
-# ----------------------------------------------------------------------------------------------
-# Faults, for proving that the suite notices broken geometry (tests, docs/ci.md)
-
-
-def _replace_layer(spec: FcnSpec, name: str, kind: type, make: Callable[[Any], Layer]) -> FcnSpec:
-    """A copy of `spec` whose layer `name` (which must be a `kind`) is replaced by make(layer)."""
-    layer = spec.layer(name)
-    if not isinstance(layer, kind):
-        raise UsageError(f"{spec.variant}: {name!r} is not a {kind.__name__} layer")
-    layers = tuple(make(item) if item.name == name else item for item in spec.layers)
-    return dataclasses.replace(spec, layers=layers)
-
-
-def with_crop_offset(spec: FcnSpec, crop: str, delta: int) -> FcnSpec:
-    """A copy of `spec` whose Crop layer `crop` is `delta` pixels off its derived offset."""
-    return _replace_layer(spec, crop, Crop,
-                          lambda layer: dataclasses.replace(layer, offset=layer.offset + delta))
-
-
-def without_skip(spec: FcnSpec, fuse: str) -> FcnSpec:
-    """A copy of `spec` whose Sum layer `fuse` passes its first input through (skip dropped).
-
-    The blob keeps its name (an identity Dropout at inference), so every later layer and every
-    parameter stay in place: only the fusion is gone.
-    """
-    return _replace_layer(spec, fuse, Sum, lambda layer: Dropout(layer.name, layer.bottoms[0]))
-
-
-def without_stream(spec: FcnSpec, fuse: str, stream: str) -> FcnSpec:
-    """A copy of `spec` whose Sum `fuse` leaves out its input `stream` (a late fusion that lost
-    one stream): the others keep their coefficients; one left is passed through unweighted."""
-    def drop(layer: Sum) -> Layer:
-        if stream not in layer.bottoms:
-            raise UsageError(f"{spec.variant}: {fuse!r} does not fuse {stream!r}")
-        keep = [i for i, bottom in enumerate(layer.bottoms) if bottom != stream]
-        if len(keep) == 1:
-            return Dropout(layer.name, layer.bottoms[keep[0]])
-        coeffs = None if layer.coeffs is None else tuple(layer.coeffs[i] for i in keep)
-        return dataclasses.replace(layer, bottoms=tuple(layer.bottoms[i] for i in keep),
-                                   coeffs=coeffs)
-    return _replace_layer(spec, fuse, Sum, drop)
-
-
-def with_conv_pad(spec: FcnSpec, conv: str, delta: int) -> FcnSpec:
-    """A copy of `spec` whose Conv `conv` pads `delta` more (crop offsets left as derived before),
-    like a port that drops or changes the pad of 100 but keeps the published offsets."""
-    return _replace_layer(spec, conv, Conv,
-                          lambda layer: dataclasses.replace(layer, pad=layer.pad + delta))
-
-
-def stream_first_convs(spec: FcnSpec) -> list[Conv]:
-    """The first convolution of each input stream: every Conv with no Conv upstream of it
-    (conv1_1; conv1_1color and conv1_1hha of a two-stream net; conv1_1_bgrd after the early
-    fusion Concat; AlexNet's conv1). These carry the pad of 100 (docs/ci.md)."""
-    behind_conv: dict[str, bool] = {}  # blob -> whether some Conv lies upstream of it
-    firsts = []
-    for layer in spec.layers:
-        bottoms = getattr(layer, "bottoms", None) or (
-            (layer.bottom,) if getattr(layer, "bottom", None) else ())
-        upstream = any(behind_conv.get(bottom, False) for bottom in bottoms)
-        if isinstance(layer, Conv) and not upstream:
-            firsts.append(layer)
-        behind_conv[layer.name] = upstream or isinstance(layer, Conv)
-    return firsts
-
-
-Fault = tuple[str, Callable[[FcnSpec], FcnSpec]]
-
-
-def geometry_faults(spec: FcnSpec) -> list[Fault]:
-    """Every single geometry slip the suite must notice, derived from the spec: each Crop one
-    pixel off either way, each skip fusion dropped (a weighted late fusion: each stream
-    dropped in turn), and the first convolution of each stream with its pad one short."""
-    faults: list[Fault] = []
-    for layer in spec.layers:
-        if isinstance(layer, Crop):
-            for delta in (-1, 1):
-                faults.append((f"{layer.name} offset {layer.offset}{delta:+d}",
-                               functools.partial(with_crop_offset, crop=layer.name,
-                                                 delta=delta)))
-        elif isinstance(layer, Sum) and layer.coeffs is not None:
-            for stream in layer.bottoms:
-                faults.append((f"{layer.name} stream {stream} dropped",
-                               functools.partial(without_stream, fuse=layer.name,
-                                                 stream=stream)))
-        elif isinstance(layer, Sum):
-            faults.append((f"{layer.name} skip dropped",
-                           functools.partial(without_skip, fuse=layer.name)))
-    for conv in stream_first_convs(spec):
-        faults.append((f"{conv.name} pad {conv.pad}-1",
-                       functools.partial(with_conv_pad, conv=conv.name, delta=-1)))
-    return faults
-
-
-def faulty_factory(variant: str, fault: Callable[[FcnSpec], FcnSpec],
-                   base: SpecFactory = default_spec_factory) -> SpecFactory:
-    """A spec factory that applies `fault` to one variant (every width) and leaves the rest."""
-    def factory(name: str, width_divisor: int) -> FcnSpec:
-        spec = base(name, width_divisor)
-        return fault(spec) if name == variant else spec
-    return factory
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,257 +342,3 @@ def check_golden(current: dict[str, Any], baseline: dict[str, Any], tolerances: 
         comparison.notes.append(f"{skipped} baseline rows not checked (backend or variant not "
                                 f"selected or not installed)")
     return comparison
-
-
-# ----------------------------------------------------------------------------------------------
-# Tables
-
-
-def _worst(verdicts: Iterable[str]) -> str:
-    present = set(verdicts)
-    return next((v for v in VERDICTS if v in present), OK)
-
-
-def _width_label(width_divisor: str | None) -> str:
-    return "full" if width_divisor in (None, "1") else f"1/{width_divisor}"
-
-
-def render_golden(comparison: Comparison, current: dict[str, Any], fmt: str = "plain", *,
-                  elapsed_s: float | None = None) -> str:
-    """Three parts: one line per network, the backend parity summary, then the failing checks.
-
-    Per network: current mean IU and pixel accuracy, confusion-matrix pixels moved and label
-    pixels changed against the baseline, near-tie pixels, label digest, worst verdict.
-    """
-    if fmt not in ("github", "plain"):
-        raise UsageError(f"unknown format {fmt!r}; choose from github, plain")
-    tablefmt = "github" if fmt == "github" else "simple"
-    by_identity: dict[tuple, list[Finding]] = {}
-    for finding in comparison.findings:
-        by_identity.setdefault(finding.identity, []).append(finding)
-    rows = rows_from_record(current, Path("current run"))
-    known = {row.identity for row in rows}
-    missing = [key for key in by_identity if key not in known]
-
-    def delta_of(key: tuple, metric: str) -> str:
-        found = [f for f in by_identity.get(key, []) if f.metric == metric]
-        return "" if not found or found[0].delta is None else str(found[0].delta)
-
-    def verdict_of(key: tuple) -> str:
-        verdict = _worst(f.verdict for f in by_identity.get(key, []))
-        return f"**{verdict}**" if fmt == "github" and verdict in (REGRESSION, MISSING) else verdict
-
-    networks, parity = [], []
-    for row in rows:
-        identity = dict(row.identity)
-        width = _width_label(identity.get("width_divisor"))
-        if " vs " in identity.get("backend", ""):
-            mismatch = row.metrics.get("label_mismatch_px")
-            pixels = row.metrics.get("num_pixels")
-            parity.append([identity["variant"], width, identity["backend"],
-                           f"{mismatch} / {pixels}", _sci(row.metrics.get("score_max_rel_diff")),
-                           verdict_of(row.identity)])
-            continue
-        if row.metrics.get("status") != "ok":
-            error = row.error or "?"
-            short = error if len(error) <= 60 else error[:57] + "..."  # full text below
-            networks.append([identity["variant"], width, identity["backend"], "", "", "", "", "",
-                             f"failed: {short}", verdict_of(row.identity)])
-            continue
-        digest_changed = any(f.metric == "label_digest" and f.note == "changed"
-                             for f in by_identity.get(row.identity, []))
-        digest = str(row.metrics.get("label_digest", ""))[:12]
-        networks.append([
-            identity["variant"], width, identity["backend"],
-            f"{100 * row.metrics['mean_iou']:.2f}", f"{100 * row.metrics['pixel_accuracy']:.2f}",
-            delta_of(row.identity, "confusion_matrix"), delta_of(row.identity, "label_maps"),
-            str(row.metrics.get("near_tie_pixels", "")),
-            f"{digest} ({'changed' if digest_changed else 'same'})", verdict_of(row.identity)])
-    for key in missing:
-        identity = dict(key)
-        networks.append([identity.get("variant", ""), _width_label(identity.get("width_divisor")),
-                         identity.get("backend", ""), "", "", "", "", "", "not run",
-                         verdict_of(key)])
-
-    heading = "### " if fmt == "github" else ""
-    lines = [f"{heading}Golden suite: outputs against {comparison.baseline}", ""]
-    lines.append(tabulate(networks, headers=[
-        "variant", "width", "backend", "mean IU %", "pixel acc. %", "CM px moved",
-        "label px changed", "near ties", "label digest", "verdict"], tablefmt=tablefmt,
-        disable_numparse=True))
-    lines += ["", f"{heading}Backend parity (same inputs and weights, this run)", ""]
-    lines.append(tabulate(parity, headers=["variant", "width", "backends", "labels differing",
-                                           "max rel. score diff", "verdict"],
-                          tablefmt=tablefmt, disable_numparse=True)
-                 if parity else "(fewer than two backends ran: no parity to report)")
-    problems = [f for f in comparison.findings if f.fails or f.verdict == INCONCLUSIVE]
-    if problems:
-        lines += ["", f"{heading}Failing checks", ""]
-        lines.append(render(Comparison(problems, comparison.baseline, comparison.current), fmt,
-                            summary=False).rstrip("\n"))
-    lines.append("")
-    lines += [f"note: {note}" for note in comparison.notes]
-    timing = f" in {elapsed_s:.1f} s" if elapsed_s is not None else ""
-    lines.append(f"golden{timing}: {comparison.summary()}")
-    return "\n".join(lines) + "\n"
-
-
-def _sci(value: Any) -> str:
-    return "" if value is None else f"{float(value):.1e}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Proving the gate bites
-
-
-@dataclass(frozen=True)
-class FaultResult:
-    variant: str
-    fault: str
-    label_px_changed: int | None  # None when the faulty network failed to run at all
-    caught: bool
-    detail: str
-
-
-def fault_sweep(backend_factory: BackendFactory, backend: str, tolerances: Tolerances, *,
-                variants: Sequence[str] = VARIANTS, models: Sequence[str] | None = None,
-                config: GoldenConfig | None = None,
-                progress: Callable[[str], None] | None = None) -> list[FaultResult]:
-    """Inject every `geometry_faults` slip (one at a time, narrow nets, one backend) into each
-    VOC variant and each zoo family (`models`, default the config's; each on its own generated
-    data) and report whether the golden comparison against the correct network fails, and how
-    many label pixels moved (every head of a multi-head net)."""
-    config = config or GoldenConfig()
-    models = [resolve_model(m).key for m in (config.zoo_models if models is None else models)]
-    with tempfile.TemporaryDirectory(prefix="fcn-golden-") as workdir:
-        images = make_golden_images(workdir, config)
-
-    def run(name: str, spec_factory: SpecFactory) -> dict[str, Any]:
-        voc = name in VARIANTS
-        return run_golden(spec_factory, backend_factory, [backend],
-                          variants=[name] if voc else [], models=[] if voc else [name],
-                          config=config, full_width=False, images=images)
-
-    results = []
-    for name in [*variants, *models]:
-        reference = run(name, default_spec_factory)
-        spec = default_spec_factory(name, config.width_divisor)
-        for fault_name, fault in geometry_faults(spec):
-            if progress:
-                progress(f"{name}: {fault_name}")
-            faulty = run(name, faulty_factory(name, fault))
-            comparison = check_golden(faulty, reference, tolerances,
-                                      baseline_name="correct network")
-            moved = [f.delta for f in comparison.findings if f.metric == "label_maps"]
-            failed_run = [f.note for f in comparison.findings if f.metric == "status"]
-            results.append(FaultResult(name, fault_name, moved[0] if moved else None,
-                                       comparison.failed,
-                                       failed_run[0] if failed_run else ""))
-    return results
-
-
-def render_faults(results: Sequence[FaultResult], fmt: str = "plain") -> str:
-    rows = [[r.variant, r.fault, "" if r.label_px_changed is None else r.label_px_changed,
-             "caught" if r.caught else "MISSED", r.detail] for r in results]
-    table = tabulate(rows, headers=["variant", "injected fault", "label px changed", "gate",
-                                    "note"], tablefmt="github" if fmt == "github" else "simple",
-                     disable_numparse=True)
-    missed = sum(1 for r in results if not r.caught)
-    return f"{table}\n\n{len(results) - missed} of {len(results)} injected faults caught\n"
-
-
-# ----------------------------------------------------------------------------------------------
-# The half-precision gate (docs/latency.md): labels agree with fp32's on the golden set
-
-
-HalfFactory = Callable[[str, FcnSpec, str], Any]  # (backend name, spec, precision) -> backend
-
-
-_NO_KERNEL = "No OpKernel was registered"  # TensorFlow's message for a missing dtype kernel
-
-
-def _half_row(identity: dict[str, Any], spec: FcnSpec, params: dict[str, np.ndarray],
-              backend_factory: HalfFactory, precision: str,
-              samples: Sequence[ZooSample]) -> dict[str, Any]:
-    """One network's gate row: fp32 scores and half-precision labels of every head."""
-    from bench.evaluation.parity import half_precision_gate
-
-    backend = identity["backend"]
-    try:
-        reference = backend_factory(backend, spec, "fp32")
-        reference.load_params(params)
-        scores = [head for sample in samples for head in zoo_scores(reference, sample)]
-        half = backend_factory(backend, spec, precision)
-        half.load_params(params)
-        labels = [head.argmax(axis=0) for sample in samples
-                  for head in zoo_scores(half, sample)]
-    except Exception as error:  # a crash is this row's verdict; the other rows still run
-        if isinstance(error, NotImplementedError) or _NO_KERNEL in str(error):
-            # The framework has no kernel for a layer in this type on this device (torch's
-            # CPU LRN, TF's LRN in bf16): shown and noted, not a numerical verdict.
-            return {**identity, "status": "unsupported", "error": describe_error(error),
-                    "passed": None}
-        return {**identity, "status": "failed", "error": describe_error(error), "passed": False}
-    return {**identity, "status": "ok", "error": None,
-            **half_precision_gate(scores, labels, precision)}
-
-
-def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: str,
-                        images: Sequence[GoldenImage], *, variants: Sequence[str] = VARIANTS,
-                        models: Sequence[str] = (), config: GoldenConfig | None = None,
-                        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per VOC variant (on `images`) and per zoo model (on its own generated data, every
-    head): labels in `precision` against fp32 (same backend, same golden weights) on the decided
-    pixels, gated by bench.evaluation.parity.half_precision_gate (docs/latency.md). The fp32 gates
-    of the
-    suite are unchanged; this is an extra check for half-precision runs."""
-    config = config or GoldenConfig()
-    voc = [ZooSample(item.id, {"data": item.image}, {}) for item in images]
-    rows = []
-    for name in [*variants, *models]:
-        if progress:
-            progress(f"{name} {backend} {precision} against fp32")
-        spec = default_spec_factory(name, config.width_divisor)
-        params = golden_params(spec, config.weights_seed)
-        identity = {"variant": name, "backend": backend, "precision": precision,
-                    "width_divisor": config.width_divisor, "split": GOLDEN_SPLIT}
-        if name in VARIANTS:
-            rows.append(_half_row(identity, spec, params, backend_factory, precision, voc))
-            continue
-        with tempfile.TemporaryDirectory(prefix="fcn-golden-zoo-") as workdir:
-            split, samples, _ = make_zoo_samples(
-                name, workdir, seed=config.data_seed, num_images=config.zoo_images,
-                voc_samples=images, voc_split=GOLDEN_SPLIT)
-        rows.append(_half_row({**identity, "split": split}, spec, params, backend_factory,
-                              precision, samples))
-    return rows
-
-
-def render_half_precision(rows: Sequence[dict[str, Any]], fmt: str = "plain") -> str:
-    """The half-precision gate's table: agreement with fp32 on the decided pixels per network."""
-    table, notes = [], []
-    for row in rows:
-        head = [row["variant"], row["backend"], row["precision"]]
-        if row["status"] != "ok":
-            verdict = "unsupported" if row["status"] == "unsupported" else "FAIL"
-            table.append([*head, "", "", "", "", f"**{verdict}**" if fmt == "github" else verdict])
-            notes.append(f"note: {' '.join(head)} {row['status']}: {row.get('error') or '?'}")
-            continue
-        verdict = "ok" if row["passed"] else "FAIL"
-        table.append([*head, f"{100 * row['label_agreement_with_fp32']:.3f}",
-                      f"{row['decided_pixels']} / {row['label_pixels']}",
-                      f"{100 * row['label_agreement_all_pixels']:.3f}",
-                      f">= {100 * row['gate']:.1f}",
-                      f"**{verdict}**" if fmt == "github" and verdict == "FAIL" else verdict])
-    heading = "### " if fmt == "github" else ""
-    failed = sum(1 for row in rows if row.get("passed") is False)
-    unsupported = sum(1 for row in rows if row["status"] == "unsupported")
-    skipped = (f" ({unsupported} unsupported by the backend in this precision: not gated)"
-               if unsupported else "")
-    text = tabulate(table, headers=["variant", "backend", "precision", "agree decided %",
-                                    "decided px", "agree all %", "gate %", "verdict"],
-                    tablefmt="github" if fmt == "github" else "simple", disable_numparse=True)
-    return (f"{heading}Half precision: labels against fp32 on the decided pixels "
-            f"(docs/latency.md)\n\n{text}\n\n{len(rows) - failed - unsupported} of "
-            f"{len(rows) - unsupported} half-precision rows pass{skipped}\n"
-            + "".join(f"{note}\n" for note in notes))

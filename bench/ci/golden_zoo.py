@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bench.ci.label_maps import encode_label_maps
+from bench.core.contracts import Backend
 from bench.evaluation.parity import compare_blob, label_agreement
 from bench.model.spec import FcnSpec
 from bench.perf.latency import describe_error
@@ -83,7 +84,7 @@ def label_digest(labels: Iterable[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def zoo_scores(backend: Any, sample: ZooSample) -> list[np.ndarray]:
+def zoo_scores(backend: Backend, sample: ZooSample) -> list[np.ndarray]:
     """Per-head (C, H, W) scores of one sample (batch of one), in the spec's head order."""
     batch = {name: value[np.newaxis] for name, value in sample.inputs.items()}
     raw = backend.predict(batch if len(batch) > 1 else next(iter(batch.values())))
@@ -92,7 +93,7 @@ def zoo_scores(backend: Any, sample: ZooSample) -> list[np.ndarray]:
 
 
 def run_zoo_backend(identity: dict[str, Any], spec: FcnSpec, params: dict[str, np.ndarray],
-                    backend_name: str, backend_factory: Callable[[str, FcnSpec], Any],
+                    backend_name: str, backend_factory: Callable[[str, FcnSpec], Backend],
                     samples: Sequence[ZooSample], dataset: Any, near_tie_fraction: float
                     ) -> tuple[dict[str, Any], list[list[np.ndarray]] | None]:
     """One (model, backend) row and its per-image, per-head scores for the parity row."""

@@ -17,7 +17,7 @@ from bench.core.errors import FcnBenchError, printable
 
 # Order shown in --help: the user's path from data to results.
 COMMAND_MODULES = ("demo", "download", "convert", "predict", "parity", "evaluate", "reproduce",
-                   "latency", "golden", "compare", "history", "train", "models")
+                   "latency", "golden", "compare", "history", "train", "models", "backends")
 
 
 class FcnBenchGroup(click.Group):

@@ -1,6 +1,6 @@
 """`golden`: run the deterministic golden suite and gate it against the committed baseline.
 
-Thin click wrapper over bench.ci.golden; the backends (and so torch / tensorflow) are imported only
+Thin click wrapper over bench.ci.golden*; the backends (and so torch / tensorflow) are imported only
 inside the command.
 """
 
@@ -19,14 +19,12 @@ from bench.ci.golden import (
     check_baseline_config,
     check_golden,
     default_spec_factory,
-    fault_sweep,
-    half_precision_rows,
     make_golden_images,
-    render_faults,
-    render_golden,
-    render_half_precision,
     run_golden,
 )
+from bench.ci.golden_faults import fault_sweep, render_faults
+from bench.ci.golden_half import half_precision_rows
+from bench.ci.golden_render import render_golden, render_half_precision
 from bench.ci.judge import OK, CompareOptions, compare_rows
 from bench.ci.record_files import read_json
 from bench.ci.record_rows import rows_from_document, rows_from_record

@@ -125,33 +125,32 @@ ALL = "all"
 
 
 class BackendType(click.ParamType):
-    """A backend name or alias (torch/pytorch, tensorflow/tf), canonicalised; `all` where allowed.
+    """A registered backend name or alias (torch/pytorch, tensorflow/tf, reference, a plugin),
+    canonicalised through the registry (backends/registry.py); `all` where allowed.
 
     With `several`, one value may also list names separated by commas ("torch,tf"); the result
-    is then a tuple. `extra` admits other sides by name (parity's "reference").
+    is then a tuple.
     """
 
     name = "backend"
 
-    def __init__(self, *, several: bool, extra: tuple[str, ...] = ()) -> None:
-        self.several, self.extra = several, extra
+    def __init__(self, *, several: bool) -> None:
+        self.several = several
 
     def _one(self, text: str, param, ctx) -> str:
-        from backends import ALIASES, BACKEND_NAMES, canonical_name
+        from backends import ALIASES, canonical_name, registered_backends
         from bench.core.errors import UsageError
 
         key = text.strip().lower()
-        if key in self.extra:
-            return key
         if key == ALL:
             if self.several:
                 return ALL
             self.fail("'all' needs a command that runs several backends; this one runs one: "
-                      f"choose one of {', '.join(BACKEND_NAMES)}", param, ctx)
+                      f"choose one of {', '.join(registered_backends())}", param, ctx)
         try:
             return canonical_name(key)
         except UsageError:
-            names = [*BACKEND_NAMES, *ALIASES, *self.extra] + ([ALL] if self.several else [])
+            names = [*registered_backends(), *ALIASES] + ([ALL] if self.several else [])
             self.fail(f"unknown backend {text!r}; choose from {', '.join(names)}", param, ctx)
 
     def convert(self, value, param, ctx):
@@ -165,7 +164,8 @@ class BackendType(click.ParamType):
         return tuple(self._one(part, param, ctx) for part in parts)
 
 
-BACKEND_HELP = ("torch (alias pytorch) or tensorflow (alias tf)")
+BACKEND_HELP = ("torch (alias pytorch), tensorflow (alias tf), reference (float64 numpy, slow) "
+                "or a plugin (`cli.py backends` lists them)")
 
 
 def _flatten_backends(ctx: click.Context, param: click.Parameter, values) -> tuple[str, ...]:
@@ -178,12 +178,13 @@ def backend_option(*, several: bool, default: str | None = None, name: str = "ba
                    extra_help: str = "") -> callable:
     """--backend: one backend for commands that run one (refuses `all`), or several (repeatable,
     comma-separated, `all`) for commands that run a matrix. Several with no value = `default`
-    if given, else every installed backend (the body resolves the empty tuple)."""
+    if given, else every installed backend except reference (the body resolves the empty
+    tuple)."""
     if several:
-        none_means = default or "every installed backend"
+        none_means = default or "every installed backend but reference"
         text = " ".join(part for part in (
-            f"{BACKEND_HELP}, or all; repeatable or comma-separated (torch,tf).", extra_help,
-            f" [default: {none_means}]") if part)
+            f"{BACKEND_HELP}, or all (every installed one but reference); repeatable or "
+            "comma-separated (torch,tf).", extra_help, f" [default: {none_means}]") if part)
         return click.option("--backend", name, type=BackendType(several=True), multiple=True,
                             default=(default,) if default else (), callback=_flatten_backends,
                             metavar="NAME[,NAME]", show_default=False, help=text)
@@ -192,20 +193,19 @@ def backend_option(*, several: bool, default: str | None = None, name: str = "ba
                         help=f"{BACKEND_HELP}. {extra_help}".strip())
 
 
-def backend_pair_option(*names: str, default: str, extra: tuple[str, ...] = ()) -> callable:
+def backend_pair_option(*names: str, default: str) -> callable:
     """Two sides to compare (parity), as NAME,NAME; returned canonical and comma-joined."""
 
     def check(ctx: click.Context, param: click.Parameter, value) -> str:
         sides = value if isinstance(value, tuple) else BackendType(
-            several=True, extra=extra).convert(value, param, ctx)
+            several=True).convert(value, param, ctx)
         if ALL in sides or len(sides) != 2:
             raise click.BadParameter(f"needs exactly two names, got {value!r}", ctx, param)
         return ",".join(sides)
 
     return click.option(*names, default=default, show_default=True, callback=check,
                         metavar="NAME,NAME",
-                        help=f"Two of: {BACKEND_HELP}, " + ", ".join(extra)
-                             + " (float64 numpy; small inputs only).")
+                        help=f"Two of: {BACKEND_HELP} (reference: small inputs only).")
 
 
 # -- devices --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`parity`: run two implementations of one FCN on the same weights and input, layer by layer.
 
-The implementations are backends (torch, tensorflow/tf) or "reference" (the float64 numpy forward
-pass of bench/model/reference_forward.py). Frameworks are imported only inside the command function.
+The implementations are any two registered backends (torch, tensorflow/tf, reference = the
+float64 numpy forward pass, or a plugin), all reached through the registry. Frameworks are
+imported only inside the command function.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from bench.cli.options import (
 )
 from bench.core.contracts import PRECISIONS
 from bench.model.spec import MODEL_NAMES
-
-REFERENCE = "reference"
 
 
 def parity_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -62,7 +61,7 @@ def parity_inputs(spec, height: int, width: int, seed: int) -> np.ndarray | dict
 @click.option("--size", type=SIZE, default="37x53", show_default=True, metavar="HxW",
               help="Input height x width (odd sizes exercise ceil pooling and the crops).")
 @seed_option("--input-seed", help="Seed of the random input image.")
-@backend_pair_option("--backends", "pair", default="torch,tensorflow", extra=(REFERENCE,))
+@backend_pair_option("--backends", "pair", default="torch,tensorflow")
 @device_option
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Backend precision (fp32 = TF32 off); picks the tolerance.")
@@ -98,17 +97,16 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     from bench.evaluation.parity import compare, parity_layers, tolerance_for
     from bench.model.init import random_params
     from bench.model.memory import check_forward_memory, forward_bytes
-    from bench.model.reference_forward import reference_forward
     from bench.model.spec import build_spec
 
     height, width = size
     names = [part.strip() for part in pair.split(",") if part.strip()]
     if len(names) != 2:
         raise UsageError(f"--backends needs exactly two names, got {pair!r}")
-    sides = [REFERENCE if name == REFERENCE else backends.canonical_name(name) for name in names]
+    sides = [backends.canonical_name(name) for name in names]
     # A framework against itself compares nothing and costs two forwards; reference,reference
     # stays allowed: a framework-free dry run of the command (its record, its checks).
-    if sides[0] == sides[1] != REFERENCE:
+    if sides[0] == sides[1] != "reference":
         raise UsageError(f"--backends names {sides[0]} twice; parity compares two different "
                          f"implementations, e.g. torch,tensorflow or torch,reference")
     if weights is not None and (random_seed is not None or width_divisor != 1):
@@ -133,7 +131,7 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     variant = spec.variant
     layers = parity_layers(spec)
     # Both sides keep every compared blob (the reference in float64): refuse before allocating.
-    kept = sum(8 if side == REFERENCE else 4 for side in sides)
+    kept = sum(backends.blob_bytes_per_value(side) for side in sides)
     check_forward_memory(f"parity of {variant} at {height}x{width} ({precision})",
                          forward_bytes(spec, height, width, precision=precision,
                                        kept_blobs=layers, kept_bytes_per_element=kept), device,
@@ -143,10 +141,6 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
     blobs, environments = [], {}
     options = RunOptions(device=device, precision=precision)
     for side in sides:
-        if side == REFERENCE:
-            blobs.append(reference_forward(spec, params, images, layers))
-            environments[side] = {"framework": "numpy", "precision": "float64"}
-            continue
         backend = backends.create_backend(side, spec, options)
         backend.load_params(params)
         blobs.append(backend.forward_blobs(images, layers))

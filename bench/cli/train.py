@@ -6,7 +6,6 @@ loop in bench/train/loop.py. Frameworks are imported only inside the command fun
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
@@ -132,9 +131,9 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
     train --backend tf ... (or TF_CONFIG per worker). Deterministic kernels by default, so
     --resume is bitwise exact on GPUs too; --nondeterministic trades that for speed.
     """
-    from backends import canonical_name, get_backend
+    import backends
 
-    backend = canonical_name(backend)
+    backend = backends.check_trains(backend)  # reference and most plugins cannot train
     # Before any work: a run of no updates, or a learning rate that climbs the loss (negative),
     # does nothing or diverges; NaN/inf never trains (the option type refuses those too).
     if iters == 0:  # meaningful only as "score the initial weights" (bench/train/loop.py)
@@ -198,19 +197,17 @@ def command(variant: str, backend: str, data_root: Path, init: str | None, out_d
             click.echo(f"note: {variant} starts from VGG16 surgery, not from the coarser stage's "
                        "snapshot as in REF's staged recipe", err=True)
     _check_disk(out_dir, config, spec, resume_state.iteration if resume_state else 0)
-    get_backend(backend)  # a missing framework is one clear line
-    module = importlib.import_module(f"backends.{backend}.train")
     plan = solver_plan(spec, recipe, config.base_lr)
-    trainer_class = module.TensorflowTrainer if backend == "tensorflow" else module.TorchTrainer
-    trainer = trainer_class(spec, params, plan, recipe, device=device, threads=threads,
-                            deterministic=config.deterministic)
+    # Through the registry: a missing framework is one clear line.
+    trainer = backends.create_trainer(backend, spec, params, plan, recipe, device=device,
+                                      threads=threads, deterministic=config.deterministic)
     close_writer = None
     try:
         if resume_state:
             trainer.load_momentum(resume_state.momentum)
         writer = None
         if tensorboard_dir is not None and trainer.rank == 0:
-            writer, close_writer = module.scalar_writer(str(tensorboard_dir))
+            writer, close_writer = backends.scalar_writer(backend, str(tensorboard_dir))
         if trainer.rank == 0:
             click.echo(f"train {variant} ({recipe.name}, {backend}, {trainer.world_size} "
                        f"process{'es' if trainer.world_size > 1 else ''}): base_lr "

@@ -8,6 +8,8 @@ stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the m
 `bench.data.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
 several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
 several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
+`check_inputs` (the input conventions section) enforces this for every backend, plugins included
+(docs/adding_a_backend.md).
 """
 
 from __future__ import annotations
@@ -55,6 +57,49 @@ def compile_mode(compile: str | bool | None) -> str | None:
         raise UsageError(f"unknown compile mode {compile!r}; choose from "
                          f"{', '.join(COMPILE_MODES)}")
     return str(compile)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input conventions: what every backend (built-in or plugin) accepts at its boundary
+
+
+def check_images(images: np.ndarray, channels: int = 3, what: str = "images") -> np.ndarray:
+    """The backend input contract: (N, C, H, W) float (returned as C-contiguous float32)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != channels or min(images.shape) < 1:
+        raise UsageError(f"{what} must be (N, {channels}, H, W) with N, H, W >= 1, got shape "
+                         f"{images.shape}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise UsageError(f"{what} must be float32 (mean-subtracted), got {images.dtype}")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def check_inputs(spec: FcnSpec, images: np.ndarray | Mapping[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+    """Every network input by name, checked: a plain array for a one-input model, else a dict
+    {input name: (N, C, H, W)} with the spec's inputs exactly and one common N, H, W."""
+    names = spec.input_names
+    if not isinstance(images, Mapping):
+        if len(names) != 1:
+            raise UsageError(f"{spec.variant} takes {len(names)} inputs ({', '.join(names)}): "
+                             "pass a dict of named arrays")
+        images = {names[0]: images}
+    if set(images) != set(names):
+        raise UsageError(f"{spec.variant} takes inputs {', '.join(names)}, got "
+                         f"{', '.join(map(str, images)) or 'none'}")
+    single = len(names) == 1
+    checked = {item.name: check_images(images[item.name], item.channels,
+                                       "images" if single else f"input {item.name!r}")
+               for item in spec.inputs}
+    sizes = {name: value.shape[:1] + value.shape[2:] for name, value in checked.items()}
+    if len(set(sizes.values())) > 1:
+        raise UsageError(f"{spec.variant} inputs differ in batch or size: "
+                         + ", ".join(f"{name} {list(size)}" for name, size in sizes.items()))
+    return checked
+
+
+# Keys every Backend.environment() holds (records and the conformance suite rely on them).
+ENVIRONMENT_KEYS = ("framework", "framework_version", "device", "device_name", "precision")
 
 
 @dataclass(frozen=True)
@@ -122,7 +167,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def environment(self) -> dict[str, Any]:
-        """Framework version, device name, driver, precision, TF32 flag, threads, compile mode."""
+        """Framework version, device name, driver, precision, TF32 flag, threads, compile mode:
+        at least ENVIRONMENT_KEYS."""
 
     def reset_peak_memory(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Start a new peak-memory window (no-op where the framework cannot)."""

@@ -1,47 +1,24 @@
-"""The backend contract suite, run against every available backend and all four variants.
-
-Narrow nets (width_divisor 16) keep it fast; the geometry (pad 100, ceil pooling, crops) does not
-depend on the width, so odd sizes down to 1x1 exercise the real shapes.
+"""What the framework backends (torch, tensorflow) do beyond the contract: dropout in training,
+devices, precisions, compilation, cheaper upsampling forms. The contract itself, for every
+backend, is tests/backends/test_conformance.py (whose narrow-net helpers these tests share).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import pytest
 
 import backends
 from bench.core.contracts import RunOptions
-from bench.core.errors import BackendUnavailable, FcnBenchError, UsageError
+from bench.core.errors import BackendUnavailable, UsageError
 from bench.model.init import random_params
-from bench.model.spec import VARIANTS, FcnSpec, build_spec
+from bench.model.spec import VARIANTS, build_spec
+from tests.backends.test_conformance import images, loaded_backend, narrow_spec
 
-BACKENDS = backends.available_backends()
-WIDTH_DIVISOR = 16
-ODD_SIZES = [(37, 53), (1, 1), (2, 3)]
+# The framework backends (contract tests for every backend: test_conformance.py).
+BACKENDS = [name for name in backends.available_backends() if name in backends.BACKEND_NAMES]
 
 pytestmark = pytest.mark.skipif(not BACKENDS, reason="neither torch nor tensorflow is installed")
-
-
-@functools.cache
-def narrow_spec(variant: str) -> FcnSpec:
-    return build_spec(variant, width_divisor=WIDTH_DIVISOR)
-
-
-@functools.cache
-def loaded_backend(name: str, variant: str) -> backends.Backend:
-    """One CPU backend per (framework, variant) with seed-0 random weights, shared by the tests."""
-    spec = narrow_spec(variant)
-    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
-    backend.load_params(random_params(spec, 0))
-    return backend
-
-
-def images(height: int, width: int, batch: int = 1, seed: int = 0) -> np.ndarray:
-    # Roughly the range of mean-subtracted 0-255 pixels.
-    return (np.random.default_rng(seed).standard_normal((batch, 3, height, width)) * 60
-            ).astype(np.float32)
 
 
 def has_cuda(name: str) -> bool:
@@ -52,132 +29,6 @@ def has_cuda(name: str) -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
-
-
-# -- shapes ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("name", BACKENDS)
-def test_scores_have_the_input_size_on_odd_sizes(name, variant):
-    backend = loaded_backend(name, variant)
-    for height, width in ODD_SIZES:
-        scores = backend.predict(images(height, width))
-        assert scores.shape == (1, 21, height, width)
-        assert scores.dtype == np.float32
-        assert np.isfinite(scores).all()
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("name", BACKENDS)
-def test_every_blob_has_the_spec_shape(name, variant):
-    backend = loaded_backend(name, variant)
-    spec = narrow_spec(variant)
-    blobs = backend.forward_blobs(images(2, 3, batch=2), ["data", *spec.blob_names])
-    expected = spec.blob_shapes(2, 3)
-    assert {k: v.shape for k, v in blobs.items()} == {k: (2, *v) for k, v in expected.items()}
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_batch_items_are_independent(name):
-    backend = loaded_backend(name, "fcn8s")
-    batch = images(9, 11, batch=2)
-    together = backend.predict(batch)
-    alone = backend.predict(batch[1:])
-    np.testing.assert_allclose(together[1:], alone, rtol=1e-5, atol=1e-4 * np.abs(alone).max())
-
-
-def test_unknown_blob_name_is_refused():
-    for name in BACKENDS:
-        with pytest.raises(KeyError, match="no blob"):
-            loaded_backend(name, "fcn32s").forward_blobs(images(3, 3), ["pool9"])
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_images_of_the_wrong_shape_are_refused(name):
-    backend = loaded_backend(name, "fcn32s")
-    with pytest.raises(UsageError, match=r"\(N, 3, H, W\)"):
-        backend.predict(np.zeros((1, 4, 5), np.float32))
-    with pytest.raises(UsageError, match="float32"):
-        backend.predict(np.zeros((1, 3, 5, 5), np.uint8))
-
-
-# -- weights -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("name", BACKENDS)
-def test_state_round_trips_every_tensor_bit_exactly(name, variant):
-    spec = narrow_spec(variant)
-    params = random_params(spec, 3)
-    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
-    backend.load_params(params)
-    state = backend.state_params()
-    assert list(state) == [p.name for p in spec.parameters()]  # fixed layers included
-    for key, value in params.items():
-        assert state[key].dtype == np.float32 and state[key].shape == value.shape, key
-        np.testing.assert_array_equal(state[key], value, err_msg=key)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_load_params_is_strict_and_lists_every_problem(name):
-    spec = narrow_spec("fcn16s")
-    params = random_params(spec, 0)
-    del params["score_pool4.bias"]
-    params["upscore8.weight"] = np.zeros((21, 21, 16, 16), np.float32)
-    params["fc7.weight"] = params["fc7.weight"][:, :, :, :0]
-    backend = backends.create_backend(name, spec, RunOptions(device="cpu"))
-    with pytest.raises(FcnBenchError) as error:
-        backend.load_params(params)
-    message = str(error.value)
-    assert "score_pool4.bias" in message and "upscore8.weight" in message
-    assert "fc7.weight" in message
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_fresh_model_holds_the_fixed_reference_tensors(name):
-    """Before any loading: bilinear kernels, at-once scales, zero score layers (Caffe init)."""
-    from bench.model.init import fixed_params
-
-    spec = narrow_spec("fcn8s-atonce")
-    state = backends.create_backend(name, spec, RunOptions(device="cpu")).state_params()
-    for key, value in fixed_params(spec).items():
-        np.testing.assert_array_equal(state[key], value, err_msg=key)
-    for key in ("score_fr.weight", "score_pool4.bias", "score_pool3.weight"):
-        assert not state[key].any(), key
-
-
-# -- inference semantics -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("name", BACKENDS)
-def test_labels_are_the_argmax_of_the_scores(name, variant):
-    backend = loaded_backend(name, variant)
-    batch = images(37, 53, batch=2, seed=1)
-    labels = backend.predict_labels(batch)
-    assert labels.dtype == np.uint8 and labels.shape == (2, 37, 53)
-    np.testing.assert_array_equal(labels, backend.predict(batch).argmax(axis=1))
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_inference_is_deterministic(name):
-    """Dropout is off at inference: two passes give identical scores."""
-    backend = loaded_backend(name, "fcn32s")
-    batch = images(21, 17)
-    np.testing.assert_array_equal(backend.predict(batch), backend.predict(batch))
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_timing_hooks_give_the_predict_scores(name):
-    backend = loaded_backend(name, "fcn16s")
-    batch = images(13, 15)
-    on_device = backend.forward_device(backend.to_device(batch))
-    backend.synchronize(on_device)
-    host = np.asarray(on_device)
-    if name == "tensorflow":  # the device layout is NHWC
-        host = host.transpose(0, 3, 1, 2)
-    np.testing.assert_array_equal(host, backend.predict(batch))
 
 
 # -- dropout in training mode (the models the trainer builds on) -------------------------------
@@ -283,14 +134,10 @@ def test_auto_device_resolves_and_environment_is_described(name):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_unknown_device_and_precision_are_usage_errors(name):
-    spec = narrow_spec("fcn32s")
-    with pytest.raises(UsageError, match="unknown device 'tpu'"):
-        backends.create_backend(name, spec, RunOptions(device="tpu"))
-    with pytest.raises(UsageError, match="unknown precision 'fp8'"):
-        backends.create_backend(name, spec, RunOptions(device="cpu", precision="fp8"))
+def test_tf32_on_a_cpu_is_a_usage_error(name):
     with pytest.raises(UsageError, match="'tf32' needs a CUDA GPU"):
-        backends.create_backend(name, spec, RunOptions(device="cpu", precision="tf32"))
+        backends.create_backend(name, narrow_spec("fcn32s"),
+                                RunOptions(device="cpu", precision="tf32"))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "amp-bf16", "amp-fp16"])
@@ -471,7 +318,7 @@ def test_cheaper_upsampling_equals_the_full_deconvolution(name, variant):
 @pytest.mark.parametrize("form", ["grouped", "separable"])
 @pytest.mark.parametrize("name", BACKENDS)
 def test_each_cheaper_form_matches_the_numpy_reference(name, form):
-    from bench.model.reference_forward import reference_forward
+    from backends.reference import reference_forward
 
     spec = narrow_spec("fcn8s")
     params = random_params(spec, 0)
@@ -528,7 +375,7 @@ def golden_images(tmp_path_factory):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_half_precision_labels_agree_with_fp32_on_the_golden_set(name, precision,
                                                                 golden_images):
-    from bench.ci.golden import half_precision_rows
+    from bench.ci.golden_half import half_precision_rows
 
     rows = half_precision_rows(
         lambda backend, spec, p: backends.create_backend(backend, spec,

@@ -1,7 +1,7 @@
 """Caffe semantics, checked independently: the numpy reference against hand-derived values, then
 both backends against the reference on every variant and every blob.
 
-The reference (bench/model/reference_forward.py) shares no code with the backends beyond the spec;
+The reference (backends/reference/forward.py) shares no code with the backends beyond the spec;
 the golden tests below check it (and the backends) against numbers worked out by hand from Caffe's
 definitions (pooling_layer.cpp, coord_map.py, deconvolution = conv transpose).
 """
@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 import backends
-from bench.core.contracts import RunOptions
-from bench.model.init import bilinear_filter, random_params
-from bench.model.reference_forward import (
+from backends.reference.forward import (
     caffe_pooled_size,
     conv2d,
     deconv2d,
     max_pool_caffe,
     reference_forward,
 )
+from bench.core.contracts import RunOptions
+from bench.model.init import bilinear_filter, random_params
 from bench.model.spec import (
     VARIANTS,
     Conv,

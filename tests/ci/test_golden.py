@@ -19,17 +19,19 @@ from bench.ci.golden import (
     GoldenConfig,
     check_golden,
     default_spec_factory,
-    faulty_factory,
-    geometry_faults,
     golden_params,
     make_golden_images,
-    render_golden,
     run_golden,
+)
+from bench.ci.golden_faults import (
+    faulty_factory,
+    geometry_faults,
     stream_first_convs,
     with_crop_offset,
     without_skip,
     without_stream,
 )
+from bench.ci.golden_render import render_golden
 from bench.ci.judge import REGRESSION
 from bench.cli.app import cli
 from bench.core.errors import UsageError

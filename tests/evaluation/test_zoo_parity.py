@@ -1,78 +1,35 @@
 """Fidelity of every model: both backends equal the float64 numpy reference, blob by blob.
 
-Narrow nets (channels / 16) on an odd-sized input keep this CPU-fast; the geometry (pad 100, ceil
-pooling, derived crops, grouped convs, LRN, fusion, two heads) is the full one. Full-width runs
-of one model per family are marked slow. Gates are the fp32 parity gates of
+The narrow parity of every model (channels / 16, an odd-sized input: the geometry of pad 100,
+ceil pooling, derived crops, grouped convs, LRN, fusion, two heads is the full one) is in the
+conformance suite (tests/backends/test_conformance.py); here: full-width runs of one model per
+family (slow), and the layer semantics behind them. Gates are the fp32 parity gates of
 bench/evaluation/parity.py.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
 import backends
-from bench.core.contracts import RunOptions
+from backends.reference import lrn_caffe, reference_forward
+from bench.core.contracts import RunOptions, check_inputs
 from bench.core.errors import UsageError
-from bench.evaluation.parity import compare, parity_layers, tolerance_for
 from bench.model.init import random_params
-from bench.model.reference_forward import check_inputs, lrn_caffe, reference_forward
-from bench.model.spec import LRN, MODELS, FcnSpec, build_spec
+from bench.model.spec import LRN, build_spec
+from tests.backends.test_conformance import (
+    WIDTH_DIVISOR,
+    assert_parity,
+    compared_blobs,
+    model_inputs,
+    narrow_case,
+)
 
-NARROW = 16
-SIZE = (37, 53)  # odd: exercises ceil pooling and every crop
-AVAILABLE = backends.available_backends()
-
-
-def model_inputs(spec: FcnSpec, height: int, width: int, seed: int = 0):
-    """Mean-subtracted-like random input(s): a plain array for one input, else a dict."""
-    rng = np.random.default_rng(seed)
-    arrays = {item.name: rng.uniform(-120, 120, (1, item.channels, height, width))
-              .astype(np.float32) for item in spec.inputs}
-    return arrays if len(arrays) > 1 else next(iter(arrays.values()))
-
-
-def compared_blobs(spec: FcnSpec) -> list[str]:
-    names = parity_layers(spec)
-    return names + [name for name in spec.outputs if name not in names]
-
-
-@functools.cache
-def narrow_case(name: str):
-    """(spec, params, inputs, reference blobs) of a narrow model, computed once per session."""
-    spec = build_spec(name, width_divisor=NARROW)
-    params = random_params(spec, seed=1)
-    images = model_inputs(spec, *SIZE)
-    return spec, params, images, reference_forward(spec, params, images, compared_blobs(spec))
-
-
-def assert_parity(spec, reference, blobs, backend):
-    names = compared_blobs(spec)
-    for output in spec.outputs:  # labels agree on every head
-        report = compare(reference, blobs, names, output=output,
-                         tolerance=tolerance_for("fp32"), left="reference", right=backend)
-        assert report.passed, report.table()
-
-
-@pytest.mark.parametrize("backend", AVAILABLE)
-@pytest.mark.parametrize("name", MODELS)
-def test_backend_equals_reference_on_every_model(name, backend):
-    spec, params, images, reference = narrow_case(name)
-    model = backends.create_backend(backend, spec, RunOptions(device="cpu"))
-    model.load_params(params)
-    assert_parity(spec, reference, model.forward_blobs(images, compared_blobs(spec)), backend)
-    scores = model.predict(images)
-    if len(spec.outputs) == 1:  # single head: a plain array, as before
-        np.testing.assert_allclose(scores, reference[spec.output], rtol=0, atol=1e-4 * np.abs(
-            reference[spec.output]).max())
-    else:  # two heads: a dict of named score blobs, and of label maps
-        assert set(scores) == set(spec.outputs)
-        labels = model.predict_labels(images)
-        for output in spec.outputs:
-            assert scores[output].shape == (1, spec.output_classes()[output], *SIZE)
-            assert labels[output].shape == (1, *SIZE) and labels[output].dtype == np.uint8
+NARROW = WIDTH_DIVISOR
+# The framework backends; every backend's narrow parity on every model is a conformance test
+# (tests/backends/test_conformance.py test_backend_equals_reference_on_every_model).
+AVAILABLE = [name for name in backends.available_backends() if name in backends.BACKEND_NAMES]
 
 
 @pytest.mark.slow

@@ -482,8 +482,9 @@ def fakes(monkeypatch):
         return None if key in installed else f"backend {key!r} is unavailable: not installed"
 
     monkeypatch.setattr(backends, "create_backend", create_backend)
-    monkeypatch.setattr(backends, "available_backends", lambda: list(installed))
-    monkeypatch.setattr(backends, "unavailable_reason", unavailable_reason)
+    for module in (backends, backends.registry):  # the registry resolves names with these
+        monkeypatch.setattr(module, "available_backends", lambda: list(installed))
+        monkeypatch.setattr(module, "unavailable_reason", unavailable_reason)
     monkeypatch.setattr(latency, "nvidia_gpu_visible", lambda: False)
     behaviour["installed"] = installed
     return behaviour

@@ -4,9 +4,9 @@ Deliberately naive and independent of both backends (im2col + tensordot convolut
 windows clipped exactly as Caffe's pooling_layer.cpp does, transposed convolution as a literal
 scatter-add, grouped convolution as a loop over groups, Caffe's LRN as a literal window sum,
 top-left crops), so "both backends equal the reference" means something. Computes in float64 by
-default; meant for narrow nets and small inputs. Also holds the input contract every backend
-checks (`check_images`, `check_inputs`). Imports numpy only, never a framework. The Caffe
-semantics of each layer are in docs/fidelity.md.
+default; meant for narrow nets and small inputs. The `reference` backend (backend.py) wraps it,
+and plugins may reuse its layers (docs/adding_a_backend.md). Imports numpy only, never a
+framework. The Caffe semantics of each layer are in docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bench.core.errors import UsageError
+from bench.core.contracts import check_inputs
 from bench.model.spec import (
     LRN,
     Concat,
@@ -33,45 +33,6 @@ from bench.weights.archive import check_params
 
 # im2col matrices are built in row bands of at most this many elements (bounded memory).
 _IM2COL_BUDGET = 8_000_000
-
-
-# ----------------------------------------------------------------------------------------------
-# The image contract shared by the reference and both backends
-
-
-def check_images(images: np.ndarray, channels: int = 3, what: str = "images") -> np.ndarray:
-    """The backend input contract: (N, C, H, W) float (returned as C-contiguous float32)."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1] != channels or min(images.shape) < 1:
-        raise UsageError(f"{what} must be (N, {channels}, H, W) with N, H, W >= 1, got shape "
-                         f"{images.shape}")
-    if not np.issubdtype(images.dtype, np.floating):
-        raise UsageError(f"{what} must be float32 (mean-subtracted), got {images.dtype}")
-    return np.ascontiguousarray(images, dtype=np.float32)
-
-
-def check_inputs(spec: FcnSpec, images: np.ndarray | Mapping[str, np.ndarray]
-                 ) -> dict[str, np.ndarray]:
-    """Every network input by name, checked: a plain array for a one-input model, else a dict
-    {input name: (N, C, H, W)} with the spec's inputs exactly and one common N, H, W."""
-    names = spec.input_names
-    if not isinstance(images, Mapping):
-        if len(names) != 1:
-            raise UsageError(f"{spec.variant} takes {len(names)} inputs ({', '.join(names)}): "
-                             "pass a dict of named arrays")
-        images = {names[0]: images}
-    if set(images) != set(names):
-        raise UsageError(f"{spec.variant} takes inputs {', '.join(names)}, got "
-                         f"{', '.join(map(str, images)) or 'none'}")
-    single = len(names) == 1
-    checked = {item.name: check_images(images[item.name], item.channels,
-                                       "images" if single else f"input {item.name!r}")
-               for item in spec.inputs}
-    sizes = {name: value.shape[:1] + value.shape[2:] for name, value in checked.items()}
-    if len(set(sizes.values())) > 1:
-        raise UsageError(f"{spec.variant} inputs differ in batch or size: "
-                         + ", ".join(f"{name} {list(size)}" for name, size in sizes.items()))
-    return checked
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,6 +137,14 @@ def reference_forward(spec: FcnSpec, params: Mapping[str, np.ndarray], images: n
     """
     check_params(params, spec)
     weights = {name: np.asarray(value, dtype=dtype) for name, value in params.items()}
+    return forward_checked(spec, weights, images, names, dtype)
+
+
+def forward_checked(spec: FcnSpec, weights: Mapping[str, np.ndarray], images: np.ndarray,
+                    names: Sequence[str] | None = None,
+                    dtype: type = np.float64) -> dict[str, np.ndarray]:
+    """`reference_forward` on weights already checked (check_params) and held in `dtype`: what
+    a backend that keeps its weights converted calls on every forward pass."""
     blobs: dict[str, np.ndarray] = {name: value.astype(dtype)
                                     for name, value in check_inputs(spec, images).items()}
     for layer in spec.layers:
