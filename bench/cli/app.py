@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import click
 
@@ -133,5 +134,7 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    cli(prog_name="cli.py")
+    """Run the group under the name the user typed: `fcn-bench` (console script) or `cli.py`."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    cli(prog_name="fcn-bench" if invoked == "fcn-bench" else "cli.py")
 

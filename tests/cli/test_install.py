@@ -47,6 +47,10 @@ def test_the_wheel_installs_bench_and_backends_and_a_working_console_script(tmp_
                          cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert "siftflow-fcn16s" in run.stdout
+    usage = subprocess.run([sys.executable, str(target / "bin" / "fcn-bench"), "nope"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert usage.returncode == 2 and "fcn-bench --help" in usage.stderr
     where = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=60,
                            env={"PYTHONPATH": str(target)}).stdout
