@@ -18,16 +18,18 @@ from pathlib import Path
 
 from bench.core.errors import DataError, DownloadError, UsageError
 from bench.core.records import atomic_write_text, to_json, utc_now
+from bench.data.id_lists import read_id_list
 from bench.data.voc import (
     SEG11VALID_SHA256,
+    SEG11VALID_URL,
     convert_sbd_labels,
-    download_seg11valid,
     seg11valid_cache_path,
+    validate_seg11valid,
 )
 from bench.downloads.cache import default_weights_path
 from bench.downloads.catalog import Source, get_source, verify_file
 from bench.downloads.extract import leftover_staging, safe_extract
-from bench.downloads.fetch import Log, _stderr, fetch_source, fetch_verified
+from bench.downloads.fetch import Log, _stderr, download_file, fetch_source, fetch_verified
 from bench.downloads.lock import exclusive, lock_path_for
 
 STATE_DIR = ".fcn-bench"  # inside DATA_ROOT: the extraction lock and the completeness markers
@@ -136,6 +138,15 @@ def prepare_dataset(name: str, data_root: str | Path, *, archive: str | Path | N
             return result
         _extract_locked(source, path, matched, data_root, result, progress, log)
     return result
+
+
+def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path:
+    """Fetch the published seg11valid list (pinned SHA-256) into DATA_ROOT/splits/ and validate
+    it (736 ids, bench.data.voc.validate_seg11valid)."""
+    cache = seg11valid_cache_path(data_root)
+    download_file([SEG11VALID_URL], cache, sha256=SEG11VALID_SHA256, progress=progress)
+    validate_seg11valid(read_id_list(cache), cache)
+    return cache
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from bench.core.distributed import Shard
 from bench.core.errors import DataError, FcnBenchError
+from bench.data.id_lists import id_list_sha256
 from bench.data.labels import write_label_png
-from bench.data.voc import id_list_sha256, prefetch
+from bench.data.prefetch import prefetch
 from bench.downloads.cache import file_digests
 from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch
 from bench.evaluation.metrics import ConfusionMatrix

@@ -29,8 +29,8 @@ import numpy as np
 
 from bench import __version__
 from bench.core.errors import UsageError, WeightsError
+from bench.core.inputs import MEAN_BGR
 from bench.core.outputs import check_writable
-from bench.data.voc import MEAN_BGR
 from bench.model.init import fixed_params, imagenet_init_params, random_params
 from bench.model.spec import (
     VGG16_STAGES,

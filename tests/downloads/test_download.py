@@ -436,3 +436,22 @@ def test_download_weights_converts_into_the_cache_and_reproduce_finds_it(server,
     # Found by default; judged "other": a narrow net is not the official model, whatever the
     # caffemodel was called (the name alone used to make it "released-heavy").
     assert f"weights {archive} (other" in run.output and "narrow test-only" in run.output
+
+
+def test_download_seg11valid_is_pinned_and_validated(tmp_path, monkeypatch):
+    from bench.data import voc
+    from bench.downloads import provision
+
+    calls = []
+
+    def fake_download_file(urls, dest, *, sha256=None, md5=None, size=None, progress=True):
+        calls.append((list(urls), dest, sha256))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text("2007_000033\n")  # a wrong list that slipped through
+        return dest
+
+    monkeypatch.setattr(provision, "download_file", fake_download_file)
+    with pytest.raises(DataError, match="has 1 ids, expected 736"):
+        provision.download_seg11valid(tmp_path, progress=False)
+    assert calls == [([voc.SEG11VALID_URL], tmp_path / "splits" / "seg11valid.txt",
+                      voc.SEG11VALID_SHA256)]
