@@ -387,7 +387,7 @@ def _narrow_caffemodel(path: Path, variant: str) -> Path:
     """A caffemodel of a narrow random FCN, laid out like the official files."""
     from bench.model.init import random_params
     from bench.model.spec import Conv, Scale, Upsample, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec(variant, width_divisor=16)
     params = random_params(spec, 0)

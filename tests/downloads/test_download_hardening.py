@@ -98,7 +98,7 @@ def _one_line(error: BaseException) -> str:
 def _narrow_caffemodel(path: Path, variant: str = "fcn32s") -> bytes:
     from bench.model.init import random_params
     from bench.model.spec import Conv, Scale, Upsample, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec(variant, width_divisor=16)
     params = random_params(spec, 0)
@@ -513,7 +513,7 @@ def _vgg16_caffemodel(path: Path, drop: str | None = None) -> Path:
     weights with legacy 4-D dims, and an fc8 with 1000 outputs."""
     from bench.model.init import random_params
     from bench.model.spec import Conv, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec("fcn32s", width_divisor=16)
     params = random_params(spec, 0)

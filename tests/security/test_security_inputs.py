@@ -24,9 +24,10 @@ from bench.data.voc import read_id_list, read_sbd_mat
 from bench.model.init import random_params
 from bench.model.spec import build_spec
 from bench.weights.archive import archive_metadata, load_voc_weights, read_header, save_archive
-from bench.weights.caffe import encode_varint, read_caffemodel, write_caffemodel
+from bench.weights.caffe import read_caffemodel
 from bench.weights.convert import check_memory, convert_random
 from tests.limits import run_limited
+from tests.weights.caffe_writer import encode_varint, write_caffemodel
 
 REPO = Path(__file__).resolve().parents[2]
 NARROW = 16

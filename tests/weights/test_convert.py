@@ -21,7 +21,6 @@ from bench.core.inputs import MEAN_BGR
 from bench.model.init import bilinear_upsample_weight, random_params
 from bench.model.spec import VARIANTS, Conv, Scale, Upsample, build_spec
 from bench.weights.archive import load_archive, sha256_file
-from bench.weights.caffe import write_caffemodel
 from bench.weights.convert import (
     KERAS_NAMES,
     TORCHVISION_MEAN_RGB,
@@ -32,6 +31,7 @@ from bench.weights.convert import (
     detect_format,
     fold_torchvision_conv1_1,
 )
+from tests.weights.caffe_writer import write_caffemodel
 
 NARROW = 16  # conv1_1 has 4 filters, fc6/fc7 256: every code path, tiny files
 
