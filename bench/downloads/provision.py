@@ -168,7 +168,7 @@ def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
     """Download a weights file into the cache; an official FCN caffemodel is then converted to
     `bench.downloads.cache.default_weights_path(variant)`, where `reproduce` looks by default. The
     conversion holds `<archive>.lock`, so two runs convert once."""
-    from bench.weights.archive import read_header
+    from bench.weights.header import read_header
 
     source = get_source(name, "weights")
     path = fetch_source(source, progress=progress, log=log, allow_http=allow_http, **options)
@@ -186,7 +186,8 @@ def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
                 return result
             log(f"{target} holds other weights (origin {metadata.get('origin')!r}); "
                 "replacing it")
-        from bench.weights.convert import ProgressBars, convert
+        from bench.weights.convert import convert
+        from bench.weights.progress import ProgressBars
 
         bars = ProgressBars(enabled=progress, prefix="convert: ")
         try:

@@ -23,9 +23,10 @@ from bench.core.records import atomic_write_bytes, loads_bounded
 from bench.data.voc import read_id_list, read_sbd_mat
 from bench.model.init import random_params
 from bench.model.spec import build_spec
-from bench.weights.archive import archive_metadata, load_voc_weights, read_header, save_archive
+from bench.weights.archive import archive_metadata, read_header, save_archive
 from bench.weights.caffe import read_caffemodel
 from bench.weights.convert import check_memory, convert_random
+from bench.weights.locate import open_voc_weights
 from tests.limits import run_limited
 from tests.weights.caffe_writer import encode_varint, write_caffemodel
 
@@ -370,7 +371,7 @@ def test_weights_of_the_wrong_kind_name_the_convert_command(tmp_path, make, mess
     else:
         Image.new("RGB", (8, 8)).save(path, format="JPEG")
     with pytest.raises(WeightsError, match=re.escape(message)) as caught:
-        load_voc_weights("fcn32s", path)
+        open_voc_weights("fcn32s", path)
     if make != "jpeg":
         assert f"python cli.py convert {path} fcn32s.safetensors" in str(caught.value)
 
