@@ -216,7 +216,7 @@ def test_open_archive_refuses_another_model_and_an_unknown_name_in_one_line(tmp_
     from bench.weights.archive import open_archive
 
     path = save_archive(tmp_path / "w.safetensors", narrow_params("fcn8s"), {"origin": "t"})
-    with pytest.raises(WeightsError, match="holds fcn8s weights .* but fcn32s was requested"):
+    with pytest.raises(WeightsError, match=r"holds fcn8s weights .* but fcn32s was requested"):
         open_archive(path, "fcn32s")
     with pytest.raises(WeightsError, match="unknown"):
         open_archive(path, "fcn7s")
