@@ -21,23 +21,18 @@ from bench.weights.caffe import (
     BLOB_NUM,
     BLOB_SHAPE,
     BLOB_WIDTH,
-    END_GROUP,
-    FIXED32,
-    FIXED64,
     LAYER_BLOBS,
     LAYER_NAME,
     LAYER_TYPE,
-    LENGTH,
     NET_LAYER,
     NET_LAYERS_V1,
     SHAPE_DIM,
-    START_GROUP,
     V1_BLOBS,
     V1_LAYER_TYPES,
     V1_NAME,
     V1_TYPE,
-    VARINT,
 )
+from bench.weights.protobuf_wire import END_GROUP, FIXED32, FIXED64, LENGTH, START_GROUP, VARINT
 
 _V1_TYPE_NUMBERS = {name: number for number, name in V1_LAYER_TYPES.items()}
 
