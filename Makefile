@@ -37,6 +37,7 @@ latency: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 ## pytest-benchmark suite (not part of `make test`).
 bench: $(STAMP)

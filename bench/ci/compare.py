@@ -27,7 +27,8 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.core.errors import DataError, UsageError
-from bench.core.records import REPO_ROOT, SCHEMA_VERSION, loads_bounded
+from bench.core.json_text import loads_bounded
+from bench.core.records import REPO_ROOT, SCHEMA_VERSION
 
 DEFAULT_TOLERANCES = REPO_ROOT / "reference_results" / "ci" / "tolerances.json"
 

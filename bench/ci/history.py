@@ -28,8 +28,8 @@ from bench.ci.compare import (
     rows_from_document,
     wrap_items,
 )
+from bench.core.atomic import atomic_write_bytes, atomic_write_text
 from bench.core.errors import UsageError
-from bench.core.records import atomic_write_bytes, atomic_write_text
 
 DEFAULT_METRICS = ("mean_iou", "pixel_accuracy", "p50_ms")
 META_COLUMNS = ("time", "commit", "kind", "file", "dirty")

@@ -18,9 +18,9 @@ from bench.ci.compare import (
     render,
 )
 from bench.cli.options import FiniteFloat, plural, seed_option
+from bench.core.atomic import atomic_write_text
 from bench.core.errors import FcnBenchError
 from bench.core.outputs import Output, check_outputs
-from bench.core.records import atomic_write_text
 
 
 @click.command(name="compare")

@@ -158,7 +158,7 @@ def command(data_root: Path, num_images: int, seed: int, variants: tuple[str, ..
     from tqdm import tqdm
 
     from backends import available_backends
-    from bench.core.records import atomic_write_text
+    from bench.core.atomic import atomic_write_text
     from bench.data.synthetic import make_demo_tree
     from bench.model.spec import VARIANTS
     from bench.weights.convert import convert_random

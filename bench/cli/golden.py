@@ -39,9 +39,9 @@ from bench.ci.golden import (
     run_golden,
 )
 from bench.cli.options import backend_option, plural, variant_option
+from bench.core.atomic import atomic_write_text, write_json
 from bench.core.errors import DataError, FcnBenchError, UsageError
 from bench.core.outputs import Output, check_outputs
-from bench.core.records import atomic_write_text, write_json
 from bench.evaluation.parity import HALF_PRECISIONS
 from bench.model.spec import MODEL_NAMES, VARIANTS, resolve_model
 

@@ -90,10 +90,11 @@ def command(variant: str | None, weights: Path | None, random_seed: int | None,
       python cli.py parity --variant fcn16s --backends torch,reference --width-divisor 16
     """
     import backends
+    from bench.core.atomic import write_json
     from bench.core.contracts import RunOptions
     from bench.core.errors import FcnBenchError, UsageError
     from bench.core.outputs import Output, check_outputs, writing
-    from bench.core.records import make_record, write_json
+    from bench.core.records import make_record
     from bench.evaluation.parity import compare, parity_layers, tolerance_for
     from bench.model.init import random_params
     from bench.model.memory import check_forward_memory, forward_bytes

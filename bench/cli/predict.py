@@ -100,10 +100,10 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
           # writes l_sem.png and l_geo.png
     """
     import backends
+    from bench.core.atomic import atomic_write_bytes
     from bench.core.contracts import RunOptions
     from bench.core.errors import UsageError
     from bench.core.outputs import Output, check_outputs, writing
-    from bench.core.records import atomic_write_bytes
     from bench.data.labels import write_label_png
     from bench.evaluation.overlay import class_shares, overlay_png
     from bench.model.memory import check_forward_memory, forward_bytes

@@ -120,10 +120,10 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     from bench.core.outputs import dataset_inputs, safe_file_part
     from bench.data.model_data import dataset_name, open_model_dataset, reference_variant
     from bench.data.voc import resolve_split_prefix
+    from bench.downloads.cached_weights import open_model_weights, open_voc_weights
     from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
     from bench.evaluation.runner import data_fingerprint, run_evaluation
     from bench.model.spec import resolve_model
-    from bench.weights.locate import open_model_weights, open_voc_weights
 
     backends = resolve_backend_choices(backend_choice)
     rank, world_size = torchrun_world()
@@ -233,8 +233,8 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     click.echo(results_text(runs, subset, paper_classes))
 
     if output is not None:
+        from bench.core.atomic import write_json
         from bench.core.outputs import writing
-        from bench.core.records import write_json
         from bench.evaluation.report import build_record
 
         record = build_record(variant=variant, split=split, dataset=dataset,

@@ -23,7 +23,6 @@ import numpy as np
 from bench.core.errors import UsageError
 
 if TYPE_CHECKING:  # annotations only: the core sits below the model at run time
-    from bench.evaluation.metrics import ConfusionMatrix
     from bench.model.spec import FcnSpec
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -234,6 +233,17 @@ class Dataset(Protocol):
     def label_path(self, image_id: str) -> Path: ...
 
 
+class Confusion(Protocol):
+    """A confusion matrix being accumulated, rows = truth, columns = prediction, with its
+    data set's ignore and scoring rules (bench.evaluation.metrics.ConfusionMatrix)."""
+
+    matrix: np.ndarray
+
+    def update(self, label: np.ndarray, pred: np.ndarray) -> Confusion: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 class ScoredHead(Protocol):
     """One output head of a data set: its name and its empty confusion matrix (the head's
     classes, ignore label and scoring rules)."""
@@ -241,7 +251,7 @@ class ScoredHead(Protocol):
     @property
     def name(self) -> str: ...
 
-    def confusion(self) -> ConfusionMatrix: ...
+    def confusion(self) -> Confusion: ...
 
 
 @runtime_checkable
@@ -255,10 +265,10 @@ class MultiHeadDataset(Dataset, Protocol):
     def files(self, image_id: str) -> dict[str, Path]:
         """Every file an id needs: {input name or head name: path}."""
 
-    def confusions(self) -> dict[str, ConfusionMatrix]:
+    def confusions(self) -> dict[str, Confusion]:
         """One empty confusion matrix per head, in head order."""
 
-    def summarize(self, confusions: Mapping[str, ConfusionMatrix]) -> dict[str, Any]:
+    def summarize(self, confusions: Mapping[str, Confusion]) -> dict[str, Any]:
         """The data set's metrics from the per-head matrices."""
 
     def metric_notes(self) -> list[str]: ...

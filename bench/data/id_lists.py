@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from bench.core.atomic import atomic_write_text
 from bench.core.errors import DataError, escape_controls, printable
-from bench.core.records import atomic_write_text
 
 MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
 # An id names a file (<id>.jpg): longer than a file name can be is not an id, and quoting a

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.core.atomic import atomic_write_bytes
 from bench.core.errors import DataError, not_a_file
 from bench.core.outputs import writing
-from bench.core.records import atomic_write_bytes
 
 # Largest image decoded (VOC images are 500x500, Cityscapes 2048x1024): a 40 Mpixel 32-bit
 # label and its index copy stay well under 1 GiB. Checked from the header, before decoding.

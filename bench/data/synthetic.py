@@ -19,7 +19,7 @@ import scipy.io
 from PIL import Image
 from scipy import ndimage
 
-from bench.core.records import atomic_write_bytes
+from bench.core.atomic import atomic_write_bytes
 from bench.data.id_lists import write_id_list
 from bench.data.labels import NUM_CLASSES, VOC_PALETTE, VOID_LABEL, encode_label_png
 from bench.data.voc import SPLIT_SUBDIR

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from bench.core.records import atomic_write_bytes
+from bench.core.atomic import atomic_write_bytes
 
 SIZE = (48, 64)  # H, W: small, odd crops of the real sizes exercise no special case
 

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.core.atomic import atomic_write_text
 from bench.core.errors import DataError
+from bench.core.json_text import loads_bounded, to_json
 from bench.core.outputs import safe_file_part
-from bench.core.records import atomic_write_text, loads_bounded, to_json, utc_now
+from bench.core.records import utc_now
 from bench.model.spec import VARIANTS, get_spec
 
 CACHE_ENV = "FCN_BENCH_CACHE"

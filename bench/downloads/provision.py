@@ -16,8 +16,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.core.atomic import atomic_write_text
 from bench.core.errors import DataError, DownloadError, UsageError
-from bench.core.records import atomic_write_text, to_json, utc_now
+from bench.core.json_text import to_json
+from bench.core.records import utc_now
 from bench.data.id_lists import read_id_list
 from bench.data.voc import (
     SEG11VALID_SHA256,

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.atomic import write_json
 from bench.core.errors import DataError, UsageError
+from bench.core.json_text import loads_bounded, to_json
 from bench.core.outputs import writing
-from bench.core.records import loads_bounded, to_json, utc_now, write_json
+from bench.core.records import utc_now
 from bench.downloads.cache import read_cache_file
 from bench.weights.sniff import HEAD_BYTES, sniff_bytes
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.core.atomic import atomic_write_bytes
 from bench.core.outputs import safe_file_part, writing
-from bench.core.records import atomic_write_bytes
 from bench.data.labels import VOC_CLASSES
 from bench.evaluation.metrics import nanmean
 

@@ -12,11 +12,11 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from bench.core.errors import DataError
+from bench.core.records import REFERENCE_RESULTS
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_results"
+REFERENCE_DIR = REFERENCE_RESULTS
 METRICS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 # Metrics only some data sets have (docs/datasets.md): SIFT Flow's mean IU over the classes
 # present in the test labels (CVPR 2015 Table 5) and its geometric head's pixel accuracy.
@@ -141,7 +141,11 @@ def _read_csv(name: str) -> list[dict[str, str]]:
         with open(path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
     except OSError as error:
-        raise DataError(path, f"cannot read reference table: {error.strerror or error}") from None
+        hint = ("" if REFERENCE_DIR.is_dir() else "; fcn-bench reads the paper's numbers from "
+                "reference_results/ of its checkout: run it from a clone, or set "
+                "FCN_BENCH_REFERENCE_RESULTS to that folder")
+        raise DataError(path, f"cannot read reference table: {error.strerror or error}{hint}"
+                        ) from None
 
 
 @cache

@@ -16,9 +16,11 @@ from typing import Any
 
 from tabulate import tabulate
 
+from bench.core.atomic import atomic_path
 from bench.core.errors import DataError, UsageError
+from bench.core.json_text import to_json
 from bench.core.outputs import writing
-from bench.core.records import atomic_path, make_record, to_json
+from bench.core.records import make_record
 from bench.perf.latency import METHODOLOGY, LatencyRun
 
 # The console is read in a terminal or pasted into a PR: the default table and its notes fit

@@ -31,9 +31,10 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
+from bench.core.atomic import atomic_write_bytes, atomic_write_text, write_json
 from bench.core.contracts import Trainer
 from bench.core.errors import BackendUnavailable, FcnBenchError, UsageError, WeightsError
-from bench.core.records import atomic_write_bytes, atomic_write_text, make_record, write_json
+from bench.core.records import make_record
 from bench.data.voc import prefetch
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 from bench.model.init import fixed_params, imagenet_init_params, new_layer_params, random_params
@@ -639,7 +640,7 @@ _STATE_CONFIG_FIELDS = (*_RESUME_INVARIANTS, "recipe")
 def read_solver_state(path: Path) -> dict[str, Any]:
     """A snapshot's `.solver.json`, parsed with bounded depth and its shape checked, so that a
     damaged or hand-edited file (a JSON array, a missing key) is one line naming it."""
-    from bench.core.records import loads_bounded  # imported here to keep this edit local
+    from bench.core.json_text import loads_bounded  # imported here to keep this edit local
 
     try:
         record = loads_bounded(path.read_text(encoding="utf-8"))

@@ -59,9 +59,10 @@ from typing import Any
 import numpy as np
 
 from bench import __version__
+from bench.core.atomic import atomic_path
 from bench.core.errors import UsageError, WeightsError
 from bench.core.outputs import writing
-from bench.core.records import atomic_path, utc_now
+from bench.core.records import utc_now
 from bench.model.spec import FcnSpec, UnknownVariantError, build_spec, resolve_model
 from bench.weights.detect import (
     ALEXNET as ALEXNET,  # re-exported: callers import detection from here

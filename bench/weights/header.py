@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import WeightsError
-from bench.core.records import JsonTooDeep, loads_bounded
+from bench.core.json_text import JsonTooDeep, loads_bounded
 from bench.downloads.cache import file_digests
 from bench.weights.sniff import FileKind, convert_hint, sniff
 

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from bench.ci import compare as cmp
 from bench.cli.app import cli
+from bench.core.atomic import write_json
 from bench.core.errors import UsageError
-from bench.core.records import make_record, write_json
+from bench.core.records import make_record
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 from bench.perf.latency import CellKey, CellResult, LatencyRun, make_row
 from bench.perf.report import make_latency_record

@@ -32,7 +32,7 @@ from bench.ci.golden import (
 )
 from bench.cli.app import cli
 from bench.core.errors import UsageError
-from bench.core.records import to_json
+from bench.core.json_text import to_json
 from bench.model.init import random_params
 from bench.model.spec import CONV1_1_PAD, MODEL_NAMES, Conv, build_spec
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from bench.ci.history import load_history, plot_history, render_history
 from bench.cli.app import cli
-from bench.core.records import write_json
+from bench.core.atomic import write_json
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 from bench.perf.latency import CellKey, CellResult, LatencyRun, make_row
 from bench.perf.report import make_latency_record

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli.app import cli
+from bench.core.json_text import to_json
 from bench.data.labels import VOC_CLASSES, read_label_png, write_label_png
 from bench.evaluation.metrics import ConfusionMatrix
 from tests.conftest import truncate_file, write_predictions
@@ -72,6 +73,32 @@ def test_scores_equal_a_direct_confusion_matrix(voc_root, voc_val, tmp_path):
     assert metrics["confusion_matrix"] == direct.matrix.tolist()
     assert metrics["mean_iou"] == pytest.approx(direct.summary()["mean_iou"])
     assert metrics["pixel_accuracy"] < 1.0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_library_scoring_writes_the_commands_record(voc_root, voc_val, tmp_path, workers):
+    """bench.evaluation.predictions is what the command runs: same record bar provenance."""
+    from bench.evaluation.predictions import check_predictions, score_voc_predictions
+
+    shifted = write_predictions(voc_val, tmp_path / "preds", transform=lambda p: (p + 2) % 21)
+    output = tmp_path / "eval.json"
+    result = _evaluate(voc_root, shifted, "--output", str(output), "--workers", str(workers))
+    assert result.exit_code == 0, result.output
+    check_predictions(voc_val, shifted)
+    record = score_voc_predictions(voc_val, shifted, voc_root, workers, False)
+    from_command = json.loads(output.read_text())
+    for both in (record, from_command):
+        both.pop("provenance")
+    assert json.loads(to_json(record)) == from_command
+
+
+def test_library_check_refuses_a_missing_prediction_before_scoring(voc_val, perfect_predictions):
+    from bench.core.errors import DataError
+    from bench.evaluation.predictions import check_predictions
+
+    (perfect_predictions / f"{voc_val.ids[-1]}.png").unlink()
+    with pytest.raises(DataError, match="prediction file"):
+        check_predictions(voc_val, perfect_predictions)
 
 
 def test_unwritable_output_is_one_line(voc_root, perfect_predictions, tmp_path):

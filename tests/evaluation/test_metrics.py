@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bench.core.records import to_json
+from bench.core.json_text import to_json
 from bench.data.labels import VOC_CLASSES
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record, metrics_table
 

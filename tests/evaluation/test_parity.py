@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import backends
 from bench.cli.app import cli
 from bench.core.contracts import RunOptions
-from bench.core.records import to_json
+from bench.core.json_text import to_json
 from bench.evaluation.parity import (
     TOLERANCES,
     Tolerance,

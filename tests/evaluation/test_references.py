@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.data.labels import VOC_CLASSES
@@ -176,3 +178,17 @@ def test_voc_paper_rows_stay_context_for_released_weights():
     (ref,) = refs.reference_metrics("fcn8s", "seg11valid", weights="cvpr2015", kind="paper",
                                     metric="mean_iou")
     assert refs.tolerance(ref, "released-heavy") is None
+
+
+def test_an_install_without_its_checkout_names_the_missing_folder_and_the_fix(tmp_path):
+    """A wheel holds the code, not reference_results/: the error says where to point."""
+    import subprocess
+    import sys
+
+    code = ("from bench.evaluation import published\n"
+            "try:\n    published.load_references()\nexcept Exception as e:\n    print(e)\n")
+    env = {"FCN_BENCH_REFERENCE_RESULTS": str(tmp_path / "nowhere"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[2], timeout=60).stdout
+    assert str(tmp_path / "nowhere" / "accuracy.csv") in out
+    assert "set FCN_BENCH_REFERENCE_RESULTS" in out

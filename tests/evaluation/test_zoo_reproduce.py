@@ -64,7 +64,7 @@ def _reproduce(work: Path, model: str, *args: str):
                          ids=[family[1] for family in FAMILIES])
 def test_reproduce_every_family_both_backends_and_rescore(work, model, dataset, heads):
     pytest.importorskip("tensorflow")
-    from bench.cli.evaluate import evaluate_other
+    from bench.evaluation.predictions import score_dataset_predictions
 
     record_path, preds = work / "run.json", work / "preds"
     split = ("--split", "val") if dataset == "voc" else ()  # generated VOC has no seg11valid
@@ -92,7 +92,8 @@ def test_reproduce_every_family_both_backends_and_rescore(work, model, dataset, 
         folder = preds / "torch"
         folders = ({head: folder / head for head in heads} if len(heads) > 1
                    else {"semantic": folder})
-        rescored = evaluate_other(dataset, work / "data", None, folders, 0, False)["metrics"]
+        rescored = score_dataset_predictions(dataset, work / "data", None, folders, 0,
+                                             False)["metrics"]
         for head in heads:
             mine = rows["torch"]["metrics"].get("heads", {head: rows["torch"]["metrics"]})[head]
             assert rescored["heads"][head]["confusion_matrix"] == (

@@ -18,15 +18,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli.app import cli
+from bench.core.atomic import atomic_write_bytes
 from bench.core.errors import DataError, FcnBenchError, UsageError, WeightsError, printable
-from bench.core.records import atomic_write_bytes, loads_bounded
+from bench.core.json_text import loads_bounded
 from bench.data.voc import read_id_list, read_sbd_mat
+from bench.downloads.cached_weights import open_voc_weights
 from bench.model.init import random_params
 from bench.model.spec import build_spec
 from bench.weights.archive import archive_metadata, read_header, save_archive
 from bench.weights.caffe import read_caffemodel
 from bench.weights.convert import check_memory, convert_random
-from bench.weights.locate import open_voc_weights
 from tests.limits import run_limited
 from tests.weights.caffe_writer import encode_varint, write_caffemodel
 

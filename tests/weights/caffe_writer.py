@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.records import atomic_path
+from bench.core.atomic import atomic_path
 from bench.weights.caffe import (
     BLOB_CHANNELS,
     BLOB_DATA,

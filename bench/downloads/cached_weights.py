@@ -1,6 +1,6 @@
 """Which archive a command scores: the one given with --weights, else the converted official
-weights in the cache (bench.downloads.cache), opened once with `open_archive`. A missing file
-names the command that fetches or converts it.
+weights in the cache (bench.downloads.cache, where `download weights` puts them), opened once with
+bench.weights.archive.open_archive. A missing file names the command that fetches or converts it.
 """
 
 from __future__ import annotations
