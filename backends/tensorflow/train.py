@@ -33,7 +33,9 @@ from bench.core.distributed import LOCAL_RANK_ENV, tf_config_world
 from bench.core.errors import FcnBenchError
 from bench.data.labels import VOID_LABEL
 from bench.model.spec import FcnSpec
-from bench.train.loop import Recipe, TensorHyper, check_momentum, require_tensorboard
+from bench.train.plan import TensorHyper, check_momentum
+from bench.train.recipes import Recipe
+from bench.train.run_config import require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
 # One trace serves every image size: batch 1, H and W open.

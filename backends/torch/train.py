@@ -34,7 +34,9 @@ from bench.core.contracts import RunOptions
 from bench.core.errors import FcnBenchError
 from bench.data.labels import VOID_LABEL
 from bench.model.spec import FcnSpec
-from bench.train.loop import Recipe, TensorHyper, check_momentum, require_tensorboard
+from bench.train.plan import TensorHyper, check_momentum
+from bench.train.recipes import Recipe
+from bench.train.run_config import require_tensorboard
 
 FP32 = "fp32"  # training is fp32 only (TF32 off): the heavy recipe's tiny steps need it
 # cuBLAS is deterministic only with a fixed workspace (torch refuses otherwise in deterministic

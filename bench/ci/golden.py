@@ -22,21 +22,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from bench.ci.compare import (
-    INCONCLUSIVE,
-    MISSING,
-    OK,
-    REGRESSION,
-    VERDICTS,
-    Comparison,
-    Finding,
-    Row,
-    Tolerances,
-    compare_rows,
-    encode_label_maps,
-    render,
-    rows_from_record,
-)
+from bench.ci.gates import Tolerances
 from bench.ci.golden_zoo import (
     GOLDEN_MODELS,
     ZooSample,
@@ -46,6 +32,19 @@ from bench.ci.golden_zoo import (
     zoo_parity_row,
     zoo_scores,
 )
+from bench.ci.judge import (
+    INCONCLUSIVE,
+    MISSING,
+    OK,
+    REGRESSION,
+    VERDICTS,
+    Comparison,
+    Finding,
+    compare_rows,
+)
+from bench.ci.label_maps import encode_label_maps
+from bench.ci.record_rows import Row, rows_from_record
+from bench.ci.regression_table import render
 from bench.core.errors import UsageError
 from bench.core.records import REPO_ROOT, make_record
 from bench.data.synthetic import make_voc

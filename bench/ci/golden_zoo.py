@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ci.compare import encode_label_maps
+from bench.ci.label_maps import encode_label_maps
 from bench.evaluation.parity import compare_blob, label_agreement
 from bench.model.spec import FcnSpec
 from bench.perf.latency import describe_error

@@ -16,18 +16,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.ci.compare import (
-    IDENTITY_KEYS,
-    RecordError,
-    Row,
-    document_kind,
-    is_number,
-    json_files,
-    letters,
-    read_json,
-    rows_from_document,
-    wrap_items,
-)
+from bench.ci.record_files import RecordError, document_kind, json_files, read_json
+from bench.ci.record_rows import IDENTITY_KEYS, Row, is_number, rows_from_document
+from bench.ci.regression_table import letters, wrap_items
 from bench.core.atomic import atomic_write_bytes, atomic_write_text
 from bench.core.errors import UsageError
 

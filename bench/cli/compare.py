@@ -1,6 +1,7 @@
 """`compare`: delta table between two sets of records, exit 1 on a regression (CI gate).
 
-Thin click wrapper over bench.ci.compare; imports no framework.
+Thin click wrapper over bench/ci: gates.py (tolerances), judge.py (verdicts) and
+regression_table.py (rendering); imports no framework.
 """
 
 from __future__ import annotations
@@ -9,14 +10,9 @@ from pathlib import Path
 
 import click
 
-from bench.ci.compare import (
-    DEFAULT_TOLERANCES,
-    TABLE_FORMATS,
-    CompareOptions,
-    compare_paths,
-    load_tolerances,
-    render,
-)
+from bench.ci.gates import DEFAULT_TOLERANCES, load_tolerances
+from bench.ci.judge import CompareOptions, compare_paths
+from bench.ci.regression_table import TABLE_FORMATS, render
 from bench.cli.options import FiniteFloat, plural, seed_option
 from bench.core.atomic import atomic_write_text
 from bench.core.errors import FcnBenchError

@@ -12,18 +12,7 @@ from pathlib import Path
 
 import click
 
-from bench.ci.compare import (
-    DEFAULT_TOLERANCES,
-    OK,
-    CompareOptions,
-    Tolerances,
-    compare_rows,
-    load_tolerances,
-    read_json,
-    render,
-    rows_from_document,
-    rows_from_record,
-)
+from bench.ci.gates import DEFAULT_TOLERANCES, Tolerances, load_tolerances
 from bench.ci.golden import (
     GOLDEN_BASELINE,
     GoldenConfig,
@@ -38,6 +27,10 @@ from bench.ci.golden import (
     render_half_precision,
     run_golden,
 )
+from bench.ci.judge import OK, CompareOptions, compare_rows
+from bench.ci.record_files import read_json
+from bench.ci.record_rows import rows_from_document, rows_from_record
+from bench.ci.regression_table import render
 from bench.cli.options import backend_option, plural, variant_option
 from bench.core.atomic import atomic_write_text, write_json
 from bench.core.errors import DataError, FcnBenchError, UsageError

@@ -24,23 +24,19 @@ from bench.cli.options import (
 )
 from bench.core.errors import UsageError
 from bench.model.spec import MODEL_NAMES, build_spec, resolve_model
-from bench.train.loop import (
+from bench.train.init_weights import RANDOM_INIT, load_init
+from bench.train.loop import run_training
+from bench.train.plan import solver_plan
+from bench.train.recipes import RECIPES, default_recipe, get_recipe, recipe_for
+from bench.train.resume import load_resume_state
+from bench.train.run_config import (
     DEFAULT_KEEP_SNAPSHOTS,
-    DEFAULT_SEED,
-    RANDOM_INIT,
-    RECIPES,
     TrainConfig,
-    default_recipe,
-    get_recipe,
     id_lists_fingerprint,
-    list_snapshots,
-    load_init,
-    load_resume_state,
-    recipe_for,
     require_tensorboard,
-    run_training,
-    solver_plan,
 )
+from bench.train.sampler import DEFAULT_SEED
+from bench.train.snapshots import list_snapshots
 
 
 @click.command(name="train")

@@ -1,6 +1,7 @@
 """Statistics of raw latency samples: percentiles, spread, and the uncertainty of the headline
-numbers (bootstrap interval of the median, distribution-free bound on p90). Framework-free
-(numpy; scipy for one binomial quantile). Split out of bench/perf/latency.py, which re-exports it.
+numbers (bootstrap interval of the median, by the shared routine of bench.core.bootstrap;
+distribution-free bound on p90). Framework-free (numpy; scipy for one binomial quantile). Split
+out of bench/perf/latency.py, which re-exports it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from bench.core.bootstrap import bootstrap_interval
 
 
 def summarize(samples_ms: Sequence[float]) -> dict[str, float | int | None]:
@@ -38,15 +41,8 @@ def bootstrap_median_ci(samples: Sequence[float], confidence: float = 0.95, resa
     x = np.asarray(samples, dtype=np.float64)
     if x.size < 2:
         return None
-    rng = np.random.default_rng(seed)
-    medians = []
-    chunk = max(1, 2_000_000 // x.size)  # bound the (chunk, n) index array to ~16 MB
-    for start in range(0, resamples, chunk):
-        count = min(chunk, resamples - start)
-        medians.append(np.median(x[rng.integers(0, x.size, (count, x.size))], axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(medians), [tail, 100 - tail])
-    return float(low), float(high)
+    return bootstrap_interval([x], lambda resampled: np.median(resampled, axis=-1),
+                              confidence=confidence, resamples=resamples, seed=seed)
 
 
 def percentile_upper_bound(samples: Sequence[float], percentile: float = 0.90,

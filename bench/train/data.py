@@ -10,13 +10,38 @@ losses (each of weight 1, REF siftflow-fcn*/net.py). ADE20K ignores class 0 in t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from bench.data.labels import VOID_LABEL
+
+
+class TrainingItem(Protocol):
+    """One decoded training example as the loop reads it: a TrainingSample, or a
+    bench.data.voc.Sample (one image, one label)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def image(self) -> np.ndarray | dict[str, np.ndarray]: ...
+
+    @property
+    def label(self) -> np.ndarray | dict[str, np.ndarray]: ...
+
+
+class TrainingSet(Protocol):
+    """What the loop reads from a data set: its ids in order and one example per id
+    (bench.data.voc's data sets, or a TrainingView of any bench.data.sets set)."""
+
+    @property
+    def ids(self) -> Sequence[str]: ...
+
+    def load(self, image_id: str) -> TrainingItem: ...
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`compare`: row matching, tolerance gates, noise-aware speed verdicts, inputs and exit codes.
+"""`compare`: row matching, gates on the command line, noise-aware speed verdicts, inputs and exit
+codes (bench/ci/record_rows.py, judge.py, regression_table.py through the command).
 
 Records are built with the producers' own functions (bench.evaluation.metrics.evaluation_record,
 bench.perf.latency.make_row, bench.perf.report.make_latency_record), so the tests also pin the
@@ -13,10 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.ci import compare as cmp
+from bench.ci import record_rows
+from bench.ci.gates import load_tolerances
+from bench.ci.judge import IMPROVED, REGRESSION, compare_paths
+from bench.ci.record_rows import load_side
+from bench.ci.regression_table import render
 from bench.cli.app import cli
 from bench.core.atomic import write_json
-from bench.core.errors import UsageError
 from bench.core.records import make_record
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 from bench.perf.latency import CellKey, CellResult, LatencyRun, make_row
@@ -66,26 +70,7 @@ def write(tmp_path, name: str, record: dict):
     return str(path)
 
 
-# -- gates ------------------------------------------------------------------------------------
-
-
-def test_parse_gate_senses_and_units():
-    drop = cmp.parse_gate("mean_iou:-0.001")
-    assert (drop.sense, drop.bound, drop.relative) == ("higher", 0.001, False)
-    rise = cmp.parse_gate("p50_ms:+10%")
-    assert (rise.sense, rise.relative) == ("lower", True)
-    assert rise.limit(200.0) == pytest.approx(20.0)
-    assert cmp.parse_gate("confusion_matrix:40").sense == "both"
-    assert cmp.parse_gate("status:exact").bound == 0.0
-    assert cmp.parse_gate("label_digest:info").sense == "info"
-    assert cmp.parse_gate("per_class_iou.*:-0.01").matches("per_class_iou.cat")
-
-
-@pytest.mark.parametrize("expression", ["mean_iou", "mean_iou:", ":0.1", "mean_iou:abc",
-                                        "mean_iou:--1", "mean iou:-1", "p50_ms:+10%%"])
-def test_bad_gate_is_a_usage_error(expression):
-    with pytest.raises(UsageError, match="bad tolerance"):
-        cmp.parse_gate(expression)
+# -- gates on the command line (the gate parser: tests/ci/test_gates.py) -----------------------
 
 
 def test_bad_tolerance_on_the_command_line_exits_2(tmp_path):
@@ -94,21 +79,6 @@ def test_bad_tolerance_on_the_command_line_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "bad tolerance 'mean_iou=-0.001'" in result.output
     assert "Traceback" not in result.output
-
-
-def test_last_matching_gate_wins_and_kind_sections_extend_default():
-    tolerances = cmp.Tolerances({"default": [cmp.parse_gate("mean_iou:-0.001")],
-                                 "golden": [cmp.parse_gate("mean_iou:info")]})
-    assert tolerances.gate_for("evaluate", "mean_iou").text == "mean_iou:-0.001"
-    assert tolerances.gate_for("golden", "mean_iou").sense == "info"
-    override = tolerances.with_overrides(["mean_*:-0.01"])
-    assert override.gate_for("golden", "mean_iou").bound == 0.01
-
-
-def test_committed_tolerances_parse():
-    tolerances = cmp.load_tolerances()
-    assert tolerances.gate_for("latency", "p50_ms").text == "p50_ms:+10%"
-    assert tolerances.gate_for("golden", "label_maps").relative
 
 
 # -- accuracy verdicts --------------------------------------------------------------------------
@@ -139,17 +109,17 @@ def test_accuracy_regression_fails_with_the_whole_table(tmp_path):
 def test_speed_regression_with_samples_is_significant(tmp_path):
     base = write(tmp_path, "base.json", latency_record({"fcn8s": samples(100, 1)}))
     cur = write(tmp_path, "cur.json", latency_record({"fcn8s": samples(130, 2)}))
-    comparison = cmp.compare_paths(base, cur, cmp.load_tolerances())
+    comparison = compare_paths(base, cur, load_tolerances())
     p50 = next(f for f in comparison.findings if f.metric == "p50_ms")
-    assert p50.verdict == cmp.REGRESSION and "CI of Δ" in p50.note
+    assert p50.verdict == REGRESSION and "CI of Δ" in p50.note
     assert run([base, cur]).exit_code == 1
 
 
 def test_speed_improvement_is_reported(tmp_path):
     base = write(tmp_path, "base.json", latency_record({"fcn8s": samples(100, 1)}))
     cur = write(tmp_path, "cur.json", latency_record({"fcn8s": samples(70, 2)}))
-    comparison = cmp.compare_paths(base, cur, cmp.load_tolerances())
-    assert {f.metric: f.verdict for f in comparison.findings}["p50_ms"] == cmp.IMPROVED
+    comparison = compare_paths(base, cur, load_tolerances())
+    assert {f.metric: f.verdict for f in comparison.findings}["p50_ms"] == IMPROVED
     assert not comparison.failed
 
 
@@ -172,9 +142,9 @@ def test_without_samples_a_speed_gate_is_a_plain_threshold(tmp_path):
     cur_record = latency_record({"fcn8s": samples(130, 2)})
     for record in (base_record, cur_record):
         record["rows"][0]["samples_ms"] = None
-    comparison = cmp.compare_paths(write(tmp_path, "a.json", base_record),
-                                   write(tmp_path, "b.json", cur_record), cmp.load_tolerances())
-    assert {f.metric: f.verdict for f in comparison.findings}["p50_ms"] == cmp.REGRESSION
+    comparison = compare_paths(write(tmp_path, "a.json", base_record),
+                                   write(tmp_path, "b.json", cur_record), load_tolerances())
+    assert {f.metric: f.verdict for f in comparison.findings}["p50_ms"] == REGRESSION
 
 
 def test_normalize_by_calibration_turns_times_into_ratios(tmp_path):
@@ -225,7 +195,7 @@ def test_newer_schema_version_exits_2(tmp_path):
 
 
 def test_mismatched_schema_versions_exit_2(tmp_path, monkeypatch):
-    monkeypatch.setattr(cmp, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(record_rows, "SCHEMA_VERSION", 2)
     old, new = evaluate_record(), evaluate_record()
     new["schema_version"] = 2
     result = run([write(tmp_path, "a.json", old), write(tmp_path, "b.json", new)])
@@ -249,7 +219,7 @@ def test_folders_match_every_record_inside(tmp_path):
         write_json(folder / "latency.json", latency_record({"fcn8s": samples(slow, 1)}))
         write_json(folder / "nested" / "eval.json", evaluate_record())
         (folder / "tolerances.json").write_text('{"default": []}')  # not a record: skipped
-    comparison = cmp.compare_paths(tmp_path / "base", tmp_path / "cur", cmp.load_tolerances())
+    comparison = compare_paths(tmp_path / "base", tmp_path / "cur", load_tolerances())
     kinds = {dict(f.identity)["kind"] for f in comparison.findings}
     assert kinds == {"latency", "evaluate"}
     assert not comparison.failed
@@ -262,7 +232,7 @@ def test_repeated_runs_in_a_folder_are_pooled(tmp_path):
                    latency_record({"fcn8s": samples(100, index, n=10)}))
         write_json(tmp_path / "cur" / f"{index}.json",
                    latency_record({"fcn8s": samples(100, 10 + index, n=10)}))
-    comparison = cmp.compare_paths(tmp_path / "base", tmp_path / "cur", cmp.load_tolerances())
+    comparison = compare_paths(tmp_path / "base", tmp_path / "cur", load_tolerances())
     assert any("pooled" in note for note in comparison.notes)
     assert not comparison.failed
 
@@ -279,7 +249,7 @@ def test_reproduce_rows_inherit_the_record_identity(tmp_path):
                            rows=rows)
 
     base, cur = write(tmp_path, "a.json", reproduce(0)), write(tmp_path, "b.json", reproduce(3))
-    comparison = cmp.compare_paths(base, cur, cmp.load_tolerances())
+    comparison = compare_paths(base, cur, load_tolerances())
     failing = {(dict(f.identity)["backend"], f.metric) for f in comparison.failures}
     assert ("torch", "mean_iou") in failing and ("tensorflow", "mean_iou") in failing
     assert all(dict(f.identity)["split"] == "seg11valid" for f in comparison.findings)
@@ -307,7 +277,7 @@ def pytest_benchmark_file(path, median_s: float, seed: int, with_data: bool = Tr
 def test_pytest_benchmark_json_is_compared_in_milliseconds(tmp_path):
     base = pytest_benchmark_file(tmp_path / "0001_a.json", 0.100, 1)
     slow = pytest_benchmark_file(tmp_path / "0002_b.json", 0.150, 2)
-    rows = cmp.load_side(base).rows
+    rows = load_side(base).rows
     assert rows[0].kind == "pytest-benchmark"
     assert dict(rows[0].identity)["benchmark"] == "test_forward[fcn8s-torch]"
     assert dict(rows[0].identity)["variant"] == "fcn8s"
@@ -339,17 +309,6 @@ def test_output_file_is_written(tmp_path):
     assert out.read_text().startswith("### Accuracy")
 
 
-def test_label_maps_round_trip_and_count_changes():
-    labels = [np.arange(12, dtype=np.uint8).reshape(3, 4), np.zeros((2, 5), np.uint8)]
-    encoded = cmp.encode_label_maps(labels)
-    decoded = cmp.decode_label_maps(encoded)
-    assert decoded.pixels.size == 22
-    changed = [labels[0], np.ones((2, 5), np.uint8)]
-    assert decoded.changed_pixels(cmp.decode_label_maps(cmp.encode_label_maps(changed))) == 10
-    with pytest.raises(cmp.RecordError, match="label_maps"):
-        cmp.decode_label_maps("zlib+base64:!!!")
-
-
 def one_backend_reproduce_record(shift: int) -> dict:
     row = evaluate_record(shift, backend="torch", device="cpu", variant="fcn8s")
     for key in ("schema_version", "kind", "provenance"):
@@ -369,15 +328,15 @@ def test_records_of_different_kinds_exit_2_naming_both(tmp_path):
 def test_a_reproduce_and_an_evaluate_record_of_the_same_predictions_match(tmp_path):
     """Issue 11.6: `evaluate` re-scoring reproduce's --save-predictions must match row for row."""
     base = write(tmp_path, "rep.json", one_backend_reproduce_record(2))
-    same = cmp.compare_paths(base, write(tmp_path, "same.json", evaluate_record(2)),
-                             cmp.load_tolerances())
+    same = compare_paths(base, write(tmp_path, "same.json", evaluate_record(2)),
+                             load_tolerances())
     assert not same.failed
     verdicts = {f.metric: f.verdict for f in same.findings}
     assert verdicts["mean_iou"] == verdicts["confusion_matrix"] == "ok"
     assert "(row)" not in verdicts  # no row is missing on either side
     assert any("compared as accuracy records, matched on split" in n for n in same.notes)
-    worse = cmp.compare_paths(base, write(tmp_path, "worse.json", evaluate_record(5)),
-                              cmp.load_tolerances())
+    worse = compare_paths(base, write(tmp_path, "worse.json", evaluate_record(5)),
+                              load_tolerances())
     assert {f.metric for f in worse.failures} >= {"mean_iou", "pixel_accuracy"}
 
 
@@ -392,15 +351,15 @@ def test_a_wide_comparison_fits_120_columns_with_a_legend_of_cases(tmp_path):
             for variant in VARIANTS for backend in ("torch", "tensorflow")]
         return make_latency_record(LatencyRun(rows, {}, "all cells", {}), {})
 
-    comparison = cmp.compare_paths(write(tmp_path, "a.json", matrix(100.0, 0)),
+    comparison = compare_paths(write(tmp_path, "a.json", matrix(100.0, 0)),
                                    write(tmp_path, "b.json", matrix(112.0, 1)),
-                                   cmp.load_tolerances())
-    text = cmp.render(comparison, "plain")
+                                   load_tolerances())
+    text = render(comparison, "plain")
     assert max(len(line) for line in text.splitlines()) <= 120, text
     assert "every row: kind=latency, device=cpu" in text
     assert "A = fcn32s/torch," in text and "H = fcn8s-atonce/tensorflow" in text
     assert "\nA       p50_ms" in text and "  +10%  " in text  # the gate's bound, not its metric
-    narrow = cmp.compare_paths(write(tmp_path, "c.json", evaluate_record(0)),
+    narrow = compare_paths(write(tmp_path, "c.json", evaluate_record(0)),
                                write(tmp_path, "d.json", evaluate_record(1)),
-                               cmp.load_tolerances())
-    assert "cases:" not in cmp.render(narrow, "plain")  # a narrow table keeps its columns
+                               load_tolerances())
+    assert "cases:" not in render(narrow, "plain")  # a narrow table keeps its columns

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.ci.compare import REGRESSION, load_tolerances
+from bench.ci.gates import load_tolerances
 from bench.ci.golden import (
     GOLDEN_BASELINE,
     GoldenConfig,
@@ -30,6 +30,7 @@ from bench.ci.golden import (
     without_skip,
     without_stream,
 )
+from bench.ci.judge import REGRESSION
 from bench.cli.app import cli
 from bench.core.errors import UsageError
 from bench.core.json_text import to_json

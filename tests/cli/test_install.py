@@ -4,6 +4,7 @@ runs the same commands as `python cli.py`."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_wheel_installs_bench_and_backends_and_a_working_console_script(tmp_path):
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("bench", "backends"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "cli.py"):
+        shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--wheel-dir", str(wheels), str(ROOT)],
+                    "--no-build-isolation", "--wheel-dir", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300, cwd=tmp_path)
     (wheel,) = wheels.glob("fcn_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.ci import compare
-from bench.ci.compare import CompareOptions, RecordError, bootstrap_delta_interval, load_side
+from bench.ci import record_rows
+from bench.ci.gates import parse_gate
+from bench.ci.judge import OK, CompareOptions, _judge_number
+from bench.ci.record_files import RecordError
+from bench.ci.record_rows import Row, load_side
+from bench.ci.speed_stats import bootstrap_delta_interval
 from bench.cli.app import cli
 from bench.core.errors import FcnBenchError, UsageError, printable
 from bench.perf.latency import CellResult, TimingPolicy, WarmupPolicy
@@ -65,7 +69,7 @@ def test_bad_samples_are_a_malformed_record(tmp_path, samples):
 
 
 def test_sample_count_is_capped(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare, "MAX_SAMPLES", 10)
+    monkeypatch.setattr(record_rows, "MAX_SAMPLES", 10)
     path = _latency_record(tmp_path / "r.json", 1.0, [1.0] * 11)
     with pytest.raises(RecordError, match="11 samples"):
         load_side(path)
@@ -87,11 +91,10 @@ def test_pytest_benchmark_nan_mean_is_malformed(tmp_path):
 
 
 def test_overflowing_difference_is_not_ok():
-    row = compare.Row(kind="latency", identity=(), metrics={}, source="s", schema="x")
-    gate = compare.parse_gate("p50_ms:+10%")
-    finding = compare._judge_number("p50_ms", -1e308, 1e308, gate, (), row, row,
-                                    CompareOptions())
-    assert finding.verdict != compare.OK
+    row = Row(kind="latency", identity=(), metrics={}, source="s", schema="x")
+    gate = parse_gate("p50_ms:+10%")
+    finding = _judge_number("p50_ms", -1e308, 1e308, gate, (), row, row, CompareOptions())
+    assert finding.verdict != OK
 
 
 # -- F4: confidence validated in the library ---------------------------------------------------
@@ -139,7 +142,7 @@ def test_over_long_split_id_is_refused(tmp_path):
 
 def test_infinite_gate_bound_is_refused():
     with pytest.raises(UsageError, match="finite"):
-        compare.parse_gate("p50_ms:+1e400")
+        parse_gate("p50_ms:+1e400")
 
 
 # -- W6 / history: unknown metrics and undefined values -----------------------------------------

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bench.ci.compare import load_side
 from bench.ci.history import load_history
+from bench.ci.record_rows import load_side
 from bench.core.errors import FcnBenchError, WeightsError
 from bench.data.labels import read_label_png
 from bench.data.voc import read_sbd_mat

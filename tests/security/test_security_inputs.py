@@ -243,7 +243,7 @@ def test_library_errors_reaching_the_cli_are_one_line(monkeypatch):
     ("[" * 10_000 + "]" * 10_000, "nested more than 64 levels deep"),
 ])
 def test_solver_state_of_the_wrong_shape_is_one_line(tmp_path, content, message):
-    from bench.train.loop import read_solver_state
+    from bench.train.resume import read_solver_state
 
     path = tmp_path / "fcn8s_iter_4.solver.json"
     path.write_text(content)

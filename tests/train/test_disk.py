@@ -10,16 +10,15 @@ from bench.cli.app import cli
 from bench.model.spec import build_spec
 from bench.train import disk
 from bench.train.disk import plan_disk, snapshot_bytes, snapshot_iterations
-from bench.train.loop import (
-    DEFAULT_KEEP_SNAPSHOTS,
-    HEAVY,
-    TrainingInterrupted,
-    list_snapshots,
-    load_resume_state,
-    run_training,
-    solver_plan,
-)
-from tests.train.test_train import NARROW, FakeTrainer, _run, _setup, make_tiny_data
+from bench.train.loop import run_training
+from bench.train.plan import solver_plan
+from bench.train.recipes import HEAVY
+from bench.train.resume import load_resume_state
+from bench.train.run_config import DEFAULT_KEEP_SNAPSHOTS
+from bench.train.snapshots import list_snapshots
+from bench.train.stopping import TrainingInterrupted
+from tests.train.test_loop import FakeTrainer, _run, _setup
+from tests.train.test_train import NARROW, make_tiny_data
 
 
 def _learned(spec):

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from bench.train.loop import SnapshotPaths
+from bench.train.snapshots import SnapshotPaths
 from tests.train.test_train import NARROW, make_tiny_data, train_cli
 
 pytestmark = pytest.mark.torch

@@ -15,7 +15,8 @@ from backends.tensorflow.train import TensorflowTrainer, summed_pixel_loss  # no
 from bench.core.errors import FcnBenchError  # noqa: E402
 from bench.model.init import random_params  # noqa: E402
 from bench.model.spec import build_spec  # noqa: E402
-from bench.train.loop import CVPR, HEAVY, solver_plan  # noqa: E402
+from bench.train.plan import solver_plan  # noqa: E402
+from bench.train.recipes import CVPR, HEAVY  # noqa: E402
 from tests.train.test_train import (  # noqa: E402
     NARROW,
     caffe_softmax_loss,

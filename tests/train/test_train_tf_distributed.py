@@ -21,15 +21,11 @@ from safetensors.numpy import load_file  # noqa: E402
 from backends.tensorflow.train import TensorflowTrainer  # noqa: E402
 from bench.data.voc import SBDDataset, sbd_dir  # noqa: E402
 from bench.model.spec import build_spec  # noqa: E402
-from bench.train.loop import (  # noqa: E402
-    DEFAULT_SEED,
-    HEAVY,
-    Sampler,
-    SnapshotPaths,
-    dropout_seed,
-    random_initial_params,
-    solver_plan,
-)
+from bench.train.init_weights import random_initial_params  # noqa: E402
+from bench.train.plan import solver_plan  # noqa: E402
+from bench.train.recipes import HEAVY  # noqa: E402
+from bench.train.sampler import DEFAULT_SEED, Sampler, dropout_seed  # noqa: E402
+from bench.train.snapshots import SnapshotPaths  # noqa: E402
 from tests.train.test_train import NARROW, make_tiny_data  # noqa: E402
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]

@@ -19,7 +19,9 @@ from backends.torch.train import TorchTrainer, summed_pixel_loss  # noqa: E402
 from bench.cli.app import cli  # noqa: E402
 from bench.model.init import random_params  # noqa: E402
 from bench.model.spec import build_spec  # noqa: E402
-from bench.train.loop import CVPR, HEAVY, SnapshotPaths, list_snapshots, solver_plan  # noqa: E402
+from bench.train.plan import solver_plan  # noqa: E402
+from bench.train.recipes import CVPR, HEAVY  # noqa: E402
+from bench.train.snapshots import SnapshotPaths, list_snapshots  # noqa: E402
 from bench.weights.archive import load_archive  # noqa: E402
 from tests.train.test_train import (  # noqa: E402
     NARROW,

@@ -18,15 +18,9 @@ from bench.data.synthetic import make_sbd, make_voc
 from bench.data.synthetic_zoo import write_nyud_tree, write_siftflow_tree
 from bench.model.spec import build_spec
 from bench.train.data import TrainingView
-from bench.train.loop import (
-    ALEXNET,
-    BGRD_LAYER,
-    HEAVY,
-    LOG_NAME,
-    default_recipe,
-    initial_params,
-    read_log,
-)
+from bench.train.init_weights import BGRD_LAYER, initial_params
+from bench.train.log import LOG_NAME, read_log
+from bench.train.recipes import ALEXNET, HEAVY, default_recipe
 
 NARROW = 16
 
@@ -157,7 +151,7 @@ def test_short_training_learns_every_family(tmp_path, model, dataset, split, lr)
 def test_color_hha_starts_from_a_colour_and_an_hha_fcn32s(tmp_path):
     """REF's suffix transplant: conv1_1 of the colour net -> conv1_1color, of HHA -> conv1_1hha."""
     from bench.model.init import random_params
-    from bench.train.loop import load_init
+    from bench.train.init_weights import load_init
     from bench.weights.archive import archive_metadata, save_archive
 
     archives = {}
