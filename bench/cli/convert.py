@@ -70,8 +70,9 @@ def command(paths: tuple[str, ...], variant: str | None, init_for: str | None,
     from pathlib import Path
 
     from bench.core.outputs import Output, check_outputs
-    from bench.weights.convert import ProgressBars, convert, convert_random
+    from bench.weights.convert import convert, convert_random
     from bench.weights.fusion import convert_fused
+    from bench.weights.progress import ProgressBars
 
     if fuse:
         if random_weights or len(paths) != 1 or variant is None:

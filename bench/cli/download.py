@@ -1,7 +1,7 @@
 """`download`: datasets, the seg11valid list and weights, resumable and checksum-verified.
 
-Thin: parses options and prints what was done; the work is bench/downloads/fetch.py (catalog, HTTP,
-extraction). Imports no framework.
+Thin: parses options and prints what was done; the work is bench/downloads/ (provision.py: fetch,
+extract, convert and mark complete; fetch.py: verification and trust; transfer.py: HTTP).
 """
 
 from __future__ import annotations

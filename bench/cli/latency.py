@@ -31,21 +31,17 @@ from bench.evaluation.published import paper_latency_ms
 from bench.model.init import random_params
 from bench.model.spec import MODEL_NAMES, VARIANTS, FcnSpec, build_spec, resolve_model
 from bench.perf.budget import check_fits, estimate_cell
-from bench.perf.latency import (
-    DEFAULT_POLICIES,
-    METHODOLOGY,
+from bench.perf.cells import (
     MODES,
     CellKey,
     CellResult,
-    LatencyRun,
-    available_memory_bytes,
     default_modes,
-    host_info,
-    make_row,
-    measure,
     nvidia_gpu_visible,
     plan_cells,
 )
+from bench.perf.host import available_memory_bytes, host_info
+from bench.perf.latency import METHODOLOGY, LatencyRun, make_row, measure
+from bench.perf.policy import DEFAULT_POLICIES
 from bench.perf.report import (
     TABLE_FORMATS,
     check_plot_path,

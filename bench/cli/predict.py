@@ -108,7 +108,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     from bench.evaluation.overlay import class_shares, overlay_png
     from bench.model.memory import check_forward_memory, forward_bytes
     from bench.model.spec import resolve_model
-    from bench.weights.archive import archive_spec, load_weights
+    from bench.weights.archive import open_archive
 
     outputs = {"--out-labels": (out_labels, ".png", "label PNG"),
                "--out-scores": (out_scores, ".npy", "scores"),
@@ -121,7 +121,8 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     given = {"--image": image_path, "--hha": hha_path, "--depth": depth_path}
     # The model (from the archive's header: content, never the file name) says which inputs
     # and heads there are, before any input or the tensors are read.
-    spec = archive_spec(weights, variant)
+    archive = open_archive(weights, variant)
+    spec = archive.spec
     entry = resolve_model(spec.variant)
     needed = {INPUT_OPTIONS[item.kind]: item for item in entry.inputs}
     for option, path in given.items():
@@ -150,7 +151,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
     check_forward_memory(f"{spec.variant} on a {in_width}x{in_height} image ({precision})",
                          forward_bytes(spec, in_height, in_width, precision=precision), device,
                          advice="use a smaller image")
-    spec, params, _ = load_weights(weights, spec.variant)
+    params = archive.read_tensors()
 
     backend = backends.create_backend(backend_name, spec,
                                       RunOptions(device=device, precision=precision))

@@ -120,10 +120,10 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     from bench.core.outputs import dataset_inputs, safe_file_part
     from bench.data.model_data import dataset_name, open_model_dataset, reference_variant
     from bench.data.voc import resolve_split_prefix
+    from bench.downloads.cached_weights import open_model_weights, open_voc_weights
     from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch, keyed_path
     from bench.evaluation.runner import data_fingerprint, run_evaluation
     from bench.model.spec import resolve_model
-    from bench.weights.archive import load_voc_weights, sha256_file
 
     backends = resolve_backend_choices(backend_choice)
     rank, world_size = torchrun_world()
@@ -132,12 +132,14 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     entry = resolve_model(variant)
     variant, data_name = entry.key, dataset_name(entry)
     root = data_root if data_root is not None else default_data_root()
+    # The archive's header is read once; its tensors are checked before the data is touched.
+    archive = (open_voc_weights if data_name == "voc" else open_model_weights)(variant, weights)
+    weights_path, spec, metadata = archive.path, archive.spec, archive.metadata
+    params = archive.read_tensors()
     if data_name == "voc":
         split = split or "seg11valid"
-        weights_path, spec, params, metadata = load_voc_weights(variant, weights)
         dataset, full_count = resolve_split_prefix(root, split, limit)
     else:
-        weights_path, spec, params, metadata = _load_model_weights(variant, weights)
         dataset = open_model_dataset(entry, root, split)
         split = split or dataset.name
         full_count = len(dataset)
@@ -160,7 +162,7 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
 
     say(f"hashing weights and data ({plural(len(dataset), 'image')}) for the record and the "
         "checkpoint key ...", err=True)
-    weights_sha = sha256_file(weights_path)
+    weights_sha = archive.sha256
     fingerprint = data_fingerprint(dataset)
 
     group = _evaluation_group(world_size, device)
@@ -258,22 +260,6 @@ def command(variant: str, backend_choice: tuple[str, ...], data_root: Path | Non
     if any(run.verdict == "differs" for run in runs):
         raise FcnBenchError(f"{variant} does not reproduce the published numbers within "
                             "tolerance (see the table above)")
-
-
-def _load_model_weights(variant: str, weights: Path | None):
-    """(path, spec, params, metadata) of a non-VOC model: --weights, else its converted
-    weights in the cache (a missing file names the command that fetches them)."""
-    from bench.core.errors import WeightsError
-    from bench.downloads.cache import default_weights_path
-    from bench.weights.archive import load_weights
-
-    path = weights if weights is not None else default_weights_path(variant)
-    if not path.exists():
-        raise WeightsError(path, "no such file" if weights is not None else
-                           f"no converted {variant} weights in the cache: run `python cli.py "
-                           f"download weights {variant}`, or pass --weights FILE")
-    spec, params, metadata = load_weights(path, variant)
-    return path, spec, params, metadata
 
 
 def _quiet(*args: object, **kwargs: object) -> None:

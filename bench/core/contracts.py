@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -225,3 +226,95 @@ class Trainer(Protocol):
 
     def close(self) -> None:
         """Release process-group resources (data-parallel runs)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data sets: what the evaluation loop (bench/evaluation/runner.py), the golden suite and the
+# training loop read of one. bench.data.voc's VOC and SBD sets (one image, one label per id) are
+# a `Dataset`; bench.data.base.SegmentationSet (named inputs, one label map per head: NYUDv2,
+# SIFT Flow, PASCAL-Context, ADE20K) is a `MultiHeadDataset`.
+
+
+class ImageSample(Protocol):
+    """One decoded VOC/SBD id: `image` float32 (3, H, W) preprocessed, `label` uint8 (H, W)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def image(self) -> np.ndarray: ...
+    @property
+    def label(self) -> np.ndarray: ...
+
+
+class NamedSample(Protocol):
+    """One decoded id of a multi-input set: `inputs` name -> float32 (C, H, W) as the network's
+    inputs are named, `labels` head -> uint8 (H, W)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def labels(self) -> Mapping[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A split of a data set: its ids in order, where they came from, and how to load one.
+
+    `load(id)` decodes and preprocesses one id (a DataError naming the file on any problem);
+    `image_path`/`label_path` name the files that identify it (fingerprints, error messages).
+    """
+
+    name: str
+    ids: list[str]
+    source: Path
+
+    def __len__(self) -> int: ...
+
+    def load(self, image_id: str) -> ImageSample | NamedSample: ...
+
+    def image_path(self, image_id: str) -> Path: ...
+
+    def label_path(self, image_id: str) -> Path: ...
+
+
+class Confusion(Protocol):
+    """A confusion matrix being accumulated, rows = truth, columns = prediction, with its
+    data set's ignore and scoring rules (bench.evaluation.metrics.ConfusionMatrix)."""
+
+    matrix: np.ndarray
+
+    def update(self, label: np.ndarray, pred: np.ndarray) -> Confusion: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+class ScoredHead(Protocol):
+    """One output head of a data set: its name and its empty confusion matrix (the head's
+    classes, ignore label and scoring rules)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def confusion(self) -> Confusion: ...
+
+
+@runtime_checkable
+class MultiHeadDataset(Dataset, Protocol):
+    """A data set with named inputs and one label map per head, scored per head."""
+
+    heads: tuple[ScoredHead, ...]
+
+    def load(self, image_id: str) -> NamedSample: ...
+
+    def files(self, image_id: str) -> dict[str, Path]:
+        """Every file an id needs: {input name or head name: path}."""
+
+    def confusions(self) -> dict[str, Confusion]:
+        """One empty confusion matrix per head, in head order."""
+
+    def summarize(self, confusions: Mapping[str, Confusion]) -> dict[str, Any]:
+        """The data set's metrics from the per-head matrices."""
+
+    def metric_notes(self) -> list[str]: ...

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import DataError, UsageError
+from bench.core.inputs import NYUD_COLOR_MEAN, NYUD_HHA_MEAN, NYUD_LOG_DEPTH_MEAN, float32_mean
 from bench.data.base import (
     SPLITS_DIR,
     Head,
@@ -31,9 +32,9 @@ from bench.data.labels import VOID_LABEL
 NAME = "nyud"
 CLASSES = read_class_names("nyud.txt")  # REF data/nyud/classes.txt, output order
 # REF nyud_layers.py keeps its means as float32 arrays; the subtraction happens in float32.
-MEAN_COLOR_BGR = np.array((116.190, 97.203, 92.318), dtype=np.float32)
-MEAN_HHA = np.array((132.431, 94.076, 118.477), dtype=np.float32)  # file channel order
-MEAN_LOG_DEPTH = np.array((7.844,), dtype=np.float32)
+MEAN_COLOR_BGR = float32_mean(NYUD_COLOR_MEAN)
+MEAN_HHA = float32_mean(NYUD_HHA_MEAN)  # file channel order
+MEAN_LOG_DEPTH = float32_mean(NYUD_LOG_DEPTH_MEAN)
 ID_PATTERN = r"\d{1,6}"
 # Published lists (REF data/nyud/*.txt at 1305c73): count and SHA-256 of the canonical text.
 PINS = {

@@ -20,8 +20,9 @@ from PIL import Image
 from scipy import ndimage
 
 from bench.core.atomic import atomic_write_bytes
+from bench.data.id_lists import write_id_list
 from bench.data.labels import NUM_CLASSES, VOC_PALETTE, VOID_LABEL, encode_label_png
-from bench.data.voc import SPLIT_SUBDIR, write_id_list
+from bench.data.voc import SPLIT_SUBDIR
 
 # One colour per class: the VOC palette for the 20 objects, a dark grey background (palette 0 is
 # black, which noise would clip). Noise is small next to the colour differences: learnable.

@@ -1,4 +1,4 @@
-"""PASCAL VOC and SBD on disk: layouts, split lists, decoding, REF preprocessing, prefetching.
+"""PASCAL VOC and SBD on disk: layouts, seg11valid, decoding, REF preprocessing, the splits.
 
 Data root layout (what `python cli.py download ...` produces):
     DATA_ROOT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}
@@ -6,25 +6,23 @@ Data root layout (what `python cli.py download ...` produces):
     DATA_ROOT/benchmark_RELEASE/dataset/{img,cls,cls_png,train.txt,val.txt}   (SBD)
     DATA_ROOT/splits/seg11valid.txt            (the 736-image validation list, cached)
 
-Framework-free: numpy, Pillow and scipy.io only; never imports torch or tensorflow.
+Split lists are read by bench.data.id_lists, samples prefetched by bench.data.prefetch; fetching
+seg11valid is the downloader's job (bench.downloads.provision). numpy, Pillow and scipy.io only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 
-from bench.core.atomic import atomic_write_text
-from bench.core.errors import DataError, UsageError, escape_controls, not_a_file, printable
+from bench.core.errors import DataError, UsageError, not_a_file
+from bench.core.inputs import MEAN_BGR
+from bench.data.id_lists import id_list_sha256, read_id_list, write_id_list
 from bench.data.labels import (
     NUM_CLASSES,
     check_label_values,
@@ -34,11 +32,8 @@ from bench.data.labels import (
 )
 from bench.data.matfile import check_mat_inflated_size
 
-# Per-channel mean of Caffe's ILSVRC-2012 mean image, B, G, R (REF voc_layers.py), *not* the VGG
-# team's (103.939, 116.779, 123.68). Kept float64 on purpose: REF subtracts a float64 array from a
-# float32 image in place, so each pixel is computed in float64 and rounded once; a float32 mean
-# would round the mean first and can differ by one ulp.
-MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float64)
+# Re-exported for bench/train/loop.py and bench/cli/evaluate.py until they import it from its home.
+from bench.data.prefetch import prefetch as prefetch
 
 SPLIT_SUBDIR = Path("ImageSets", "Segmentation")
 VOC_SPLITS = ("train", "val", "trainval")      # devkit lists, read from VOC2012
@@ -57,10 +52,6 @@ SEG11VALID_URL = ("https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvisio
 # SBD's cls/*.mat files are 5-60 KB; a label file this large is not one (its decompressed
 # arrays are what costs memory, see docs/security.md).
 MAX_MAT_BYTES = 16 * 2**20
-MAX_SPLIT_BYTES = 16 * 2**20  # a split list is one short id per line
-# An id names a file (<id>.jpg): longer than a file name can be is not an id, and quoting a
-# 10-million-character one made a 10 MB error "line" (docs/security.md).
-MAX_ID_CHARS = 255
 _MISSING_LISTED = 3  # how many missing files an error message spells out
 
 
@@ -86,59 +77,6 @@ _DEMO_HINT = ("to try without downloads: `python cli.py demo --data-root demo`, 
 
 def _download_hint(*names: str) -> str:
     return " and ".join(f"`python cli.py download {name}`" for name in names)
-
-
-# -- id lists -----------------------------------------------------------------------------------
-
-def format_id_list(ids: Iterable[str]) -> str:
-    """Canonical id-list text: distinct ids, sorted, one per line, final newline (as REF ships)."""
-    return "".join(f"{image_id}\n" for image_id in sorted(set(ids)))
-
-
-def id_list_sha256(ids: Iterable[str]) -> str:
-    """SHA-256 of the canonical text of `ids` (independent of order and line endings on disk)."""
-    return hashlib.sha256(format_id_list(ids).encode("utf-8")).hexdigest()
-
-
-def write_id_list(path: str | Path, ids: Iterable[str]) -> Path:
-    """Write an id list atomically in the canonical form; returns the path."""
-    path = Path(path)
-    atomic_write_text(path, format_id_list(ids))
-    return path
-
-
-def read_id_list(path: str | Path) -> list[str]:
-    """Ids of a split file in file order (blank lines and surrounding spaces ignored)."""
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_SPLIT_BYTES:
-            raise DataError(path, f"{path.stat().st_size / 2**20:.0f} MiB is too large for a "
-                                  f"split list (SBD train, 8,498 ids, is 100 KB; limit "
-                                  f"{MAX_SPLIT_BYTES // 2**20} MiB)")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise DataError(path, "split list not found") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(path, f"cannot read split list: {error}") from error
-    ids = [line.strip() for line in text.splitlines() if line.strip()]
-    long = next((number for number, image_id in enumerate(ids, 1)
-                 if len(image_id) > MAX_ID_CHARS), None)
-    if long is not None:
-        raise DataError(path, f"id number {long} is {len(ids[long - 1]):,} characters long "
-                              f"(limit {MAX_ID_CHARS}, like a file name); not a list of image ids")
-    bad = [image_id for image_id in ids if "/" in image_id or "\\" in image_id or ".." in image_id
-           or escape_controls(image_id) != image_id]
-    if bad:
-        raise DataError(path, f"not a list of image ids (e.g. '{printable(bad[0])[:80]}'); "
-                              "expected one id per line such as 2007_000033, without control "
-                              "characters")
-    repeated = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
-    if repeated:
-        shown = ", ".join(repeated[:5]) + (f", ... ({len(repeated)} in all)"
-                                           if len(repeated) > 5 else "")
-        raise DataError(path, f"split list names the same id more than once ({shown}); each "
-                              "image would be counted twice: remove the repeats")
-    return ids
 
 
 # -- seg11valid ---------------------------------------------------------------------------------
@@ -170,7 +108,8 @@ def validate_seg11valid(ids: Sequence[str], source: str | Path) -> None:
 def seg11valid_ids(data_root: str | Path) -> list[str]:
     """The validated seg11valid ids, from a cached list or derived from VOC2011 val and SBD train.
 
-    Never touches the network: `download_seg11valid` (the `download seg11valid` command) does.
+    Never touches the network: bench.downloads.provision.download_seg11valid (the `download
+    seg11valid` command) does.
     A derived list is cached under DATA_ROOT/splits/ after it passed validation.
     """
     data_root = Path(data_root)
@@ -200,16 +139,6 @@ def seg11valid_ids(data_root: str | Path) -> list[str]:
                            f"{' and '.join(missing)}; or fetch the list alone with "
                            f"{_download_hint(SEG11VALID)} (its images still come from voc2011 "
                            f"or voc2012); {_DEMO_HINT}")
-
-
-def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path:
-    """Fetch the published list (pinned SHA-256) into DATA_ROOT/splits/ and validate it."""
-    from bench.downloads.fetch import download_file  # written in parallel; needed only here
-
-    cache = seg11valid_cache_path(data_root)
-    download_file([SEG11VALID_URL], cache, sha256=SEG11VALID_SHA256, progress=progress)
-    validate_seg11valid(read_id_list(cache), cache)
-    return cache
 
 
 # -- decoding and preprocessing ------------------------------------------------------------------
@@ -508,41 +437,3 @@ def resolve_split_prefix(data_root: str | Path, split: str, limit: int | None
         dataset = VOCDataset(dataset.voc_dir, dataset.ids[:limit], name=dataset.name,
                              source=dataset.source)
     return dataset, full
-
-
-# -- prefetching ----------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def prefetch(dataset: Any, workers: int = 2, depth: int = 8,
-             load: Callable[[str], T] | None = None) -> Iterator[T]:
-    """Yield `load(id)` (default `dataset.load`) for `dataset.ids` in order, decoding ahead.
-
-    At most `depth` items are queued or in flight (bounded memory). The first failure in id order
-    is raised when its turn comes (decoding errors are DataErrors naming the file). Closing the
-    iterator early, an exception or KeyboardInterrupt in the consumer cancels the queued work and
-    waits for the few running decodes, so no thread outlives the loop. workers=0 decodes inline.
-    """
-    load = load if load is not None else dataset.load
-    ids = iter(list(dataset.ids))
-    if workers <= 0:
-        yield from (load(image_id) for image_id in ids)
-        return
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fcn-prefetch")
-    pending: deque[Future[T]] = deque()
-    try:
-        for image_id in ids:
-            pending.append(executor.submit(load, image_id))
-            if len(pending) >= max(1, depth):
-                break
-        while pending:
-            item = pending.popleft().result()
-            next_id = next(ids, None)
-            if next_id is not None:
-                pending.append(executor.submit(load, next_id))
-            yield item
-    finally:
-        for future in pending:
-            future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)

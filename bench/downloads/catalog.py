@@ -184,7 +184,7 @@ CATALOG: dict[str, Source] = {source.name: source for source in (
         checksum_source="bench.data.voc (pinned from the REF repository file)",
         expect=(f"splits/{SEG11VALID}.txt",),
         note="736 ids: VOC2011 segval minus SBD train (CVPR footnote 7); fetched by "
-             "bench.data.voc.download_seg11valid, which also validates the count"),
+             "bench.downloads.provision.download_seg11valid, which also validates the count"),
     _caffe_fcn("fcn32s", "fcn32s-heavy-pascal"),
     _caffe_fcn("fcn16s", "fcn16s-heavy-pascal"),
     _caffe_fcn("fcn8s", "fcn8s-heavy-pascal", sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962",

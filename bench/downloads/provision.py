@@ -20,16 +20,18 @@ from bench.core.atomic import atomic_write_text
 from bench.core.errors import DataError, DownloadError, UsageError
 from bench.core.json_text import to_json
 from bench.core.records import utc_now
+from bench.data.id_lists import read_id_list
 from bench.data.voc import (
     SEG11VALID_SHA256,
+    SEG11VALID_URL,
     convert_sbd_labels,
-    download_seg11valid,
     seg11valid_cache_path,
+    validate_seg11valid,
 )
 from bench.downloads.cache import default_weights_path
 from bench.downloads.catalog import Source, get_source, verify_file
 from bench.downloads.extract import leftover_staging, safe_extract
-from bench.downloads.fetch import Log, _stderr, fetch_source, fetch_verified
+from bench.downloads.fetch import Log, _stderr, download_file, fetch_source, fetch_verified
 from bench.downloads.lock import exclusive, lock_path_for
 
 STATE_DIR = ".fcn-bench"  # inside DATA_ROOT: the extraction lock and the completeness markers
@@ -140,6 +142,15 @@ def prepare_dataset(name: str, data_root: str | Path, *, archive: str | Path | N
     return result
 
 
+def download_seg11valid(data_root: str | Path, *, progress: bool = True) -> Path:
+    """Fetch the published seg11valid list (pinned SHA-256) into DATA_ROOT/splits/ and validate
+    it (736 ids, bench.data.voc.validate_seg11valid)."""
+    cache = seg11valid_cache_path(data_root)
+    download_file([SEG11VALID_URL], cache, sha256=SEG11VALID_SHA256, progress=progress)
+    validate_seg11valid(read_id_list(cache), cache)
+    return cache
+
+
 # ----------------------------------------------------------------------------------------------
 # Weights
 
@@ -159,7 +170,7 @@ def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
     """Download a weights file into the cache; an official FCN caffemodel is then converted to
     `bench.downloads.cache.default_weights_path(variant)`, where `reproduce` looks by default. The
     conversion holds `<archive>.lock`, so two runs convert once."""
-    from bench.weights.archive import read_header
+    from bench.weights.header import read_header
 
     source = get_source(name, "weights")
     path = fetch_source(source, progress=progress, log=log, allow_http=allow_http, **options)
@@ -177,7 +188,8 @@ def prepare_weights(name: str, *, progress: bool = True, log: Log = _stderr,
                 return result
             log(f"{target} holds other weights (origin {metadata.get('origin')!r}); "
                 "replacing it")
-        from bench.weights.convert import ProgressBars, convert
+        from bench.weights.convert import convert
+        from bench.weights.progress import ProgressBars
 
         bars = ProgressBars(enabled=progress, prefix="convert: ")
         try:

@@ -2,8 +2,7 @@
 what limits the comparison, and the "reproduce" JSON record.
 
 Works on finished runs (bench.evaluation.runner.RunResult plus bench.evaluation.published
-comparisons); the figures
-are bench.evaluation.plots. Framework-free: never imports torch or tensorflow.
+comparisons); the figures are bench.evaluation.plots.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
@@ -28,6 +27,11 @@ from bench.evaluation.published import (
     reference_split,
 )
 
+if TYPE_CHECKING:
+    from bench.core.contracts import Dataset
+    from bench.evaluation.runner import RunResult
+    from bench.model.spec import FcnSpec
+
 SUBSET_VERDICT = "not comparable (subset)"
 REFERENCE_POINT_NOTE = ("reference point: the paper's numbers come from the authors' own models, "
                         "not the released weights, so they are context, not a pass/fail target "
@@ -41,7 +45,7 @@ class BackendRun:
     name: str
     device: str
     environment: dict[str, Any]
-    result: Any  # bench.evaluation.runner.RunResult
+    result: RunResult
     summary: dict[str, Any]
     comparisons: list[Comparison]
     verdict: str
@@ -78,7 +82,7 @@ def reproduce_notes(*, variant: str, split: str, split_name: str, num_images: in
     return notes
 
 
-def weights_summary(path: Path, sha256: str, spec: Any, run_weights: str,
+def weights_summary(path: Path, sha256: str, spec: FcnSpec, run_weights: str,
                     metadata: Mapping[str, str]) -> dict[str, Any]:
     """The record's `weights` entry: file, hash, variant, what the weights are and their origin."""
     return {"path": str(path), "sha256": sha256, "variant": spec.variant,
@@ -211,7 +215,7 @@ def results_text(runs: Sequence[BackendRun], subset: bool,
 # Record
 
 
-def build_record(*, variant: str, split: str, dataset: Any, full_count: int, weights: dict,
+def build_record(*, variant: str, split: str, dataset: Dataset, full_count: int, weights: dict,
                  data_fingerprint: dict, runs: Sequence[BackendRun], notes: list[str],
                  reference_key: str | None = None) -> dict:
     """The "reproduce" record: one row per backend, each the evaluate record of

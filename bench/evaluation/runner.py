@@ -4,8 +4,8 @@ Batch 1 at each image's own size (REF reshapes the net per image; no resizing, n
 on the device (`Backend.predict_labels`), one dataset-level confusion matrix per output head
 (score.py), optional palette PNG predictions, checkpoints every N images. Serves bench.data.voc's
 VOCDataset (one image, one label) and every bench.data.sets set (named inputs, one label map per
-head: SIFT Flow's semantic and geometric). Framework-free: the backend is any
-backends.base.Backend; never imports torch or tensorflow.
+head: SIFT Flow's semantic and geometric). The data set and the backend are typed against the
+contracts of bench.core.contracts (`Dataset`, `MultiHeadDataset`, `Backend`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from tqdm import tqdm
 
+from bench.core.contracts import (
+    Backend,
+    Dataset,
+    ImageSample,
+    MultiHeadDataset,
+    NamedSample,
+    ScoredHead,
+)
 from bench.core.distributed import Shard
 from bench.core.errors import DataError, FcnBenchError
+from bench.data.id_lists import id_list_sha256
 from bench.data.labels import write_label_png
-from bench.data.voc import id_list_sha256, prefetch
+from bench.data.prefetch import prefetch_keys
 from bench.downloads.cache import file_digests
-from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch
+from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch, CheckpointState
 from bench.evaluation.metrics import ConfusionMatrix
 from bench.model.memory import ImageMemoryCheck
 
@@ -122,7 +130,7 @@ class DataFingerprint:
         return {**self.checkpoint_key(), "images_sha256": self._combined(self.image_sha256)}
 
 
-def data_fingerprint(dataset: Any) -> DataFingerprint:
+def data_fingerprint(dataset: Dataset) -> DataFingerprint:
     """Hash every label and image file of `dataset` (id order); ~0.1 s per 100 MB.
 
     A multi-file data set (`files(id)`: several inputs, one label file per head) gets one hash
@@ -146,13 +154,13 @@ def _combined_sha256(paths: Sequence[Path]) -> str:
     return hashlib.sha256("".join(_file_sha256(p) for p in paths).encode()).hexdigest()
 
 
-def _is_multi(dataset: Any) -> bool:
+def _is_multi(dataset: Dataset) -> TypeGuard[MultiHeadDataset]:
     """A bench.data.sets set (named inputs, per-head labels) rather than bench.data.voc's
     VOCDataset."""
     return hasattr(dataset, "heads") and hasattr(dataset, "confusions")
 
 
-def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
+def run_evaluation(dataset: Dataset, backend: Backend, *, num_classes: int = 21,
                    checkpoint: Checkpoint | None = None, resume: bool = False,
                    save_predictions: str | Path | None = None, progress: bool = True,
                    workers: int = 2, depth: int = 8, desc: str | None = None,
@@ -192,8 +200,7 @@ def run_evaluation(dataset: Any, backend: Any, *, num_classes: int = 21,
     resumed_from = len(done)
     out_dir = Path(save_predictions) if save_predictions is not None else None
     timing = LoopTiming()
-    remaining = SimpleNamespace(ids=ids[resumed_from:], load=dataset.load)
-    samples = prefetch(remaining, workers=workers, depth=depth)
+    samples = prefetch_keys(dataset.load, list(ids[resumed_from:]), workers=workers, depth=depth)
     if shard is not None:  # the bar counts this process's images, not the split's
         desc = f"{desc or 'evaluate'} (rank {shard.rank}: {len(ids)} of {len(all_ids)} images)"
     bar = tqdm(total=len(ids), initial=resumed_from, unit="img", desc=desc, file=sys.stderr,
@@ -285,7 +292,7 @@ def _like(confusion: ConfusionMatrix, matrix: np.ndarray) -> ConfusionMatrix:
     return result
 
 
-def _restore_other_heads(checkpoint: Checkpoint, state: Any,
+def _restore_other_heads(checkpoint: Checkpoint, state: CheckpointState,
                          confusions: dict[str, ConfusionMatrix], primary: str) -> None:
     """Heads after the first keep their matrices in the checkpoint's `head_matrices`."""
     if len(confusions) == 1:
@@ -302,20 +309,21 @@ def _restore_other_heads(checkpoint: Checkpoint, state: Any,
         matrix.matrix = values.astype(matrix.matrix.dtype)
 
 
-def _device_of(backend: Any) -> str:
+def _device_of(backend: Backend) -> str:
     try:
         return str(backend.device)
     except Exception:  # a test double, or a backend that resolves its device lazily
         return "cpu"
 
 
-def _sample_size(sample: Any, multi: bool) -> tuple[int, int]:
+def _sample_size(sample: ImageSample | NamedSample, multi: bool) -> tuple[int, int]:
     """(H, W) of a sample's network input(s)."""
     array = next(iter(sample.inputs.values())) if multi else sample.image
     return int(array.shape[-2]), int(array.shape[-1])
 
 
-def _predict_heads(backend: Any, sample: Any, heads: Sequence[Any]) -> dict[str, np.ndarray]:
+def _predict_heads(backend: Backend, sample: NamedSample, heads: Sequence[ScoredHead]
+                   ) -> dict[str, np.ndarray]:
     """{head name: (H, W) uint8} of one sample: its named inputs as a batch of one, the
     backend's outputs (one array, or a dict in the spec's head order) matched to the heads."""
     batch = {name: value[np.newaxis] for name, value in sample.inputs.items()}
@@ -328,8 +336,8 @@ def _predict_heads(backend: Any, sample: Any, heads: Sequence[Any]) -> dict[str,
     return {head.name: output[0] for head, output in zip(heads, outputs, strict=True)}
 
 
-def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerprint,
-                         dataset: Any) -> None:
+def _check_scored_images(checkpoint: Checkpoint, state: CheckpointState, data: DataFingerprint,
+                         dataset: Dataset) -> None:
     stored = state.extra.get("image_sha256")
     if stored is None or len(stored) != len(state.ids_done):
         raise CheckpointMismatch(f"checkpoint {checkpoint.path} does not record the images it "
@@ -341,7 +349,8 @@ def _check_scored_images(checkpoint: Checkpoint, state: Any, data: DataFingerpri
                                      "scored; delete the checkpoint to start over")
 
 
-def _check_prediction(backend: Any, image_id: str, label: np.ndarray, pred: np.ndarray) -> None:
+def _check_prediction(backend: Backend, image_id: str, label: np.ndarray,
+                      pred: np.ndarray) -> None:
     """A backend that returns the wrong size or dtype is a bug: say which image and backend."""
     if pred.shape != label.shape or pred.dtype != np.uint8:
         raise FcnBenchError(f"backend {getattr(backend, 'name', '?')} returned labels of shape "

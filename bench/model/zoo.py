@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core.inputs import (
+    ADE_MEAN,
+    CONTEXT_MEAN,
+    NYUD_COLOR_MEAN,
+    NYUD_HHA_MEAN,
+    NYUD_LOG_DEPTH_MEAN,
+    SIFTFLOW_MEAN,
+    VOC_MEAN,
+)
+
 _CAFFE = "http://dl.caffe.berkeleyvision.org"
 NO_CHECKSUM = "none published: SHA-256 recorded on first download"
 
@@ -64,13 +74,9 @@ def _bgr(mean: tuple[float, float, float], name: str = "data") -> InputInfo:
     return InputInfo(name, 3, "bgr", mean)
 
 
-VOC_MEAN = (104.00699, 116.66877, 122.67892)  # voc-fcn*/net.py, voc_layers.py
-NYUD_COLOR = _bgr((116.190, 97.203, 92.318))  # nyud_layers.py mean_bgr
-NYUD_HHA = InputInfo("data", 3, "hha", (132.431, 94.076, 118.477))  # nyud_layers.py mean_hha
-NYUD_LOGD = InputInfo("depth", 1, "logd", (7.844,))  # nyud_layers.py mean_logd
-SIFTFLOW_MEAN = (114.578, 115.294, 108.353)  # siftflow_layers.py
-CONTEXT_MEAN = (104.007, 116.669, 122.679)  # pascalcontext_layers.py
-ADE_MEAN = (109.5388, 118.6897, 124.6901)  # CSAILVision/sceneparsing demoSegmentation.m
+NYUD_COLOR = _bgr(NYUD_COLOR_MEAN)
+NYUD_HHA = InputInfo("data", 3, "hha", NYUD_HHA_MEAN)
+NYUD_LOGD = InputInfo("depth", 1, "logd", NYUD_LOG_DEPTH_MEAN)
 
 _VOC = dict(dataset="PASCAL VOC", trunk="vgg16", inputs=(_bgr(VOC_MEAN),), fusion="none",
             heads=(Head("", 21, "semantic"),), typical_size=(500, 500))

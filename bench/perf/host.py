@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.perf.latency import CellKey
+    from bench.perf.cells import CellKey
 
 
 

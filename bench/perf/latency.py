@@ -1,27 +1,29 @@
 """Latency engine: warm-up until stable, interleaved rounds, synchronised timing, raw samples.
 
-Framework-free (stdlib + numpy; scipy for one binomial quantile). Backends are duck-typed objects
-with the `backends.base.Backend` methods; this module never imports backends/, torch or tensorflow.
+The parts: timing policies (bench.perf.policy), cells and the backend adapter (bench.perf.cells),
+the round scheduler (bench.perf.rounds), host facts and grouping (bench.perf.host). Here: the
+methodology, one row per cell, and `measure`, which runs the whole matrix. Backends are typed
+against the `Backend` contract (bench.core.contracts).
 """
+
 
 from __future__ import annotations
 
-import gc
-import math
-import os
-import platform
-import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from bench.core.errors import FcnBenchError, UsageError
+from bench.core.contracts import Backend
+from bench.perf.cells import BackendCell, BackendPool, CellKey, CellResult
 from bench.perf.host import available_memory_bytes, host_info, plan_groups
-from bench.perf.stats import coefficient_of_variation, confidence_statement, summarize
+from bench.perf.policy import DEFAULT_POLICIES, TimingPolicy, policy_for
+from bench.perf.policy import WarmupPolicy as WarmupPolicy  # re-exported: tests
+from bench.perf.rounds import Progress, describe_error, run_rounds
+from bench.perf.stats import confidence_statement, summarize
 
 # The README and `latency --help` quote this text; keep it in step with the code below.
 METHODOLOGY = """\
@@ -55,372 +57,8 @@ deviation; images/s and GFLOP/s divide the batch (FLOPs from the spec) by the me
 The median gets a bootstrap 95% interval and p90 a distribution-free 99% upper bound (an order
 statistic, as MLPerf early stopping), null when there are too few samples."""
 
+
 NS_PER_MS = 1_000_000
-
-
-# ----------------------------------------------------------------------------------------------
-# When to stop warming up and when to stop timing
-
-
-@dataclass(frozen=True)
-class WarmupPolicy:
-    """Warm up until the last `window` times vary by less than `cv_threshold` (std/mean)."""
-
-    min_samples: int
-    max_samples: int
-    window: int
-    cv_threshold: float
-
-    def is_stable(self, samples: Sequence[float]) -> bool:
-        return (len(samples) >= self.window
-                and coefficient_of_variation(samples[-self.window:]) < self.cv_threshold)
-
-    def is_done(self, samples: Sequence[float]) -> bool:
-        if len(samples) >= self.max_samples:
-            return True
-        return len(samples) >= self.min_samples and self.is_stable(samples)
-
-
-@dataclass(frozen=True)
-class TimingPolicy:
-    """Warm-up rule plus the timed phase's minimums: both `min_iters` and `min_time_s` must hold."""
-
-    warmup: WarmupPolicy
-    min_iters: int
-    min_time_s: float
-
-    def __post_init__(self) -> None:
-        # A NaN or infinite time budget would never be satisfied: the run would hang.
-        if not (math.isfinite(self.min_time_s) and self.min_time_s >= 0):
-            raise UsageError(f"minimum timed duration {self.min_time_s!r} s must be a finite "
-                             f"number >= 0")
-        if self.min_iters < 0:
-            raise UsageError(f"minimum timed calls {self.min_iters} must be >= 0")
-
-    def is_satisfied(self, samples_ns: Sequence[int]) -> bool:
-        return len(samples_ns) >= self.min_iters and sum(samples_ns) >= self.min_time_s * 1e9
-
-    def describe(self) -> str:
-        w = self.warmup
-        warm = (f"warm-up {w.min_samples}..{w.max_samples} calls until CV(last {w.window}) < "
-                f"{w.cv_threshold:.0%}" if w.max_samples else "no warm-up")
-        return f"{warm}; timed >= {self.min_iters} calls and >= {self.min_time_s:g} s"
-
-
-# Sized so that `python cli.py latency` (4 variants x 2 backends at 500x500, ~2 s per VGG16
-# forward on a 2-core CPU) finishes in a few minutes, while a GPU (~10 ms per forward) gets
-# MLPerf-like statistics: 100+ calls and 10 s per cell.
-DEFAULT_POLICIES = {
-    "cpu": TimingPolicy(WarmupPolicy(min_samples=2, max_samples=4, window=2, cv_threshold=0.05),
-                        min_iters=5, min_time_s=1.0),
-    "cuda": TimingPolicy(WarmupPolicy(min_samples=10, max_samples=200, window=10,
-                                      cv_threshold=0.05), min_iters=100, min_time_s=10.0),
-}
-
-
-def policy_for(device: str, *, warmup: int | None = None, iters: int | None = None,
-               min_time_s: float | None = None) -> TimingPolicy:
-    """The device's default policy with the user's overrides; `warmup=0` means no warm-up at all."""
-    base = DEFAULT_POLICIES[device]
-    w = base.warmup
-    if warmup is not None:
-        most = max(warmup, w.max_samples) if warmup else 0
-        w = WarmupPolicy(warmup, most, window=w.window, cv_threshold=w.cv_threshold)
-    return TimingPolicy(w, base.min_iters if iters is None else iters,
-                        base.min_time_s if min_time_s is None else min_time_s)
-
-
-# ----------------------------------------------------------------------------------------------
-# Precision per device: refuse what would silently run as something else
-
-
-class UnsupportedPrecision(FcnBenchError):
-    """The device cannot run the requested precision: the cell is reported as failed."""
-
-
-def precision_problem(device: str, precision: str, environment: Mapping[str, Any]) -> str | None:
-    """Why `precision` cannot be benchmarked on `device`, or None. A mislabelled row is worse than
-    a failed one: TF32 on a CPU would silently be fp32."""
-    if device == "cpu" and precision == "tf32":
-        return "precision 'tf32' needs a CUDA GPU (Ampere or newer); on cpu use fp32 or bf16"
-    capability = environment.get("compute_capability")
-    if device == "cuda" and precision in ("tf32", "bf16", "amp-bf16") and capability:
-        major = int(str(capability).split(".")[0])
-        if major < 8:
-            return (f"precision {precision!r} needs compute capability >= 8.0 (Ampere), this GPU "
-                    f"is {capability}; use fp32 or fp16")
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Cells: one measurable configuration, and the backend adapters for the two modes
-
-MODES = ("model", "end-to-end")
-
-
-@dataclass(frozen=True)
-class CellKey:
-    """What a cell measures (the device is the one requested; rows report the resolved one)."""
-
-    variant: str
-    backend: str
-    mode: str
-    height: int
-    width: int
-    batch: int = 1
-
-    @property
-    def size(self) -> str:
-        return f"{self.height}x{self.width}"
-
-
-def nvidia_gpu_visible() -> bool:
-    """Whether an NVIDIA driver is loaded and not hidden, without importing a framework."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
-        return False
-    return os.path.exists("/proc/driver/nvidia/version")
-
-
-def default_modes(device: str) -> tuple[str, ...]:
-    """Both modes on a GPU (copies and argmax matter there); on a CPU only 'model', where the
-    copies are a negligible part of a forward of seconds and each extra cell costs seconds."""
-    if device == "cuda" or (device == "auto" and nvidia_gpu_visible()):
-        return MODES
-    return ("model",)
-
-
-def plan_cells(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[tuple[int, int]],
-               modes: Sequence[str], batch: int) -> list[CellKey]:
-    """Every combination, in table order (variant, backend, size, mode)."""
-    return [CellKey(v, b, m, h, w, batch) for v in variants for b in backends for h, w in sizes
-            for m in modes]
-
-
-class TimedCall(Protocol):
-    """What the round scheduler needs from a cell. Only `call` is inside the timed region."""
-
-    def setup(self) -> None: ...
-    def before(self) -> None: ...
-    def call(self) -> None: ...
-    def after(self) -> None: ...
-
-
-class BackendPool:
-    """One backend instance per (variant, backend), built on first use and shared by its cells.
-
-    `factory(variant, backend_name)` returns a ready backend (weights loaded). A construction
-    failure is remembered, so every cell of that instance fails with the same message, once.
-    """
-
-    def __init__(self, factory: Callable[[str, str], Any]):
-        self._factory = factory
-        self._instances: dict[tuple[str, str], Any] = {}
-
-    def get(self, variant: str, backend: str) -> Any:
-        key = (variant, backend)
-        if key not in self._instances:
-            try:
-                self._instances[key] = self._factory(variant, backend)
-            except Exception as error:  # any construction failure becomes this instance's verdict
-                self._instances[key] = error
-        instance = self._instances[key]
-        if isinstance(instance, Exception):
-            raise instance
-        return instance
-
-    def instances(self) -> Iterator[tuple[tuple[str, str], Any]]:
-        yield from ((k, v) for k, v in self._instances.items() if not isinstance(v, Exception))
-
-    def clear(self) -> None:
-        self._instances.clear()
-        gc.collect()
-
-
-def process_peak_rss_bytes() -> int:
-    """High-water resident set size of this whole process (Linux reports KiB, macOS bytes)."""
-    import resource  # POSIX only; imported here so bench.perf.latency still imports elsewhere
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if platform.system() == "Darwin" else int(peak) * 1024
-
-
-class BackendCell:
-    """A cell timed through the Backend interface, in 'model' or 'end-to-end' mode."""
-
-    def __init__(self, key: CellKey, pool: BackendPool, images: np.ndarray, precision: str,
-                 memory_bytes: int | None = None):
-        self.key = key
-        self.precision = precision
-        self.memory_bytes = memory_bytes  # the spec's estimate of this cell's device memory
-        self._pool = pool
-        self._images = images  # (N, C, H, W) float32 host array, or a dict of them per input
-        self.backend: Any = None
-        self.device: str | None = None
-        self.peak_memory_per_call: list[int] = []  # one per call: first, warm-up..., timed...
-        self.peak_memory_kind: str | None = None
-        self._batch: Any = None
-        self._output: Any = None
-
-    def setup(self) -> None:
-        """Build (or reuse) the backend, check the precision, stage the input (all untimed)."""
-        self.backend = self._pool.get(self.key.variant, self.key.backend)
-        self.device = self.backend.device
-        problem = precision_problem(self.device, self.precision, self.backend.environment())
-        if problem:
-            raise UnsupportedPrecision(problem)
-        if self.memory_bytes is not None:
-            from bench.perf.budget import check_fits
-
-            check_fits(f"{self.key.variant} at {self.key.size} x batch {self.key.batch}",
-                       self.memory_bytes, self.backend.memory_capacity_bytes(), self.device)
-        if self.key.mode == "model":
-            self._batch = self.backend.to_device(self._images)
-            self.backend.synchronize(self._batch)
-
-    def before(self) -> None:
-        self.backend.synchronize()  # nothing from the previous cell is still running
-        self.backend.reset_peak_memory()
-
-    def call(self) -> None:
-        if self.key.mode == "model":
-            # (N, classes, H, W) on the device; a dict of them for a multi-head model
-            self._output = self.backend.forward_device(self._batch)
-            self.backend.synchronize(self._output)
-        else:  # host (N, H, W) uint8 (per head): returning it to the host is the synchronisation
-            self._output = self.backend.predict_labels(self._images)
-
-    def after(self) -> None:
-        self._output = None  # freed here, untimed (as a bare loop frees after its clock read)
-        peak = self.backend.peak_memory_bytes()
-        if peak is not None:
-            self.peak_memory_kind = f"{self.device} allocator peak during this cell's calls"
-        else:
-            peak = process_peak_rss_bytes()
-            self.peak_memory_kind = "process peak RSS (whole process, all cells so far)"
-        self.peak_memory_per_call.append(peak)
-
-    def timed_peak_memory_bytes(self, timed_calls: int) -> int | None:
-        """Peak over the timed calls only (the first call's autotuning workspace is not steady)."""
-        peaks = self.peak_memory_per_call[-timed_calls:] if timed_calls else []
-        return max(peaks) if peaks else None
-
-    def release(self) -> None:
-        self._batch = None
-        self.backend = None
-
-
-# ----------------------------------------------------------------------------------------------
-# The round scheduler
-
-
-@dataclass
-class CellResult:
-    """Raw outcome of one cell: every time in nanoseconds, or the error that stopped it."""
-
-    first_call_ns: int | None = None
-    warmup_ns: list[int] = field(default_factory=list)
-    samples_ns: list[int] = field(default_factory=list)
-    warmup_stable: bool | None = None
-    error: str | None = None
-
-
-def describe_error(error: BaseException) -> str:
-    """One line: the exception type (unless it is ours) and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    if isinstance(error, FcnBenchError) and text:
-        return text[:300]
-    return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
-
-
-def time_call(cell: TimedCall, clock: Callable[[], int] = time.perf_counter_ns) -> int:
-    """One timed call in ns: untimed `before`, then exactly `call` between two clock reads."""
-    cell.before()
-    start = clock()
-    cell.call()
-    elapsed = clock() - start
-    cell.after()
-    return elapsed
-
-
-Progress = Callable[[float, float, str], None]  # (seconds done, seconds left (estimate), what)
-
-
-def run_rounds(cells: Sequence[TimedCall], policy_of: Callable[[TimedCall], TimingPolicy], *,
-               seed: int = 0, clock: Callable[[], int] = time.perf_counter_ns,
-               progress: Progress | None = None, guess_policy: TimingPolicy | None = None,
-               guess_call_s: float = 1.0, label: Callable[[TimedCall], str] = str
-               ) -> list[CellResult]:
-    """Measure all cells together: setup, first calls, interleaved warm-up and timed rounds.
-
-    `policy_of(cell)` is asked after the cell's setup (its device is known only then). A cell that
-    raises is marked failed (its error kept) and leaves the rotation; the others go on. Each
-    round visits every unfinished cell once, in an order shuffled with `seed`. `progress` is told,
-    before every setup and after every call, the time spent and an estimate of the time left
-    (bench.perf.progress: `guess_policy` and `guess_call_s` until the cells have been seen).
-    """
-    from bench.perf.progress import Estimator
-
-    results = [CellResult() for _ in cells]
-    order_rng = random.Random(seed)
-    estimator = Estimator(results, guess_policy or policy_for("cpu"), guess_call_s)
-    started = clock()
-
-    def report(text: str) -> None:
-        if progress:
-            progress((clock() - started) / 1e9, estimator.remaining_s(), text)
-
-    def attempt(index: int, action: Callable[[], Any]) -> Any:
-        try:
-            return action()
-        except Exception as error:  # cell-level failure: OOM, unsupported precision, compile...
-            results[index].error = describe_error(error)
-            return None
-
-    for i, cell in enumerate(cells):
-        report(f"setting up {label(cell)} ({i + 1}/{len(cells)})")
-        before = clock()
-        attempt(i, cell.setup)
-        estimator.setup_done(i, (clock() - before) / 1e9)
-    active = [i for i in range(len(cells)) if results[i].error is None]
-    policies = {i: policy_of(cells[i]) for i in active}
-    estimator.policies.update(policies)
-    for n, i in enumerate(active):
-        report(f"first call {label(cells[i])} ({n + 1}/{len(active)})")
-        results[i].first_call_ns = attempt(i, lambda i=i: time_call(cells[i], clock))
-        estimator.first_call_done(i)
-    active = [i for i in active if results[i].error is None]
-
-    for phase in ("warm-up", "timed"):
-        pending = [i for i in active if not _phase_done(phase, results[i], policies[i])]
-        round_index = 0
-        while pending:
-            round_index += 1
-            order = pending[:]
-            order_rng.shuffle(order)
-            for i in order:
-                elapsed = attempt(i, lambda i=i: time_call(cells[i], clock))
-                if elapsed is not None:
-                    (results[i].warmup_ns if phase == "warm-up" else results[i].samples_ns
-                     ).append(elapsed)
-                report(f"{phase} round {round_index}: {len(pending)} "
-                       f"cell{'s' if len(pending) != 1 else ''}")
-            pending = [i for i in pending
-                       if results[i].error is None and not _phase_done(phase, results[i],
-                                                                       policies[i])]
-        active = [i for i in active if results[i].error is None]
-    for i in active:
-        warmup = policies[i].warmup
-        results[i].warmup_stable = (warmup.is_stable(results[i].warmup_ns)
-                                    if warmup.max_samples else None)
-    report("done")
-    return results
-
-
-def _phase_done(phase: str, result: CellResult, policy: TimingPolicy) -> bool:
-    if phase == "warm-up":
-        return policy.warmup.is_done(result.warmup_ns)
-    return policy.is_satisfied(result.samples_ns)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -515,7 +153,7 @@ class LatencyRun:
         return [row for row in self.rows if row["status"] != "ok"]
 
 
-def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, precision: str,
+def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Backend], *, precision: str,
             gflops_of: Callable[[CellKey], float], instance_bytes: Mapping[str, int],
             paper_of: Callable[[str], Mapping[str, Any] | None] = lambda variant: None,
             requested_device: str = "auto", compile: str | None = None,
@@ -593,7 +231,7 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Any], *, prec
     return LatencyRun(rows, environments, interleaving, policies, host_before, host_info())
 
 
-def _describe_backend(backend: Any, roofline: bool,
+def _describe_backend(backend: Backend, roofline: bool,
                       progress: Callable[[str], None]) -> dict[str, Any]:
     """backend.environment(), plus its measured ceilings (env["ceilings"]) with `roofline`."""
     try:

@@ -13,7 +13,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from bench.perf.latency import CellResult, TimingPolicy
+from bench.perf.cells import CellResult
+from bench.perf.policy import TimingPolicy
 
 
 class Estimator:

@@ -1,7 +1,9 @@
-"""Reading (and writing test fixtures of) .caffemodel files: the protobuf wire format by hand.
+"""Reading .caffemodel files: the protobuf wire format by hand.
 
 No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimited fields and
-fixed32/64 are decoded here, with the field numbers of BVLC/caffe src/caffe/proto/caffe.proto.
+fixed32/64 are decoded by bench/weights/protobuf_wire.py, with the field numbers of BVLC/caffe
+src/caffe/proto/caffe.proto.
+The writer of test fixtures is tests/weights/caffe_writer.py.
 Stdlib + numpy only; never imports torch or tensorflow.
 
 Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
@@ -25,18 +27,27 @@ import contextlib
 import math
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from bench.core.errors import WeightsError
-from bench.weights.archive import reading_weights_file
+from bench.weights.header import reading_weights_file
+from bench.weights.protobuf_wire import (
+    FIXED32,
+    FIXED64,
+    LENGTH,
+    VARINT,
+    Corrupt,
+    OutOfBounds,
+    read_field,
+    read_string,
+    read_varint,
+    scalar_run,
+)
 from bench.weights.sniff import HEAD_BYTES, sniff_bytes
-
-# Wire types.
-VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 # NetParameter / LayerParameter / V1LayerParameter / V0LayerParameter / BlobProto field numbers.
 NET_LAYER, NET_LAYERS_V1 = 100, 2
@@ -58,7 +69,6 @@ V1_LAYER_TYPES = {
     30: "ArgMax", 31: "Threshold", 32: "DummyData", 33: "Slice", 34: "MVN", 35: "AbsVal",
     36: "Silence", 37: "ContrastiveLoss", 38: "Exp", 39: "Deconvolution",
 }
-_V1_TYPE_NUMBERS = {name: number for number, name in V1_LAYER_TYPES.items()}
 # V0 (pre-2014) type strings that matter for weights -> new-style names.
 _V0_TYPES = {"conv": "Convolution", "innerproduct": "InnerProduct", "pool": "Pooling",
              "relu": "ReLU", "dropout": "Dropout", "softmax": "Softmax"}
@@ -74,123 +84,8 @@ class CaffeLayer(NamedTuple):
     offset: int = 0  # byte offset of the layer message in the file (for error messages)
 
 
-# ----------------------------------------------------------------------------------------------
-# Wire format primitives. Positions are absolute byte offsets into the mapped file.
-
-
-class _OutOfBounds(Exception):
-    """A field needs bytes up to `needed` but its enclosing message ends earlier."""
-
-    def __init__(self, needed: int, payload_start: int | None = None):
-        super().__init__(needed)
-        self.needed = needed
-        self.payload_start = payload_start
-
-
-class _Corrupt(Exception):
-    def __init__(self, pos: int, problem: str):
-        super().__init__(problem)
-        self.pos = pos
-        self.problem = problem
-
-
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
-    """Decode a base-128 varint at `pos`: (value, position after it)."""
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _OutOfBounds(pos + 1)
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise _Corrupt(pos, "varint longer than 10 bytes")
-
-
-def _field(buf: memoryview, pos: int, end: int) -> tuple[int, int, int, int, int]:
-    """Read the field at `pos`: (number, wire type, value, payload start, next position).
-
-    For VARINT `value` is the integer; for FIXED32/FIXED64/LENGTH it is the payload end (the
-    payload is buf[start:value]); START_GROUP fields are skipped whole and come back as
-    (number, START_GROUP, 0, pos, next).
-    """
-    key, start = _varint(buf, pos, end)
-    number, wire = key >> 3, key & 7
-    if number == 0:
-        raise _Corrupt(pos, "field number 0")
-    if wire == VARINT:
-        value, after = _varint(buf, start, end)
-        return number, wire, value, start, after
-    if wire == FIXED64:
-        stop = start + 8
-    elif wire == FIXED32:
-        stop = start + 4
-    elif wire == LENGTH:
-        length, start = _varint(buf, start, end)
-        stop = start + length
-    elif wire == START_GROUP:
-        return number, wire, 0, start, _skip_group(buf, start, end, number)
-    else:
-        raise _Corrupt(pos, f"invalid wire type {wire} for field {number}")
-    if stop > end:
-        raise _OutOfBounds(stop, start)
-    return number, wire, stop, start, stop
-
-
-# Groups are a deprecated protobuf feature no Caffe message uses; a hostile file can still nest
-# them. They are skipped iteratively (no recursion) and refused beyond this depth.
-MAX_GROUP_DEPTH = 64
 # BlobShape dims: Caffe blobs have at most 4 (kMaxBlobAxes is 32).
 MAX_BLOB_AXES = 32
-
-
-def _skip_group(buf: memoryview, pos: int, end: int, number: int) -> int:
-    """Skip a (deprecated) group up to and including its END_GROUP tag, nested groups too."""
-    open_groups = [number]
-    while open_groups:
-        if pos >= end:
-            raise _OutOfBounds(pos + 1)
-        key, after = _varint(buf, pos, end)
-        inner, wire = key >> 3, key & 7
-        if wire == END_GROUP:
-            if inner != open_groups[-1]:
-                raise _Corrupt(pos, f"group {open_groups[-1]} closed by end-group {inner}")
-            open_groups.pop()
-            pos = after
-        elif wire == START_GROUP:
-            if inner == 0:
-                raise _Corrupt(pos, "field number 0")
-            if len(open_groups) >= MAX_GROUP_DEPTH:
-                raise _Corrupt(pos, f"groups nested more than {MAX_GROUP_DEPTH} deep")
-            open_groups.append(inner)
-            pos = after
-        else:
-            pos = _field(buf, pos, end)[4]
-    return pos
-
-
-def _string(buf: memoryview, start: int, stop: int) -> str:
-    return bytes(buf[start:stop]).decode("utf-8", errors="replace")
-
-
-def _scalar_run(buf: memoryview, pos: int, end: int, tag: int, width: int,
-                dtype: str) -> tuple[np.ndarray, int]:
-    """Decode a run of unpacked repeated fixed-width scalars (`tag` byte + `width` bytes each).
-
-    Unpacked floats repeat tag 0x2D before every element; decoding them one field at a time in
-    Python would take minutes for a 100M-element blob, so the run is found and decoded at once
-    with numpy: rows of (1 + width) bytes while the first byte of a row is still `tag`.
-    """
-    stride = 1 + width
-    rows = (end - pos) // stride
-    table = np.frombuffer(buf, np.uint8, rows * stride, pos).reshape(rows, stride)
-    not_tag = table[:, 0] != tag
-    count = int(np.argmax(not_tag)) if not_tag.any() else rows
-    values = np.ascontiguousarray(table[:count, 1:]).view(dtype).reshape(count)
-    return values, pos + count * stride
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +96,7 @@ def _parse_shape(buf: memoryview, start: int, stop: int) -> list[int]:
     dims: list[int] = []
     pos = start
     while pos < stop:
-        number, wire, value, begin, pos = _field(buf, pos, stop)
+        number, wire, value, begin, pos = read_field(buf, pos, stop)
         if number != SHAPE_DIM:
             continue
         if wire == VARINT:
@@ -209,10 +104,10 @@ def _parse_shape(buf: memoryview, start: int, stop: int) -> list[int]:
         elif wire == LENGTH:  # packed
             inner = begin
             while inner < value:
-                dim, inner = _varint(buf, inner, value)
+                dim, inner = read_varint(buf, inner, value)
                 dims.append(dim)
         if len(dims) > MAX_BLOB_AXES:
-            raise _Corrupt(begin, f"blob shape has more than {MAX_BLOB_AXES} axes")
+            raise Corrupt(begin, f"blob shape has more than {MAX_BLOB_AXES} axes")
     return dims
 
 
@@ -231,17 +126,17 @@ def _parse_blob(buf: memoryview, start: int, stop: int,
     while pos < stop:
         tag = buf[pos]
         # Unpacked repeated data: decode the whole run of single-byte-tagged elements at once.
-        # (An empty run means a cut-off element: left to _field below, which reports it.)
+        # (An empty run means a cut-off element: left to read_field below, which reports it.)
         if tag == (BLOB_DATA << 3) | FIXED32 and stop - pos >= 5:
-            run, pos = _scalar_run(buf, pos, stop, tag, 4, "<f4")
+            run, pos = scalar_run(buf, pos, stop, tag, 4, "<f4")
             floats.append(run)
             continue
         if tag == (BLOB_DOUBLE_DATA << 3) | FIXED64 and stop - pos >= 9:
-            run, pos = _scalar_run(buf, pos, stop, tag, 8, "<f8")
+            run, pos = scalar_run(buf, pos, stop, tag, 8, "<f8")
             doubles.append(run)
             continue
         field_pos = pos
-        number, wire, value, begin, pos = _field(buf, pos, stop)
+        number, wire, value, begin, pos = read_field(buf, pos, stop)
         if number == BLOB_SHAPE and wire == LENGTH:
             dims = _parse_shape(buf, begin, value)
         elif number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and wire == VARINT:
@@ -249,7 +144,7 @@ def _parse_blob(buf: memoryview, start: int, stop: int,
         elif number in (BLOB_DATA, BLOB_DOUBLE_DATA) and wire == LENGTH:  # packed
             width = 4 if number == BLOB_DATA else 8
             if (value - begin) % width:
-                raise _Corrupt(field_pos, f"packed {'float' if width == 4 else 'double'} data "
+                raise Corrupt(field_pos, f"packed {'float' if width == 4 else 'double'} data "
                                f"of {value - begin} bytes is not a multiple of {width}")
             view = np.frombuffer(buf, "<f4" if width == 4 else "<f8", (value - begin) // width,
                                  begin)
@@ -263,7 +158,7 @@ def _parse_blob(buf: memoryview, start: int, stop: int,
     if dims is None:
         dims = [count]
     if math.prod(dims) != count:
-        raise _Corrupt(start, f"blob has {count} values but its shape {dims} needs "
+        raise Corrupt(start, f"blob has {count} values but its shape {dims} needs "
                        f"{math.prod(dims)}")
     out = np.empty(count, np.float32)  # the one copy out of the mapping
     offset = 0
@@ -314,13 +209,13 @@ def _scan_layer(buf: memoryview, start: int, stop: int, message: str) -> _LayerF
     v0: _LayerFields | None = None
     pos = start
     while pos < stop:
-        number, wire, value, begin, pos = _field(buf, pos, stop)
+        number, wire, value, begin, pos = read_field(buf, pos, stop)
         if number == name_field and wire == LENGTH:
-            name = _string(buf, begin, value)
+            name = read_string(buf, begin, value)
         elif number == type_field and wire == type_wire == VARINT:
             type_name = V1_LAYER_TYPES.get(value, f"V1LayerType{value}")
         elif number == type_field and wire == type_wire == LENGTH:
-            raw = _string(buf, begin, value)
+            raw = read_string(buf, begin, value)
             type_name = _V0_TYPES.get(raw, raw) if message == "v0" else raw
         elif number == blobs_field and wire == LENGTH:
             blobs.append((begin, value))
@@ -339,12 +234,12 @@ def _partial_name(buf: memoryview, start: int, end: int, legacy: bool) -> str | 
     pos = start
     try:
         while pos < end:
-            number, wire, value, begin, pos = _field(buf, pos, end)
+            number, wire, value, begin, pos = read_field(buf, pos, end)
             if number == name_field and wire == LENGTH:
-                return _string(buf, begin, value)
+                return read_string(buf, begin, value)
             if legacy and number == V1_V0_LAYER and wire == LENGTH:
                 return _scan_layer(buf, begin, value, "v0").name
-    except (_OutOfBounds, _Corrupt):
+    except (OutOfBounds, Corrupt):
         return None
     return None
 
@@ -400,8 +295,8 @@ def _walk_net(path: Path, buf: memoryview, size: int, mapping: mmap.mmap,
     while pos < size:
         field_pos = pos
         try:
-            number, wire, value, begin, pos = _field(buf, pos, size)
-        except _OutOfBounds as error:
+            number, wire, value, begin, pos = read_field(buf, pos, size)
+        except OutOfBounds as error:
             legacy = _peek_number(buf, field_pos, size) == NET_LAYERS_V1
             where = ""
             if error.payload_start is not None and _peek_number(buf, field_pos, size) in (
@@ -411,7 +306,7 @@ def _walk_net(path: Path, buf: memoryview, size: int, mapping: mmap.mmap,
             raise WeightsError(path, f"truncated at byte {size}{where} (the field starting at "
                                f"byte {field_pos} runs to byte {error.needed}); download it "
                                "again") from None
-        except _Corrupt as error:
+        except Corrupt as error:
             raise WeightsError(path, f"corrupt at byte {error.pos} ({error.problem}); not a "
                                "Caffe model or a damaged one") from None
         if wire != LENGTH or number not in (NET_LAYER, NET_LAYERS_V1):
@@ -444,8 +339,8 @@ class _PageReleaser:
 
 def _peek_number(buf: memoryview, pos: int, end: int) -> int | None:
     try:
-        return _varint(buf, pos, end)[0] >> 3
-    except (_OutOfBounds, _Corrupt):
+        return read_varint(buf, pos, end)[0] >> 3
+    except (OutOfBounds, Corrupt):
         return None
 
 
@@ -458,149 +353,11 @@ def _decode_layer(path: Path, buf: memoryview, start: int, stop: int, legacy: bo
         blobs = []
         for blob_start, blob_stop in fields.blob_ranges:
             blobs.append(_parse_blob(buf, blob_start, blob_stop, release))
-    except _OutOfBounds as error:
+    except OutOfBounds as error:
         raise WeightsError(path, f"corrupt inside {label} (starting at byte {offset}): a field "
                            f"runs to byte {error.needed}, past the end of its message at byte "
                            f"{stop}") from None
-    except _Corrupt as error:
+    except Corrupt as error:
         raise WeightsError(path, f"corrupt at byte {error.pos} inside {label}: "
                            f"{error.problem}") from None
     return CaffeLayer(fields.name or f"#{index}", fields.type, blobs, offset)
-
-
-# ----------------------------------------------------------------------------------------------
-# Writer (test tooling; also lets users build small fixtures). Streams big arrays to the file.
-
-
-# A message is a list of byte chunks (bytes, or byte views of numpy arrays: never joined).
-_Chunks = list
-
-
-def encode_varint(value: int) -> bytes:
-    """Base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return encode_varint((number << 3) | wire)
-
-
-def _nbytes(chunks: _Chunks) -> int:
-    return sum(chunk.nbytes if isinstance(chunk, memoryview) else len(chunk) for chunk in chunks)
-
-
-def _length_field(number: int, chunks: _Chunks) -> _Chunks:
-    return [_key(number, LENGTH) + encode_varint(_nbytes(chunks)), *chunks]
-
-
-def _unknown_fields() -> bytes:
-    """One field of every wire type under numbers no Caffe message uses (readers must skip)."""
-    group = _key(995, START_GROUP) + _key(1, VARINT) + encode_varint(7) + _key(995, END_GROUP)
-    return (_key(999, VARINT) + encode_varint(300) + _key(998, FIXED64) + bytes(8)
-            + _key(997, LENGTH) + encode_varint(7) + b"skip me" + _key(996, FIXED32)
-            + bytes(4) + group)
-
-
-def _array_bytes(values: np.ndarray, dtype: str) -> memoryview:
-    return memoryview(np.ascontiguousarray(values, dtype=dtype).reshape(-1)).cast("B")
-
-
-def _encode_repeated(number: int, values: np.ndarray, dtype: str, packed: bool) -> _Chunks:
-    if packed:
-        return _length_field(number, [_array_bytes(values, dtype)])
-    width = np.dtype(dtype).itemsize
-    key = _key(number, FIXED32 if width == 4 else FIXED64)
-    rows = np.empty((values.size, len(key) + width), np.uint8)
-    rows[:, :len(key)] = np.frombuffer(key, np.uint8)
-    rows[:, len(key):] = np.ascontiguousarray(values, dtype=dtype).reshape(-1, 1).view(np.uint8)
-    return [memoryview(rows.reshape(-1))]
-
-
-def encode_blob(array: np.ndarray, *, packed: bool = True, legacy_dims: bool = False,
-                double: bool = False, unknown_fields: bool = False) -> _Chunks:
-    """BlobProto chunks: shape (BlobShape, or legacy num/channels/height/width) and data."""
-    array = np.asarray(array)
-    chunks: _Chunks = []
-    if unknown_fields:
-        chunks.append(_unknown_fields())
-    if legacy_dims:
-        if array.ndim > 4:
-            raise ValueError(f"legacy 4-D dims cannot hold a {array.ndim}-D blob")
-        dims = (1,) * (4 - array.ndim) + array.shape  # [64] -> 1x1x1x64, [O, I] -> 1x1xOxI
-        for number, dim in zip((BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH), dims,
-                               strict=True):
-            chunks.append(_key(number, VARINT) + encode_varint(dim))
-    else:
-        if packed:
-            shape = _key(SHAPE_DIM, LENGTH) + encode_varint(
-                len(b"".join(encode_varint(d) for d in array.shape))) + b"".join(
-                encode_varint(d) for d in array.shape)
-        else:
-            shape = b"".join(_key(SHAPE_DIM, VARINT) + encode_varint(d) for d in array.shape)
-        if unknown_fields:
-            shape += _unknown_fields()
-        chunks += _length_field(BLOB_SHAPE, [shape])
-    if double:
-        chunks += _encode_repeated(BLOB_DOUBLE_DATA, array, "<f8", packed)
-    else:
-        chunks += _encode_repeated(BLOB_DATA, array, "<f4", packed)
-    return chunks
-
-
-def encode_layer(name: str, type_name: str, blobs: Iterable[np.ndarray], *,
-                 legacy_v1: bool = False, unknown_fields: bool = False,
-                 **blob_options: bool) -> _Chunks:
-    """LayerParameter (or V1LayerParameter with `legacy_v1`) chunks, blobs included."""
-    chunks: _Chunks = [_unknown_fields()] if unknown_fields else []
-    if legacy_v1:
-        if type_name not in _V1_TYPE_NUMBERS:
-            raise ValueError(f"no V1 layer type for {type_name!r}")
-        chunks += _length_field(V1_NAME, [name.encode()])
-        chunks.append(_key(V1_TYPE, VARINT) + encode_varint(_V1_TYPE_NUMBERS[type_name]))
-    else:
-        chunks += _length_field(LAYER_NAME, [name.encode()])
-        chunks += _length_field(LAYER_TYPE, [type_name.encode()])
-    blobs_field = V1_BLOBS if legacy_v1 else LAYER_BLOBS
-    for blob in blobs:
-        chunks += _length_field(blobs_field, encode_blob(blob, unknown_fields=unknown_fields,
-                                                         **blob_options))
-    return chunks
-
-
-def write_caffemodel(path: str | Path, layers: Iterable[tuple[str, str, Iterable[np.ndarray]]],
-                     *, legacy_v1: bool = False, packed: bool = True, legacy_dims: bool = False,
-                     double: bool = False, unknown_fields: bool = False,
-                     net_name: str = "net") -> Path:
-    """Write a NetParameter .caffemodel from (name, type, blobs) triples, atomically.
-
-    legacy_v1     write V1 `layers` (field 2, enum types: "Convolution", "InnerProduct"...)
-                  instead of new-style `layer` (field 100, string types)
-    packed        packed repeated floats/dims (what Caffe writes) or one field per element
-    legacy_dims   legacy num/channels/height/width instead of `shape` (blobs padded to 4-D
-                  with leading 1s, like the 2014 VGG16 file: fc weights as 1x1x4096x25088)
-    double        store values in double_data instead of data
-    unknown_fields  add a field of every wire type to each message (readers must skip them)
-    Big arrays are streamed from numpy to the file, never joined into one bytes object.
-    """
-    from bench.core.atomic import atomic_path
-
-    options = {"packed": packed, "legacy_dims": legacy_dims, "double": double}
-    net_field = NET_LAYERS_V1 if legacy_v1 else NET_LAYER
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(b"".join(_length_field(1, [net_name.encode()])))  # NetParameter.name
-        if unknown_fields:
-            out.write(_unknown_fields())
-        for name, type_name, blobs in layers:
-            layer = encode_layer(name, type_name, blobs, legacy_v1=legacy_v1,
-                                 unknown_fields=unknown_fields, **options)
-            for chunk in _length_field(net_field, layer):
-                out.write(chunk)
-    return Path(path)

@@ -17,11 +17,11 @@ from bench.model.zoo import MODEL_ENTRIES, InputInfo, ModelEntry
 from bench.weights.archive import (
     archive_metadata,
     check_params,
-    load_weights,
+    open_archive,
     save_archive,
-    sha256_file,
 )
-from bench.weights.convert import Conversion, _check_output, _result, check_memory, model_key
+from bench.weights.convert import Conversion, check_output, conversion_result, model_key
+from bench.weights.limits import check_memory
 
 
 def convert_fused(output: str | Path, sources: Mapping[str, str | Path], variant: str, *,
@@ -44,13 +44,13 @@ def convert_fused(output: str | Path, sources: Mapping[str, str | Path], variant
     if sorted(sources) != sorted(names):
         raise UsageError(f"{entry.name} needs --fuse " + " --fuse ".join(f"{n}=ARCHIVE"
                          for n in names) + f" (got {', '.join(sorted(sources)) or 'none'})")
-    _check_output(output, force)
+    check_output(output, force)
     streams = {}
     for item in entry.inputs:
         path = Path(sources[item.name])
         single = _single_stream_model(entry, item)
-        spec, params, _ = load_weights(path, single)
-        streams[item.name] = (path, spec, params, sha256_file(path))
+        archive = open_archive(path, single)
+        streams[item.name] = (path, archive.spec, archive.read_tensors(), archive.sha256)
     specs = [spec for _, spec, _, _ in streams.values()]
     if len({(s.num_classes, s.width_divisor) for s in specs}) > 1:
         raise UsageError("--fuse archives differ in classes or width: " + ", ".join(
@@ -73,7 +73,7 @@ def convert_fused(output: str | Path, sources: Mapping[str, str | Path], variant
         init_surgery="late-fusion transplant: each single-stream FCN's layers copied into the "
                      "layers suffixed with its input; upscore bilinear")
     save_archive(output, fused, metadata)
-    return _result(output, fused, metadata, "fuse", 0, started)
+    return conversion_result(output, fused, metadata, "fuse", 0, started)
 
 
 def _single_stream_model(entry: ModelEntry, item: InputInfo) -> str:

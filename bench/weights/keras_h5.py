@@ -16,7 +16,7 @@ from bench.model.spec import VGG16_STAGES, build_spec
 from bench.weights.archive import preview_names
 
 if TYPE_CHECKING:
-    from bench.weights.convert import Trunk
+    from bench.weights.surgery import Trunk
 
 
 def _keras_names() -> dict[str, str]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from bench.data.id_lists import read_id_list
 from bench.data.labels import NUM_CLASSES, VOID_LABEL, read_label_png
 from bench.data.synthetic import (
     CLASS_COLOURS,
@@ -15,7 +16,7 @@ from bench.data.synthetic import (
     synthetic_sample,
     write_split_list,
 )
-from bench.data.voc import load_image, read_id_list
+from bench.data.voc import load_image
 
 
 def _tree_bytes(root):

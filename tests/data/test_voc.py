@@ -1,30 +1,25 @@
-"""bench.data.voc: layouts, splits (incl. seg11valid), REF preprocessing, SBD, prefetching."""
+"""bench.data.voc: layouts, splits (incl. seg11valid), REF preprocessing, SBD."""
 
 from __future__ import annotations
-
-import sys
-import threading
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bench.core.errors import DataError, UsageError
+from bench.core.inputs import MEAN_BGR
 from bench.data import voc
+from bench.data.id_lists import id_list_sha256, read_id_list
 from bench.data.labels import read_label_png, write_label_png
+from bench.data.prefetch import prefetch
 from bench.data.synthetic import make_sbd, make_voc, synthetic_ids, write_split_list
 from bench.data.voc import (
-    MEAN_BGR,
     SBDDataset,
     VOCDataset,
     convert_sbd_labels,
     derive_seg11valid_ids,
-    id_list_sha256,
     load_image,
-    prefetch,
     preprocess,
-    read_id_list,
     read_sbd_mat,
     resolve_split,
     seg11valid_ids,
@@ -266,23 +261,6 @@ def test_corrupted_cached_list_is_refused(tmp_path, pin_to):
     assert info.value.path == voc.seg11valid_cache_path(root)
 
 
-def test_download_seg11valid_is_pinned_and_validated(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_download_file(urls, dest, *, sha256=None, md5=None, size=None, progress=True):
-        calls.append((list(urls), dest, sha256))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text("2007_000033\n")  # a wrong list that slipped through
-        return dest
-
-    monkeypatch.setitem(sys.modules, "bench.downloads.fetch",
-                        types.SimpleNamespace(download_file=fake_download_file))
-    with pytest.raises(DataError, match="has 1 ids, expected 736"):
-        voc.download_seg11valid(tmp_path, progress=False)
-    assert calls == [([voc.SEG11VALID_URL], tmp_path / "splits" / "seg11valid.txt",
-                      voc.SEG11VALID_SHA256)]
-
-
 # -- SBD ------------------------------------------------------------------------------------------
 
 
@@ -321,60 +299,6 @@ def test_sbd_errors(tmp_path):
         SBDDataset(tmp_path / "nowhere", "train")
     with pytest.raises(DataError, match="download sbd"):
         convert_sbd_labels(tmp_path / "nowhere")
-
-
-# -- prefetch -------------------------------------------------------------------------------------
-
-
-def _prefetch_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("fcn-prefetch")]
-
-
-@pytest.mark.parametrize("workers", [0, 1, 3])
-def test_prefetch_keeps_order(voc_root, workers):
-    dataset = resolve_split(voc_root, "trainval")
-    assert [s.id for s in prefetch(dataset, workers=workers, depth=2)] == dataset.ids
-    assert not _prefetch_threads()
-
-
-def test_prefetch_raises_first_error_in_order_naming_the_file(voc_root):
-    dataset = resolve_split(voc_root, "trainval")
-    truncate_file(dataset.image_path(dataset.ids[2]), 0.3)
-    truncate_file(dataset.label_path(dataset.ids[4]), 0.3)
-    seen = []
-    with pytest.raises(DataError) as info:
-        for sample in prefetch(dataset, workers=3, depth=4):
-            seen.append(sample.id)
-    assert seen == dataset.ids[:2]
-    assert info.value.path == dataset.image_path(dataset.ids[2])
-    assert not _prefetch_threads()
-
-
-def test_prefetch_is_bounded_and_stops_on_early_exit(voc_root):
-    dataset = resolve_split(voc_root, "trainval")
-    loaded = []
-    release = threading.Event()
-
-    def slow_load(image_id):
-        loaded.append(image_id)
-        release.wait(5)
-        return image_id
-
-    iterator = prefetch(dataset, workers=2, depth=2, load=slow_load)
-    release.set()
-    assert next(iterator) == dataset.ids[0]
-    assert len(loaded) <= 3  # depth 2 queued + the one refilled after the first was taken
-    iterator.close()
-    assert not _prefetch_threads()
-    assert len(loaded) <= 3
-
-
-def test_prefetch_cleans_up_on_keyboard_interrupt(voc_root):
-    dataset = resolve_split(voc_root, "trainval")
-    with pytest.raises(KeyboardInterrupt):
-        for _ in prefetch(dataset, workers=2, depth=3):
-            raise KeyboardInterrupt
-    assert not _prefetch_threads()
 
 
 def test_voc_dataset_direct_construction(voc_root):

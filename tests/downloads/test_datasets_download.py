@@ -17,6 +17,7 @@ from bench.core.errors import DownloadError
 from bench.data.sets import open_dataset
 from bench.data.synthetic_zoo import write_nyud_tree, write_siftflow_tree
 from bench.downloads import fetch as download
+from bench.downloads import transfer
 from bench.downloads.cache import recorded_sha256
 from bench.downloads.catalog import CATALOG
 from bench.downloads.checks import check_dataset_archive
@@ -102,7 +103,7 @@ def test_unpinned_archive_is_checked_before_its_hash_is_recorded(server, tmp_pat
     server.files["/nyud.tar.gz"] = body
     monkeypatch.setitem(download.CATALOG, "nyud", dataclasses.replace(
         CATALOG["nyud"], urls=(server.url + "/nyud.tar.gz",)))
-    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
+    monkeypatch.setattr(transfer, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
     prepare_dataset("nyud", tmp_path / "data", **_quiet())
     assert recorded_sha256("nyud.tar.gz")
     assert len(open_dataset("nyud", tmp_path / "data", "train")) == 1

@@ -8,6 +8,7 @@ import io
 import re
 import tarfile
 import threading
+import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from bench.core.errors import DataError, DownloadError, UsageError
 from bench.downloads import fetch as download
+from bench.downloads import transfer
 from bench.downloads.cache import recorded_sha256
 from bench.downloads.fetch import download_file, fetch_source, safe_extract
 from bench.downloads.provision import prepare_dataset
@@ -187,7 +189,7 @@ def test_an_unresolvable_host_is_not_retried(tmp_path, monkeypatch):
         calls.append(request.full_url)
         raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
 
-    monkeypatch.setattr(download._OPENER, "open", unresolvable)
+    monkeypatch.setattr(transfer.OPENER, "open", unresolvable)
     messages, opts = _quiet(backoff_s=60.0)  # a retry would hang the test
     with pytest.raises(DownloadError, match=r"cannot resolve a\.invalid.*cannot resolve b\."):
         download_file(["https://a.invalid/f.bin", "https://b.invalid/f.bin"],
@@ -229,7 +231,7 @@ def test_unpinned_file_records_sha256_then_enforces_it(server, tmp_path, monkeyp
     assert recorded_sha256(source.filename) is None
     assert any("NOT recorded" in m for m in messages)
     path.unlink()
-    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
+    monkeypatch.setattr(transfer, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
     messages, opts = _quiet()
     path = fetch_source(source, tmp_path, **opts)
     assert recorded_sha256(source.filename) == hashlib.sha256(good).hexdigest()
@@ -253,9 +255,9 @@ def test_catalog_is_https_first():
 
 
 def test_https_to_http_redirect_is_refused():
-    handler = download._NoDowngradeRedirect()
-    request = download.urllib.request.Request("https://example.org/file")
-    with pytest.raises(download._Permanent, match="refusing redirect from https"):
+    handler = transfer.NoDowngradeRedirect()
+    request = urllib.request.Request("https://example.org/file")
+    with pytest.raises(transfer.Permanent, match="refusing redirect from https"):
         handler.redirect_request(request, None, 302, "Found", {}, "http://example.org/file")
 
 
@@ -387,7 +389,7 @@ def _narrow_caffemodel(path: Path, variant: str) -> Path:
     """A caffemodel of a narrow random FCN, laid out like the official files."""
     from bench.model.init import random_params
     from bench.model.spec import Conv, Scale, Upsample, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec(variant, width_divisor=16)
     params = random_params(spec, 0)
@@ -417,7 +419,7 @@ def test_download_weights_converts_into_the_cache_and_reproduce_finds_it(server,
     local = dataclasses.replace(download.CATALOG["fcn32s"], width_divisor=16,
                                 urls=(server.url + "/fcn32s-heavy-pascal.caffemodel",))
     monkeypatch.setitem(download.CATALOG, "fcn32s", local)
-    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
+    monkeypatch.setattr(transfer, "SECURE_SCHEMES", ("https", "http"))  # as if it were https
     result = CliRunner().invoke(cli, ["download", "weights", "fcn32s", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "trust on first use" in result.output and "converted:" in result.output
@@ -436,3 +438,22 @@ def test_download_weights_converts_into_the_cache_and_reproduce_finds_it(server,
     # Found by default; judged "other": a narrow net is not the official model, whatever the
     # caffemodel was called (the name alone used to make it "released-heavy").
     assert f"weights {archive} (other" in run.output and "narrow test-only" in run.output
+
+
+def test_download_seg11valid_is_pinned_and_validated(tmp_path, monkeypatch):
+    from bench.data import voc
+    from bench.downloads import provision
+
+    calls = []
+
+    def fake_download_file(urls, dest, *, sha256=None, md5=None, size=None, progress=True):
+        calls.append((list(urls), dest, sha256))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text("2007_000033\n")  # a wrong list that slipped through
+        return dest
+
+    monkeypatch.setattr(provision, "download_file", fake_download_file)
+    with pytest.raises(DataError, match="has 1 ids, expected 736"):
+        provision.download_seg11valid(tmp_path, progress=False)
+    assert calls == [([voc.SEG11VALID_URL], tmp_path / "splits" / "seg11valid.txt",
+                      voc.SEG11VALID_SHA256)]

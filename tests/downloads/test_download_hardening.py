@@ -23,6 +23,7 @@ import pytest
 
 from bench.core.errors import DataError, DownloadError
 from bench.downloads import fetch as download
+from bench.downloads import transfer
 from bench.downloads.cache import recorded_hashes, recorded_sha256
 from bench.downloads.extract import safe_extract
 from bench.downloads.fetch import download_file, fetch_source
@@ -98,7 +99,7 @@ def _one_line(error: BaseException) -> str:
 def _narrow_caffemodel(path: Path, variant: str = "fcn32s") -> bytes:
     from bench.model.init import random_params
     from bench.model.spec import Conv, Scale, Upsample, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec(variant, width_divisor=16)
     params = random_params(spec, 0)
@@ -126,7 +127,7 @@ def _fcn32s(server, path="/fcn32s-heavy-pascal.caffemodel", urls=None):
 @pytest.fixture
 def https_like(monkeypatch):
     """Treat the 127.0.0.1 http server as https (no certificate needed), for trust tests."""
-    monkeypatch.setattr(download, "SECURE_SCHEMES", ("https", "http"))
+    monkeypatch.setattr(transfer, "SECURE_SCHEMES", ("https", "http"))
 
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -333,7 +334,7 @@ def test_offline_error_says_how_to_proceed(tmp_path, monkeypatch):
     def unresolvable(request, timeout):
         raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
 
-    monkeypatch.setattr(download._OPENER, "open", unresolvable)
+    monkeypatch.setattr(transfer.OPENER, "open", unresolvable)
     messages: list[str] = []
     with pytest.raises(DownloadError) as caught:
         prepare_dataset("voc2012", tmp_path / "data", **_opts(messages))
@@ -500,7 +501,7 @@ def test_a_lock_held_too_long_is_refused_naming_the_holder(tmp_path):
 
 
 def test_an_endless_stream_without_content_length_is_cut_off(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "MAX_BYTES", 100_000)
+    monkeypatch.setattr(transfer, "MAX_BYTES", 100_000)
     server.routes["/a.bin"] = (200, OCTET, os.urandom(300_000), {"no_length": True})
     with pytest.raises(DownloadError) as caught:
         download_file(server.url + "/a.bin", tmp_path / "a.bin", md5="0" * 32, **_opts())
@@ -513,7 +514,7 @@ def _vgg16_caffemodel(path: Path, drop: str | None = None) -> Path:
     weights with legacy 4-D dims, and an fc8 with 1000 outputs."""
     from bench.model.init import random_params
     from bench.model.spec import Conv, build_spec
-    from bench.weights.caffe import write_caffemodel
+    from tests.weights.caffe_writer import write_caffemodel
 
     spec = build_spec("fcn32s", width_divisor=16)
     params = random_params(spec, 0)

@@ -300,3 +300,20 @@ def test_figures_mark_undefined_classes_instead_of_drawing_zero(tmp_path, monkey
     assert "n/a: class absent" in bars.get_title()
     assert "torch (mean IU 25.00%)" in [t.get_text() for t in bars.get_legend().get_texts()]
     assert "blank rows: class absent from ground truth" in heatmap.get_title()
+
+
+def test_the_weights_header_is_read_once_and_the_file_hashed_once(work, monkeypatch):
+    """Following --variant through reproduce opens the archive once (bench.weights.archive
+    open_archive): one header read, one spec, one hash for the record and the checkpoint key."""
+    import bench.weights.archive as archive_module
+
+    reads, hashes, specs = [], [], []
+    real_read, real_hash, real_infer = (archive_module.read_header, archive_module.sha256_file,
+                                        archive_module.infer_spec)
+    monkeypatch.setattr(archive_module, "read_header", lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(archive_module, "sha256_file", lambda p: hashes.append(p) or real_hash(p))
+    monkeypatch.setattr(archive_module, "infer_spec",
+                        lambda *a, **k: specs.append(a) or real_infer(*a, **k))
+    result = _reproduce(work, "--backend", "torch", "--split", "val", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1 and len(hashes) == 1 and len(specs) == 1

@@ -23,22 +23,19 @@ from bench.cli.app import cli
 from bench.core.contracts import Backend, RunOptions
 from bench.core.errors import BackendUnavailable
 from bench.model.spec import VARIANTS, build_spec
-from bench.perf.latency import (
+from bench.perf import cells
+from bench.perf.cells import (
     BackendCell,
     BackendPool,
     CellKey,
     CellResult,
-    TimingPolicy,
-    WarmupPolicy,
-    make_row,
-    paper_for,
     plan_cells,
-    plan_groups,
-    policy_for,
     precision_problem,
-    run_rounds,
-    time_call,
 )
+from bench.perf.host import plan_groups
+from bench.perf.latency import make_row, paper_for
+from bench.perf.policy import TimingPolicy, WarmupPolicy, policy_for
+from bench.perf.rounds import run_rounds, time_call
 from bench.perf.stats import (
     bootstrap_median_ci,
     coefficient_of_variation,
@@ -485,7 +482,7 @@ def fakes(monkeypatch):
     for module in (backends, backends.registry):  # the registry resolves names with these
         monkeypatch.setattr(module, "available_backends", lambda: list(installed))
         monkeypatch.setattr(module, "unavailable_reason", unavailable_reason)
-    monkeypatch.setattr(latency, "nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr(cells, "nvidia_gpu_visible", lambda: False)
     behaviour["installed"] = installed
     return behaviour
 

@@ -22,9 +22,10 @@ from bench.core.errors import FcnBenchError, WeightsError
 from bench.data.labels import read_label_png
 from bench.data.voc import read_sbd_mat
 from bench.weights.archive import load_archive, read_header
-from bench.weights.caffe import encode_varint, read_caffemodel, write_caffemodel
+from bench.weights.caffe import read_caffemodel
 from bench.weights.sniff import sniff_bytes
 from tests.limits import bounded_allocations
+from tests.weights.caffe_writer import encode_varint, write_caffemodel
 
 FUZZ = settings(max_examples=120, deadline=2000, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

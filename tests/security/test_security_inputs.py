@@ -22,12 +22,14 @@ from bench.core.atomic import atomic_write_bytes
 from bench.core.errors import DataError, FcnBenchError, UsageError, WeightsError, printable
 from bench.core.json_text import loads_bounded
 from bench.data.voc import read_id_list, read_sbd_mat
+from bench.downloads.cached_weights import open_voc_weights
 from bench.model.init import random_params
 from bench.model.spec import build_spec
-from bench.weights.archive import archive_metadata, load_voc_weights, read_header, save_archive
-from bench.weights.caffe import encode_varint, read_caffemodel, write_caffemodel
+from bench.weights.archive import archive_metadata, read_header, save_archive
+from bench.weights.caffe import read_caffemodel
 from bench.weights.convert import check_memory, convert_random
 from tests.limits import run_limited
+from tests.weights.caffe_writer import encode_varint, write_caffemodel
 
 REPO = Path(__file__).resolve().parents[2]
 NARROW = 16
@@ -370,7 +372,7 @@ def test_weights_of_the_wrong_kind_name_the_convert_command(tmp_path, make, mess
     else:
         Image.new("RGB", (8, 8)).save(path, format="JPEG")
     with pytest.raises(WeightsError, match=re.escape(message)) as caught:
-        load_voc_weights("fcn32s", path)
+        open_voc_weights("fcn32s", path)
     if make != "jpeg":
         assert f"python cli.py convert {path} fcn32s.safetensors" in str(caught.value)
 

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from bench.core.errors import WeightsError
-from bench.weights.caffe import (
-    CaffeLayer,
-    encode_blob,
-    encode_varint,
-    read_caffemodel,
-    write_caffemodel,
-)
+from bench.weights.caffe import CaffeLayer, read_caffemodel
+from tests.weights.caffe_writer import encode_blob, encode_varint, write_caffemodel
 
 RNG = np.random.default_rng(7)
 LAYERS = [

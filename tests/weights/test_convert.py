@@ -17,21 +17,20 @@ import bench.weights.convert
 from backends import read_torch_state_dict
 from bench.cli.app import cli
 from bench.core.errors import UsageError, WeightsError
-from bench.data.voc import MEAN_BGR
+from bench.core.inputs import MEAN_BGR
 from bench.model.init import bilinear_upsample_weight, random_params
 from bench.model.spec import VARIANTS, Conv, Scale, Upsample, build_spec
 from bench.weights.archive import load_archive, sha256_file
-from bench.weights.caffe import write_caffemodel
-from bench.weights.convert import (
-    KERAS_NAMES,
+from bench.weights.convert import convert_random, detect_format
+from bench.weights.keras_h5 import KERAS_NAMES
+from bench.weights.surgery import (
     TORCHVISION_MEAN_RGB,
     TORCHVISION_NAMES,
     TORCHVISION_STD_RGB,
     TRUNK_LAYERS,
-    convert_random,
-    detect_format,
     fold_torchvision_conv1_1,
 )
+from tests.weights.caffe_writer import write_caffemodel
 
 NARROW = 16  # conv1_1 has 4 filters, fc6/fc7 256: every code path, tiny files
 

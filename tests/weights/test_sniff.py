@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.weights.caffe import write_caffemodel
 from bench.weights.sniff import sniff, sniff_bytes
+from tests.weights.caffe_writer import write_caffemodel
 
 
 def _image(fmt: str) -> bytes:

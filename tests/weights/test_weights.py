@@ -180,3 +180,57 @@ def test_sha256_file_streams_the_same_digest(tmp_path):
     chunks = []
     assert sha256_file(path, chunks.append) == hashlib.sha256(data).hexdigest()
     assert sum(chunks) == len(data) and len(chunks) == 4
+
+
+# -- open_archive: the header read once --------------------------------------------------------
+
+
+def test_open_archive_reads_the_header_once_and_the_data_only_on_demand(tmp_path, monkeypatch):
+    import bench.weights.archive as archive_module
+
+    params = narrow_params("fcn16s", seed=5)
+    path = save_archive(tmp_path / "w.safetensors", params, {"origin": "t", "kind": "random"})
+    reads, hashes = [], []
+    real_read, real_hash = archive_module.read_header, archive_module.sha256_file
+    monkeypatch.setattr(archive_module, "read_header",
+                        lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(archive_module, "sha256_file",
+                        lambda p: hashes.append(p) or real_hash(p))
+
+    archive = archive_module.open_archive(path, "fcn16s")
+    assert archive.spec == build_spec("fcn16s", width_divisor=NARROW)
+    assert archive.model_name == archive.detected_model == "fcn16s"
+    assert archive.metadata["origin"] == "t" and set(archive.entries) == set(params)
+    assert not hashes  # hashing reads the whole file: only when asked
+    assert archive.sha256 == archive.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    tensors = archive.read_tensors()
+    assert list(tensors) == list(archive.spec.param_shapes())
+    for name, value in params.items():
+        np.testing.assert_array_equal(tensors[name], value)
+    assert len(reads) == 1 and len(hashes) == 1
+
+
+def test_open_archive_refuses_another_model_and_an_unknown_name_in_one_line(tmp_path):
+    from bench.weights.archive import open_archive
+
+    path = save_archive(tmp_path / "w.safetensors", narrow_params("fcn8s"), {"origin": "t"})
+    with pytest.raises(WeightsError, match=r"holds fcn8s weights .* but fcn32s was requested"):
+        open_archive(path, "fcn32s")
+    with pytest.raises(WeightsError, match="unknown"):
+        open_archive(path, "fcn7s")
+    assert open_archive(path, "voc-fcn8s").model_name == "fcn8s"  # aliases resolve
+    with pytest.raises(WeightsError, match="holds fcn8s weights"):
+        open_archive(path).read_tensors(build_spec("fcn32s", width_divisor=NARROW))
+
+
+def test_open_archive_names_a_bare_trunk_but_builds_no_spec_for_it(tmp_path):
+    from bench.weights.archive import open_archive
+
+    spec = build_spec("fcn32s", width_divisor=NARROW)
+    trunk = {k: v for k, v in random_params(spec, 0).items() if not k.startswith(("score", "up"))}
+    path = tmp_path / "trunk.safetensors"
+    save_file(trunk, str(path))
+    archive = open_archive(path)
+    assert archive.detected_model == "vgg16"
+    with pytest.raises(WeightsError, match="bare vgg16 trunk, not an FCN"):
+        _ = archive.spec

@@ -18,9 +18,9 @@ from bench.downloads.checks import check_content
 from bench.model.init import random_params
 from bench.model.spec import MODELS, Conv, Scale, Upsample, build_spec, resolve_model
 from bench.weights.archive import detect_variant, load_archive, load_weights, model_from_tensors
-from bench.weights.caffe import write_caffemodel
 from bench.weights.convert import convert, convert_random
 from bench.weights.fusion import convert_fused
+from tests.weights.caffe_writer import write_caffemodel
 
 NARROW = 16
 
