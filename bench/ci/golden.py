@@ -33,14 +33,14 @@ from bench.ci.judge import Comparison, compare_rows
 from bench.ci.label_maps import encode_label_maps
 from bench.ci.record_rows import Row, rows_from_record
 from bench.core.contracts import Backend
-from bench.core.errors import UsageError
+from bench.core.errors import UsageError, describe_error
 from bench.core.records import REPO_ROOT, make_record
+from bench.data.id_lists import read_id_list
 from bench.data.synthetic import make_voc
-from bench.data.voc import VOCDataset, read_id_list, voc_dir
+from bench.data.voc import VOCDataset, voc_dir
 from bench.evaluation.metrics import ConfusionMatrix
 from bench.model.init import random_params
 from bench.model.spec import VARIANTS, Conv, FcnSpec, Scale, build_spec, resolve_model
-from bench.perf.latency import describe_error
 
 GOLDEN_BASELINE = REPO_ROOT / "reference_results" / "ci" / "golden.json"
 GOLDEN_SPLIT = "trainval"  # every generated image (make_voc puts half in train, half in val)

@@ -18,8 +18,8 @@ from bench.ci.golden import (
 )
 from bench.ci.golden_zoo import ZooSample, make_zoo_samples, zoo_scores
 from bench.core.contracts import Backend
+from bench.core.errors import describe_error
 from bench.model.spec import VARIANTS, FcnSpec
-from bench.perf.latency import describe_error
 
 # ----------------------------------------------------------------------------------------------
 # The half-precision gate (docs/latency.md): labels agree with fp32's on the golden set

@@ -20,9 +20,9 @@ import numpy as np
 
 from bench.ci.label_maps import encode_label_maps
 from bench.core.contracts import Backend
+from bench.core.errors import describe_error
 from bench.evaluation.parity import compare_blob, label_agreement
 from bench.model.spec import FcnSpec
-from bench.perf.latency import describe_error
 
 # One model per family, the one `golden` runs by default: early/late fusion is the NYUD case,
 # two heads SIFT Flow's, the 8s at-once net ADE20K's, the grouped CaffeNet trunk AlexNet's.

@@ -94,3 +94,12 @@ def not_a_file(path: str | Path, what: str = "file") -> str:
     kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a pipe"
             if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
     return f"not a regular {what} ({kind})"
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception type (unless it is ours) and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(error, FcnBenchError) and text:
+        return text[:300]
+    return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__

@@ -33,7 +33,6 @@ from bench.data.labels import (
 from bench.data.matfile import check_mat_inflated_size
 
 # Re-exported for bench/train/loop.py and bench/cli/evaluate.py until they import it from its home.
-from bench.data.prefetch import prefetch as prefetch
 
 SPLIT_SUBDIR = Path("ImageSets", "Segmentation")
 VOC_SPLITS = ("train", "val", "trainval")      # devkit lists, read from VOC2012

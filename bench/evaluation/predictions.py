@@ -20,8 +20,9 @@ from bench.core.errors import DataError, not_a_file
 from bench.core.records import make_record
 from bench.data.base import SegmentationSet
 from bench.data.labels import read_label_png
+from bench.data.prefetch import prefetch
 from bench.data.sets import open_dataset
-from bench.data.voc import VOCDataset, describe_size, more_missing, prefetch
+from bench.data.voc import VOCDataset, describe_size, more_missing
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 
 

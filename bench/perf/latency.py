@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from bench.core.contracts import Backend
+from bench.core.errors import describe_error
 from bench.perf.cells import BackendCell, BackendPool, CellKey, CellResult
 from bench.perf.host import available_memory_bytes, host_info, plan_groups
 from bench.perf.policy import DEFAULT_POLICIES, TimingPolicy, policy_for
-from bench.perf.policy import WarmupPolicy as WarmupPolicy  # re-exported: tests
-from bench.perf.rounds import Progress, describe_error, run_rounds
+from bench.perf.rounds import Progress, run_rounds
 from bench.perf.stats import confidence_statement, summarize
 
 # The README and `latency --help` quote this text; keep it in step with the code below.

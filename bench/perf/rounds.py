@@ -8,19 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.core.errors import FcnBenchError
+from bench.core.errors import describe_error
 from bench.perf.cells import CellResult, TimedCall
 from bench.perf.policy import TimingPolicy, policy_for
 from bench.perf.progress import Estimator
-
-
-def describe_error(error: BaseException) -> str:
-    """One line: the exception type (unless it is ours) and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    if isinstance(error, FcnBenchError) and text:
-        return text[:300]
-    return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
 def time_call(cell: TimedCall, clock: Callable[[], int] = time.perf_counter_ns) -> int:

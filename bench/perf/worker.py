@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from bench.perf.rounds import describe_error
+from bench.core.errors import describe_error
 
 
 def _entry(target: Callable[[Any], Any], payload: Any, connection: Any) -> None:

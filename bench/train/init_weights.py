@@ -18,7 +18,7 @@ from bench.model.init import fixed_params, imagenet_init_params, new_layer_param
 from bench.model.spec import Concat, Conv, FcnSpec, build_spec
 from bench.train.recipes import HEAVY, Recipe
 from bench.weights.archive import BACKBONE as VGG16
-from bench.weights.archive import detect_variant, load_archive, spec_from_archive
+from bench.weights.archive import detect_variant, open_archive
 from bench.weights.detect import ALEXNET as ALEXNET_TRUNK
 from bench.weights.detect import BACKBONES
 
@@ -118,11 +118,12 @@ def _late_fusion_init(spec: FcnSpec, paths: Sequence[str]
         path = Path(text)
         if not path.is_file():
             raise WeightsError(path, f"{model} init archive not found")
-        found = spec_from_archive(path)
+        archive = open_archive(path)
+        found = archive.spec
         if found.variant != model:
             raise WeightsError(path, f"is a {found.variant} archive; the {suffix} stream of "
                                      f"{spec.variant} starts from {model} weights")
-        params, _ = load_archive(path, found)
+        params = archive.read_tensors(found)
         for name, value in params.items():
             layer, kind = name.rsplit(".", 1)
             source[f"{layer}{suffix}.{kind}"] = value
@@ -199,13 +200,14 @@ def load_init(spec: FcnSpec, init: str, seed: int, recipe: Recipe = HEAVY
         except (SafetensorError, OSError) as error:
             raise WeightsError(path, f"not a readable safetensors file ({error})") from None
     else:
-        archived = spec_from_archive(path)
+        archive = open_archive(path)
+        archived = archive.spec
         if archived.width_divisor != spec.width_divisor:
             raise UsageError(f"{path}: a narrow network (channels / {archived.width_divisor}); "
                              f"train it with --width-divisor {archived.width_divisor}"
                              if archived.width_divisor > 1 else
                              f"{path}: a full-width network; train it without --width-divisor")
-        source, metadata = load_archive(path, archived)
+        source, metadata = archive.read_tensors(archived), archive.metadata
     params, unused = initial_params(spec, source, kind, path, recipe.learned_upsampling)
     return params, {"init": str(path), "init_kind": kind,
                     "init_archive_kind": metadata.get("kind"),

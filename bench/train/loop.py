@@ -13,12 +13,9 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +24,7 @@ from bench.core.atomic import write_json
 from bench.core.contracts import Trainer
 from bench.core.errors import FcnBenchError, UsageError
 from bench.core.records import make_record
-from bench.data.voc import prefetch
+from bench.data.prefetch import prefetch_keys
 from bench.evaluation.metrics import ConfusionMatrix, evaluation_record
 from bench.model.memory import ImageMemoryCheck
 from bench.model.spec import FcnSpec
@@ -48,31 +45,13 @@ if TYPE_CHECKING:  # annotations only: tqdm is imported when a run starts
     from tqdm import tqdm as ProgressBar
 
 
-def _prefetch_stream(load: Callable[[str], Any], keys: Iterator[str],
-                     depth: int = 4) -> Iterator[Any]:
-    """`load(key)` for an endless key stream, decoded `depth` ahead in threads, in order.
-
-    bench.data.voc.prefetch takes a finite id list; the training stream is an endless sampled
-    sequence. Closing the generator cancels what is queued and waits for the running decodes.
-    """
-    pending: deque = deque()
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fcn-train-load")
-    try:
-        while True:
-            while len(pending) < depth:
-                pending.append(pool.submit(load, next(keys)))
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def evaluate(trainer: Trainer, dataset: TrainingSet, ids: Sequence[str],
              num_classes: int) -> dict[str, Any]:
     """Score `ids` (this process's shard) and sum the confusion matrices over all processes."""
-    shard = SimpleNamespace(ids=list(ids)[trainer.rank::trainer.world_size])
+    shard = list(ids)[trainer.rank::trainer.world_size]
     matrix = ConfusionMatrix(num_classes)
     loss_sum = 0.0
-    for sample in prefetch(shard, load=dataset.load):
+    for sample in prefetch_keys(dataset.load, shard):
         labels, loss = trainer.predict(sample.image, sample.label)
         # Several heads (SIFT Flow): the loss covers all; the matrix scores the first head.
         truth = (next(iter(sample.label.values())) if isinstance(sample.label, Mapping)
@@ -289,7 +268,8 @@ def _on_schedule(run: TrainingRun, iteration: int, stop_flag: bool) -> None:
 def _train_until_done(run: TrainingRun, train_set: TrainingSet, start: int, resumed: bool,
                       bar: ProgressBar, fits: ImageMemoryCheck) -> int:
     """Updates from `start` to `config.iters` under a stop request; the iteration reached."""
-    stream = _prefetch_stream(train_set.load, sampled_ids(run.sampler.clone(), train_set.ids))
+    stream = prefetch_keys(train_set.load, sampled_ids(run.sampler.clone(), train_set.ids),
+                           depth=4, thread_name="fcn-train-load")
     iteration = start
     try:
         with StopRequest() as stop:

@@ -206,12 +206,6 @@ def detect_variant(source: str | Path | Mapping[str, Any]) -> str:
     return model_from_tensors(path, entries, metadata)
 
 
-def spec_from_archive(path: str | Path, requested: str | None = None) -> FcnSpec:
-    """The spec of an archive on disk, read from its header only (no tensor data)."""
-    metadata, entries = _header_parts(Path(path))
-    return infer_spec(entries, metadata, path, requested)
-
-
 def _header_parts(path: Path) -> tuple[dict[str, str], dict[str, HeaderEntry]]:
     """(metadata as strings, tensor entries) of the header, read once."""
     header = read_header(path)

@@ -18,7 +18,8 @@ from bench.ci.record_rows import Row, load_side
 from bench.ci.speed_stats import bootstrap_delta_interval
 from bench.cli.app import cli
 from bench.core.errors import FcnBenchError, UsageError, printable
-from bench.perf.latency import CellResult, TimingPolicy, WarmupPolicy
+from bench.perf.latency import CellResult, TimingPolicy
+from bench.perf.policy import WarmupPolicy
 from bench.perf.progress import MAX_CALLS, remaining_calls
 
 
@@ -133,7 +134,7 @@ def test_printable_shortens_a_huge_value():
 
 
 def test_over_long_split_id_is_refused(tmp_path):
-    from bench.data.voc import read_id_list
+    from bench.data.id_lists import read_id_list
     path = tmp_path / "split.txt"
     path.write_text("2007_000033\n" + "a" * 100_000 + "\n")
     with pytest.raises(FcnBenchError, match="id number 2 is 100,000 characters"):
@@ -351,7 +352,7 @@ def test_training_step_memory_is_checked_per_image_size(monkeypatch):
 
 
 def test_an_id_of_250_characters_is_still_an_id(tmp_path):
-    from bench.data.voc import read_id_list
+    from bench.data.id_lists import read_id_list
     path = tmp_path / "split.txt"
     path.write_text("a" * 250 + "\n")
     assert read_id_list(path) == ["a" * 250]

@@ -21,7 +21,8 @@ from bench.cli.app import cli
 from bench.core.atomic import atomic_write_bytes
 from bench.core.errors import DataError, FcnBenchError, UsageError, WeightsError, printable
 from bench.core.json_text import loads_bounded
-from bench.data.voc import read_id_list, read_sbd_mat
+from bench.data.id_lists import read_id_list
+from bench.data.voc import read_sbd_mat
 from bench.downloads.cached_weights import open_voc_weights
 from bench.model.init import random_params
 from bench.model.spec import build_spec

@@ -17,9 +17,9 @@ from bench.weights.archive import (
     detect_variant,
     load_archive,
     load_weights,
+    open_archive,
     save_archive,
     sha256_file,
-    spec_from_archive,
     variant_from_keys,
 )
 
@@ -48,7 +48,7 @@ def test_round_trip_keeps_every_tensor_and_records_metadata(tmp_path, variant):
     assert metadata["created_utc"].endswith("Z")
     assert json.loads(metadata["layouts"])["conv"].startswith("OIHW")
     assert detect_variant(path) == variant
-    assert spec_from_archive(path) == build_spec(variant, width_divisor=NARROW)
+    assert open_archive(path).spec == build_spec(variant, width_divisor=NARROW)
 
 
 def test_float64_input_is_stored_as_float32_and_order_does_not_matter(tmp_path):
