@@ -26,11 +26,12 @@ from bench.cli.options import (
 )
 from bench.core.contracts import COMPILE_MODES, PRECISIONS, RunOptions
 from bench.core.errors import FcnBenchError
+from bench.core.host import available_memory_bytes, host_info
 from bench.core.outputs import Output, check_outputs
 from bench.evaluation.published import paper_latency_ms
+from bench.model.budget import check_fits, estimate_cell
 from bench.model.init import random_params
 from bench.model.spec import MODEL_NAMES, VARIANTS, FcnSpec, build_spec, resolve_model
-from bench.perf.budget import check_fits, estimate_cell
 from bench.perf.cells import (
     MODES,
     CellKey,
@@ -39,7 +40,6 @@ from bench.perf.cells import (
     nvidia_gpu_visible,
     plan_cells,
 )
-from bench.perf.host import available_memory_bytes, host_info
 from bench.perf.latency import METHODOLOGY, LatencyRun, make_row, measure
 from bench.perf.policy import DEFAULT_POLICIES
 from bench.perf.report import (

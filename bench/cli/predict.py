@@ -199,7 +199,7 @@ def command(variant: str | None, backend_name: str, weights: Path, image_path: P
 
 
 def _read_inputs(files: dict[str, Path], depth_units: str) -> dict[str, np.ndarray]:
-    from bench.model.inputs import read_depth, read_hha, read_photo
+    from bench.data.inputs import read_depth, read_hha, read_photo
 
     readers = {"--image": read_photo, "--hha": read_hha,
                "--depth": lambda path: read_depth(path, depth_units)}
@@ -209,8 +209,8 @@ def _read_inputs(files: dict[str, Path], depth_units: str) -> dict[str, np.ndarr
 def _network_inputs(entry, needed, arrays, files):
     """The backend's input: one (1, C, H, W) array, or {input name: array} for several."""
     from bench.core.errors import UsageError
+    from bench.data.inputs import encode
     from bench.data.voc import preprocess
-    from bench.model.inputs import encode
     from bench.model.zoo import VOC_MEAN
 
     sizes = {option: arrays[option].shape[:2] for option in needed}

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from bench.core.errors import DataError
-from bench.core.inputs import ADE_MEAN, float32_mean
+from bench.core.means import ADE_MEAN, float32_mean
 from bench.data.base import (
     Head,
     Sample,
@@ -34,7 +34,7 @@ from bench.evaluation.metrics import ConfusionMatrix
 
 NAME = "ade20k"
 CLASSES = ("other", *read_class_names("ade20k_150.txt"))  # objectInfo150 first names
-MEAN_BGR = float32_mean(ADE_MEAN)  # SP demoSegmentation.m (bench.core.inputs)
+MEAN_BGR = float32_mean(ADE_MEAN)  # SP demoSegmentation.m (bench.core.means)
 FOLDERS = {"validation": ("validation", "ADE_val_", 2000), "training": ("training", "ADE_train_",
                                                                           20210)}
 ALIASES = {"val": "validation", "train": "training"}

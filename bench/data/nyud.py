@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import DataError, UsageError
-from bench.core.inputs import NYUD_COLOR_MEAN, NYUD_HHA_MEAN, NYUD_LOG_DEPTH_MEAN, float32_mean
+from bench.core.means import NYUD_COLOR_MEAN, NYUD_HHA_MEAN, NYUD_LOG_DEPTH_MEAN, float32_mean
 from bench.data.base import (
     SPLITS_DIR,
     Head,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import DataError
-from bench.core.inputs import CONTEXT_MEAN, float32_mean
+from bench.core.means import CONTEXT_MEAN, float32_mean
 from bench.data.base import (
     CLASSES_DIR,
     Head,
@@ -31,7 +31,7 @@ NAME = "pascalcontext"
 NUM_RAW = 459
 # The 59-class task's names as the task lists them -> the same class in the 459-label list.
 RENAMED = {"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}
-MEAN_BGR = float32_mean(CONTEXT_MEAN)  # REF, float32 (bench.core.inputs)
+MEAN_BGR = float32_mean(CONTEXT_MEAN)  # REF, float32 (bench.core.means)
 ID_PATTERN = r"\d{4}_\d{6}"
 # VOC2010 ImageSets/Main: val 5105 ids (REF val solver test_iter), train 4998. No published
 # checksum of the lists, so only the count is pinned.

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import DataError, UsageError, not_a_file
-from bench.core.inputs import MEAN_BGR
+from bench.core.means import MEAN_BGR
 from bench.data.id_lists import id_list_sha256, read_id_list, write_id_list
 from bench.data.labels import (
     NUM_CLASSES,

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.core.digests import file_digests
 from bench.core.errors import DownloadError, UsageError
 from bench.data.voc import SEG11VALID, SEG11VALID_SHA256, SEG11VALID_URL
-from bench.downloads.cache import file_digests, recorded_hashes
+from bench.downloads.cache import recorded_hashes
 from bench.model.zoo import MODEL_ENTRIES, NO_CHECKSUM
 
 

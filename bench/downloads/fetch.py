@@ -27,10 +27,10 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from bench.core.digests import file_digests
 from bench.core.errors import DownloadError
 from bench.downloads.cache import (
     downloads_dir,
-    file_digests,
     forget_sha256,
     record_sha256,
     recorded_hashes,

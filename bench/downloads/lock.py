@@ -61,12 +61,15 @@ def lock_path_for(target: str | Path) -> Path:
     return target.with_name(target.name + ".lock")
 
 
+UNKNOWN_HOLDER = "another process"
+
+
 def _holder(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
-        return "another process"
-    return " ".join(text.split())[:200] or "another process"
+        return UNKNOWN_HOLDER
+    return " ".join(text.split())[:200] or UNKNOWN_HOLDER
 
 
 @contextmanager
@@ -81,14 +84,19 @@ def exclusive(path: str | Path, what: str, *, log: Callable[[str], None] | None 
     except OSError as error:
         raise DownloadError(f"{path}: cannot create the lock file ({error.strerror})") from None
     try:
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
         announced = False
         while not _try_lock(fd):
             if time.monotonic() >= deadline:
                 raise DownloadError(f"{path}: still locked after {wait_s:g} s by "
                                     f"{_holder(path)}; wait for it or stop that process")
-            if not announced and log is not None:
-                log(f"waiting for {_holder(path)} to finish ({path})")
+            holder = _holder(path)
+            # The holder writes its line just after taking the lock: an empty file for a moment
+            # is that gap, so wait one more poll before settling for "another process".
+            if not announced and log is not None and (
+                    holder != UNKNOWN_HOLDER or time.monotonic() - started > poll_s):
+                log(f"waiting for {holder} to finish ({path})")
                 announced = True
             time.sleep(poll_s)
         stamp = f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}: {what}\n"

@@ -30,12 +30,12 @@ from bench.core.contracts import (
     NamedSample,
     ScoredHead,
 )
+from bench.core.digests import file_digests
 from bench.core.distributed import Shard
 from bench.core.errors import DataError, FcnBenchError
 from bench.data.id_lists import id_list_sha256
 from bench.data.labels import write_label_png
 from bench.data.prefetch import prefetch_keys
-from bench.downloads.cache import file_digests
 from bench.evaluation.checkpoint import Checkpoint, CheckpointMismatch, CheckpointState
 from bench.evaluation.metrics import ConfusionMatrix
 from bench.model.memory import ImageMemoryCheck

@@ -1,7 +1,7 @@
 """Refuse a forward pass that cannot fit in memory, before anything is allocated.
 
 `predict` on a 5000x7000 photo and `parity --size 50000x50000` allocated gigabytes and died in
-a framework traceback. The need is estimated from the spec with bench/perf/budget.py's
+a framework traceback. The need is estimated from the spec with bench/model/budget.py's
 estimate (the same one `latency` uses, same wording) and compared with the host's available
 memory (docs/security.md). Framework-free; never imports torch or tensorflow.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from bench.core.host import available_memory_bytes
+from bench.model.budget import WORKSPACE_FACTOR, check_fits, estimate_cell, peak_live_elements
 from bench.model.spec import FcnSpec
-from bench.perf.budget import WORKSPACE_FACTOR, check_fits, estimate_cell, peak_live_elements
-from bench.perf.host import available_memory_bytes
 
 
 def forward_bytes(spec: FcnSpec, height: int, width: int, *, batch: int = 1,

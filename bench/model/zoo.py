@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.core.inputs import (
+from bench.core.means import (
     ADE_MEAN,
     CONTEXT_MEAN,
     NYUD_COLOR_MEAN,

@@ -157,7 +157,7 @@ class BackendCell:
         if problem:
             raise UnsupportedPrecision(problem)
         if self.memory_bytes is not None:
-            from bench.perf.budget import check_fits
+            from bench.model.budget import check_fits
 
             check_fits(f"{self.key.variant} at {self.key.size} x batch {self.key.batch}",
                        self.memory_bytes, self.backend.memory_capacity_bytes(), self.device)
@@ -206,3 +206,18 @@ class CellResult:
     samples_ns: list[int] = field(default_factory=list)
     warmup_stable: bool | None = None
     error: str | None = None
+
+
+def plan_groups(keys: Sequence[CellKey], instance_bytes: Mapping[str, int],
+                budget_bytes: int | None) -> tuple[list[list[CellKey]], str]:
+    """Interleave every cell at once if all their backend instances fit in `budget_bytes`; else
+    one variant at a time (its backends still interleaved). Returns the groups and a label."""
+    instances = {(k.variant, k.backend) for k in keys}
+    needed = sum(instance_bytes[variant] for variant, _ in instances)
+    if budget_bytes is None or needed <= budget_bytes or len({k.variant for k in keys}) == 1:
+        return [list(keys)], "all cells"
+    groups: dict[str, list[CellKey]] = {}
+    for key in keys:
+        groups.setdefault(key.variant, []).append(key)
+    return list(groups.values()), (f"one variant at a time: the {len(instances)} models "
+                                   f"(~{needed / 2**30:.1f} GiB) exceed half the available memory")

@@ -19,8 +19,8 @@ import numpy as np
 
 from bench.core.contracts import Backend
 from bench.core.errors import describe_error
-from bench.perf.cells import BackendCell, BackendPool, CellKey, CellResult
-from bench.perf.host import available_memory_bytes, host_info, plan_groups
+from bench.core.host import available_memory_bytes, host_info
+from bench.perf.cells import BackendCell, BackendPool, CellKey, CellResult, plan_groups
 from bench.perf.policy import DEFAULT_POLICIES, TimingPolicy, policy_for
 from bench.perf.rounds import Progress, run_rounds
 from bench.perf.stats import confidence_statement, summarize
@@ -166,7 +166,7 @@ def measure(keys: Sequence[CellKey], factory: Callable[[str, str], Backend], *, 
 
     `factory(variant, backend)` builds a backend with weights loaded; `instance_bytes[variant]`
     estimates one instance's host memory, to decide whether all instances fit at once;
-    `memory_of(key)` estimates a cell's device memory (bench.perf.budget), checked against
+    `memory_of(key)` estimates a cell's device memory (bench.model.budget), checked against
     what the device has before the cell allocates; `inputs_of(variant)` names its inputs and
     their channels (one generated input each). With `roofline`, each backend's device
     ceilings are measured once (bench.perf.roofline) and every row says where it stands.

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.core.digests import file_digests
 from bench.core.errors import WeightsError
 from bench.core.json_text import JsonTooDeep, loads_bounded
-from bench.downloads.cache import file_digests
 from bench.weights.sniff import FileKind, convert_hint, sniff
 
 # An archive's header is a few KB (about 40 tensors); safetensors itself allows 100 MB, whose

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import UsageError
-from bench.core.inputs import MEAN_BGR
+from bench.core.means import MEAN_BGR
 from bench.model.init import imagenet_init_params
 from bench.model.spec import VGG16_STAGES, Conv, build_spec, resolve_model
 from bench.weights.archive import ALEXNET, BACKBONE, archive_metadata, width_divisor_of

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from bench.core.errors import DataError, UsageError
-from bench.core.inputs import MEAN_BGR
+from bench.core.means import MEAN_BGR
 from bench.data import voc
 from bench.data.id_lists import id_list_sha256, read_id_list
 from bench.data.labels import read_label_png, write_label_png

@@ -499,6 +499,34 @@ def test_a_lock_held_too_long_is_refused_naming_the_holder(tmp_path):
     assert f"{lock}: still locked after 0.2 s by pid {os.getpid()}" in text and "first" in text
 
 
+def test_a_waiter_names_the_holder_even_when_it_looks_before_the_holder_wrote_its_line(tmp_path):
+    """The holder takes the lock, then writes who it is: a waiter that reads the file in that gap
+    used to say "another process" (and the two-downloads test flaked on it)."""
+    fcntl = pytest.importorskip("fcntl")
+    from bench.downloads.lock import exclusive
+
+    lock = tmp_path / "x.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, but its line not written yet
+
+    def holder() -> None:
+        time.sleep(0.05)
+        os.write(fd, b"pid 4242 on host since now: first\n")
+        time.sleep(0.3)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    messages: list[str] = []
+    try:
+        with exclusive(lock, "second", log=messages.append, poll_s=0.1):
+            pass
+    finally:
+        thread.join()
+        os.close(fd)
+    assert messages and messages[0].startswith("waiting for pid 4242 on host"), messages
+
+
 
 def test_an_endless_stream_without_content_length_is_cut_off(server, tmp_path, monkeypatch):
     monkeypatch.setattr(transfer, "MAX_BYTES", 100_000)

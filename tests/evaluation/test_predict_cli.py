@@ -245,7 +245,7 @@ def test_wrong_or_missing_inputs_are_one_line(zoo_archives, archives, rgbd, tmp_
 
 
 def test_inputs_are_encoded_as_their_data_layers():
-    from bench.model.inputs import encode
+    from bench.data.inputs import encode
     from bench.model.zoo import NYUD_COLOR, NYUD_HHA, NYUD_LOGD
 
     pixel = np.array([[[10, 20, 30]]], np.uint8)

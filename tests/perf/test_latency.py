@@ -30,9 +30,9 @@ from bench.perf.cells import (
     CellKey,
     CellResult,
     plan_cells,
+    plan_groups,
     precision_problem,
 )
-from bench.perf.host import plan_groups
 from bench.perf.latency import make_row, paper_for
 from bench.perf.policy import TimingPolicy, WarmupPolicy, policy_for
 from bench.perf.rounds import run_rounds, time_call
@@ -826,7 +826,7 @@ def test_a_cell_that_cannot_fit_is_refused_before_allocating(fakes, monkeypatch,
 
 
 def test_memory_estimate_follows_the_spec():
-    from bench.perf.budget import estimate_cell, peak_live_elements
+    from bench.model.budget import estimate_cell, peak_live_elements
 
     spec = build_spec("fcn32s")
     # conv1_1 -> conv1_2 at 500x500: two 64 x 698 x 698 blobs alive at once, at least.
@@ -1038,7 +1038,7 @@ def test_synthetic_inputs_one_per_named_input_with_its_channels():
 
 
 def test_memory_estimate_counts_every_input_and_every_head():
-    from bench.perf.budget import estimate_cell, peak_live_elements
+    from bench.model.budget import estimate_cell, peak_live_elements
 
     # Late fusion reads "color" and "hha" (no "data" blob): both count while read.
     hha = build_spec("nyud-fcn32s-color-hha", width_divisor=16)

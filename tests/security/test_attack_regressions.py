@@ -188,9 +188,9 @@ def test_parity_refuses_the_same_backend_twice():
 
 
 def test_forward_estimate_refuses_beyond_available_memory():
+    from bench.model.budget import MemoryBudgetError
     from bench.model.memory import check_forward_memory, forward_bytes
     from bench.model.spec import build_spec
-    from bench.perf.budget import MemoryBudgetError
     needed = forward_bytes(build_spec("fcn8s"), 5000, 7000)
     assert needed > 20 * 2**30  # two 64-channel blobs of the padded conv1 alone are ~19 GiB
     with pytest.raises(MemoryBudgetError, match="use a smaller image"):
@@ -320,8 +320,8 @@ def test_run_evaluation_refuses_an_image_too_large_for_memory(tmp_path, monkeypa
     from bench.data.synthetic import make_voc
     from bench.data.voc import resolve_split
     from bench.evaluation.runner import run_evaluation
+    from bench.model.budget import MemoryBudgetError
     from bench.model.spec import build_spec
-    from bench.perf.budget import MemoryBudgetError
 
     make_voc(tmp_path, num_images=2, seed=3)
     dataset = resolve_split(tmp_path, "trainval")
@@ -339,9 +339,9 @@ def test_run_evaluation_refuses_an_image_too_large_for_memory(tmp_path, monkeypa
 
 def test_training_step_memory_is_checked_per_image_size(monkeypatch):
     import bench.model.memory
+    from bench.model.budget import MemoryBudgetError
     from bench.model.memory import ImageMemoryCheck
     from bench.model.spec import build_spec
-    from bench.perf.budget import MemoryBudgetError
 
     monkeypatch.setattr(bench.model.memory, "available_memory_bytes", lambda: 64 << 20)
     fits = ImageMemoryCheck(build_spec("fcn32s", width_divisor=16), "cpu", training=True)

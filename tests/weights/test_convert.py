@@ -17,7 +17,7 @@ import bench.weights.convert
 from backends import read_torch_state_dict
 from bench.cli.app import cli
 from bench.core.errors import UsageError, WeightsError
-from bench.core.inputs import MEAN_BGR
+from bench.core.means import MEAN_BGR
 from bench.model.init import bilinear_upsample_weight, random_params
 from bench.model.spec import VARIANTS, Conv, Scale, Upsample, build_spec
 from bench.weights.archive import load_archive, sha256_file

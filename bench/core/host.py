@@ -1,5 +1,7 @@
-"""The host a latency run ran on (CPU, cores, load, memory) and the memory-aware grouping of
-cells. Framework-free (stdlib). Split out of bench/perf/latency.py, which re-exports it.
+"""The machine a run happens on: CPU, usable cores, load, available memory, thread variables.
+
+Latency records carry these facts, and the memory checks (bench/model/memory.py) compare an
+estimate with what is available before allocating. Stdlib only.
 """
 
 from __future__ import annotations
@@ -7,28 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from bench.perf.cells import CellKey
-
-
-
-
-def plan_groups(keys: Sequence[CellKey], instance_bytes: Mapping[str, int],
-                budget_bytes: int | None) -> tuple[list[list[CellKey]], str]:
-    """Interleave every cell at once if all their backend instances fit in `budget_bytes`; else
-    one variant at a time (its backends still interleaved). Returns the groups and a label."""
-    instances = {(k.variant, k.backend) for k in keys}
-    needed = sum(instance_bytes[variant] for variant, _ in instances)
-    if budget_bytes is None or needed <= budget_bytes or len({k.variant for k in keys}) == 1:
-        return [list(keys)], "all cells"
-    groups: dict[str, list[CellKey]] = {}
-    for key in keys:
-        groups.setdefault(key.variant, []).append(key)
-    return list(groups.values()), (f"one variant at a time: the {len(instances)} models "
-                                   f"(~{needed / 2**30:.1f} GiB) exceed half the available memory")
+from typing import Any
 
 
 def _read_proc(path: str) -> str:
