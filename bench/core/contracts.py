@@ -1,7 +1,7 @@
 """The contracts the core owns: what a backend, a trainer and a data set must provide.
 
 Backends (backends/, plugins) implement `Backend` and, where they train, `Trainer`; the core
-types against these and never imports a backend. Numpy in, numpy out.
+types against these. Numpy in, numpy out.
 
 A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
 stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what

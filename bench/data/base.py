@@ -4,7 +4,7 @@ A data set here is a list of ids plus a way to turn one id into *named* model in
 float32 arrays, preprocessed exactly as the reference data layer) and *named* label maps, one per
 output head. The evaluation loop (bench/evaluation/runner.py, bench/cli/evaluate.py) needs nothing
 else: it asks `heads` for the confusion matrices to keep, `load_labels` for the ground truth of each
-head, and `summarize` for the data set's own metrics. Framework-free: numpy, Pillow, scipy.io.
+head, and `summarize` for the data set's own metrics. Numpy, Pillow, scipy.io.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ trusted hash (docs/downloads.md, "Trust on first use"). A caffemodel is accepted
 parses completely (bench.weights.caffe.read_caffemodel, streaming) and every layer's blobs have the
 shapes the spec (bench/model/spec.py) derives for the variant: nothing here is typed in.
 
-Stdlib + numpy (through bench.weights.caffe); never imports torch or tensorflow.
+Stdlib + numpy (through bench.weights.caffe).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Geometry of an FCN spec: blob shapes with Caffe's rounding, and coordinate maps -> crop offsets.
 
-Framework-free (stdlib only). Crop offsets are *derived* here from the layer geometry, the way
+Stdlib only. Crop offsets are *derived* here from the layer geometry, the way
 Caffe's python/caffe/coord_map.py does, never typed in (docs/fidelity.md "Crop offsets").
 """
 

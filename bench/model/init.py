@@ -1,7 +1,7 @@
 """Parameter initialisation from the spec: bilinear upsampling, fixed scales, random weights,
 and the ImageNet -> FCN surgery (VGG16 / CaffeNet, colour-D and late-fusion streams).
 
-Framework-free (numpy). Used by `convert --random`, `convert --init-for`, the latency default,
+Numpy only. Used by `convert --random`, `convert --init-for`, the latency default,
 tests and training, so every backend starts from the same numbers.
 """
 

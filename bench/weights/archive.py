@@ -1,6 +1,6 @@
 """The neutral weight archive: one safetensors file per weight set, strict loading (numpy only).
 
-Never imports torch or tensorflow: backends convert the numpy arrays into their own layouts.
+Numpy arrays in the canonical layouts; backends convert them into their own.
 
 Archive format ("fcn-bench-weights", format_version 1)
 ------------------------------------------------------

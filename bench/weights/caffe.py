@@ -4,7 +4,7 @@ No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimi
 fixed32/64 are decoded by bench/weights/protobuf_wire.py, with the field numbers of BVLC/caffe
 src/caffe/proto/caffe.proto.
 The writer of test fixtures is tests/weights/caffe_writer.py.
-Stdlib + numpy only; never imports torch or tensorflow.
+Stdlib + numpy only.
 
 Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
 builds refuse them) and we only need names and blobs. The file is memory-mapped and walked with

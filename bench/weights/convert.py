@@ -9,7 +9,7 @@ Sources, recognised from their CONTENT (never the file name):
     vgg16_weights_tf_dim_ordering_tf_kernels.h5,
   * a .pth state dict with the canonical FCN names (e.g. wkentaro/pytorch-fcn's converted models),
   * or nothing: `convert_random` writes `bench.model.init.random_params`.
-A .pth needs torch to read; bench never imports it: callers pass `read_pth` (the convert command
+A .pth needs torch to read, so callers pass `read_pth` (the convert command
 passes `backends.read_torch_state_dict`, which imports torch only for a torch file).
 
 Each source format is read in bench/weights/source_formats.py, ImageNet trunks go through

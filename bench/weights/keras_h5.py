@@ -1,6 +1,6 @@
 """Reading Keras VGG16 weights (HDF5) for `bench.weights.convert`, refusing files that reach outside
-themselves. Moved out of bench/weights/convert.py unchanged; never imports torch or tensorflow
-(h5py only, imported when a file is read). Limits: docs/security.md, "Keras HDF5".
+themselves. Moved out of bench/weights/convert.py unchanged; h5py is
+imported only when a file is read. Limits: docs/security.md, "Keras HDF5".
 """
 
 from __future__ import annotations
