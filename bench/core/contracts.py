@@ -4,8 +4,9 @@ Backends (backends/, plugins) implement `Backend` and, where they train, `Traine
 types against these. Numpy in, numpy out.
 
 A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
-stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what
-`bench.data.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
+stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean
+(docs/fidelity.md "Means per data set"; what `bench.data.voc.preprocess` returns, with a batch
+axis), and scores are NCHW float32. A model with
 several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
 several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
 `check_inputs` (the input conventions section) enforces this for every backend, plugins included

@@ -202,7 +202,8 @@ def read_png_array(path: Path, *, modes: Sequence[str], what: str) -> np.ndarray
 
 
 def bgr_minus_mean(rgb: np.ndarray, mean_bgr: np.ndarray) -> np.ndarray:
-    """REF data layers: float32 RGB -> BGR, minus a float32 mean, (3, H, W) contiguous."""
+    """REF data layers: float32 RGB -> BGR, minus a float32 mean, (3, H, W) contiguous
+    (docs/fidelity.md "Means per data set")."""
     bgr = rgb.astype(np.float32)[:, :, ::-1]
     bgr = bgr - mean_bgr
     return np.ascontiguousarray(bgr.transpose(2, 0, 1))

@@ -34,7 +34,7 @@ NAME = "siftflow"
 SUB = "spatial_envelope_256x256_static_8outdoorcategories"
 SEMANTIC_CLASSES = read_class_names("siftflow_semantic.txt")  # REF data/sift-flow/classes.txt
 GEOMETRIC_CLASSES = read_class_names("siftflow_geometric.txt")  # sky, horizontal, vertical
-MEAN_BGR = float32_mean(SIFTFLOW_MEAN)  # REF, float32 (bench.core.inputs)
+MEAN_BGR = float32_mean(SIFTFLOW_MEAN)  # REF, float32 (docs/fidelity.md "Means per data set")
 ID_PATTERN = r"[a-z]+_[A-Za-z]*\d+"
 PINS = {
     "trainval": (2486, "587d2b5f510e869c83c048f491db37aa63118f116594ce5b45addfc93b66524b"),
