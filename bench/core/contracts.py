@@ -204,7 +204,8 @@ class Trainer(Protocol):
 
     def update(self) -> None:
         """The Caffe step on every learned tensor, then zero the accumulated gradients:
-        V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
+        V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V
+        (docs/training_recipes.md "The update and the loss normalisation")."""
 
     def predict(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]:
         """Inference-mode (H, W) argmax labels and the summed loss over non-void pixels."""

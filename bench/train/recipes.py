@@ -26,6 +26,7 @@ class Recipe:
     iter_size: int  # images whose gradients are accumulated (and averaged) per update
     # "sum": SoftmaxWithLoss normalize=false, batch 1 -> sum over non-void pixels.
     # "valid": normalize=true -> that sum / number of non-void pixels.
+    # (docs/training_recipes.md "The update and the loss normalisation")
     loss_normalization: str
     max_iter: Mapping[str, int]
     eval_every: int
