@@ -3,7 +3,8 @@
 Layout under DATA_ROOT/SiftFlow (REF siftflow_layers.py), SUB being the dataset's one folder
 name: Images/SUB/<id>.jpg (256x256), SemanticLabels/SUB/<id>.mat and GeoLabels/SUB/<id>.mat,
 both key `S`. Semantic: 0 = void, 1..33. Geometric: -1 = void, 1..3 (REF maps -1 to 0 and then
-subtracts 1 in uint8, so a 0 is void as well). Splits trainval 2486 / test 200 (REF).
+subtracts 1 in uint8, so a 0 is void as well). Splits trainval 2486 / test 200 (REF). The two
+heads on one trunk: docs/fidelity.md "SIFT Flow".
 """
 
 from __future__ import annotations
