@@ -1,5 +1,5 @@
 """The host a latency run ran on (CPU, cores, load, memory) and the memory-aware grouping of
-cells. Stdlib only. Split out of bench/perf/latency.py, which re-exports it.
+cells. Stdlib only. Split out of bench/perf/latency.py, which uses it.
 """
 
 from __future__ import annotations
