@@ -1,3 +1,3 @@
-"""fcn-bench core: framework-free (stdlib, numpy, Pillow, safetensors); imports no framework."""
+"""fcn-bench core: the harness on stdlib, numpy, Pillow and safetensors (frameworks: backends/)."""
 
 __version__ = "0.1.0"

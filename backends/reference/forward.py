@@ -6,7 +6,8 @@ scatter-add, grouped convolution as a loop over groups, Caffe's LRN as a literal
 top-left crops), so "both backends equal the reference" means something. Computes in float64 by
 default; meant for narrow nets and small inputs. The `reference` backend (backend.py) wraps it,
 and plugins may reuse its layers (docs/adding_a_backend.md). Imports numpy only, never a
-framework. The Caffe semantics of each layer are in docs/fidelity.md.
+framework. The Caffe semantics of each layer are in docs/fidelity.md ("Layer semantics",
+"Ceil pooling", "Crop offsets", "Heads: FCN-32s, FCN-16s, FCN-8s").
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int,
 
 def grouped_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, pad: int,
                    group: int) -> np.ndarray:
-    """Caffe grouped convolution: output group j = conv(input group j, weight group j)."""
+    """Caffe grouped convolution: output group j = conv(input group j, weight group j)
+    (docs/fidelity.md "Layer semantics")."""
     if group == 1:
         return conv2d(x, weight, bias, stride, pad)
     ins, outs = x.shape[1] // group, weight.shape[0] // group
@@ -73,7 +75,8 @@ def grouped_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
 
 def lrn_caffe(x: np.ndarray, local_size: int, alpha: float, beta: float, k: float) -> np.ndarray:
     """Caffe LRN ACROSS_CHANNELS: x / (k + alpha / n * sum of x^2 over the n channels centred on
-    c, zero beyond the ends) ** beta (lrn_layer.cpp CrossChannelForward_cpu)."""
+    c, zero beyond the ends) ** beta (lrn_layer.cpp CrossChannelForward_cpu; docs/fidelity.md
+    "Layer semantics")."""
     half = (local_size - 1) // 2
     squares = np.pad(x * x, ((0, 0), (half, half), (0, 0), (0, 0)))
     channels = x.shape[1]
@@ -85,7 +88,7 @@ def lrn_caffe(x: np.ndarray, local_size: int, alpha: float, beta: float, k: floa
 
 def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     """Caffe pooling_layer.cpp: ceil((size + 2 pad - kernel) / stride) + 1, then the last window
-    must start inside the image (only matters with padding)."""
+    must start inside the image (only matters with padding). docs/fidelity.md "Ceil pooling"."""
     pooled = math.ceil((size + 2 * pad - kernel) / stride) + 1
     if pad and (pooled - 1) * stride >= size + pad:
         pooled -= 1
@@ -109,7 +112,8 @@ def max_pool_caffe(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
 
 def deconv2d(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
     """Caffe Deconvolution (pad 0, no bias) as a scatter-add: every input cell adds its
-    weighted kernel at (stride*i, stride*j). weight [C_in, C_out, k, k]; out (n-1)*s + k."""
+    weighted kernel at (stride*i, stride*j). weight [C_in, C_out, k, k]; out (n-1)*s + k
+    (docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s")."""
     n, _, height, width = x.shape
     _, out_channels, kernel, _ = weight.shape
     out = np.zeros((n, out_channels, (height - 1) * stride + kernel,
@@ -152,7 +156,7 @@ def forward_checked(spec: FcnSpec, weights: Mapping[str, np.ndarray], images: np
             first, second = (blobs[name] for name in layer.bottoms)
             if layer.coeffs is None:
                 blobs[layer.name] = first + second
-            else:  # Caffe Eltwise SUM with coefficients: sum of coeff_i * bottom_i
+            else:  # Caffe Eltwise SUM: sum of coeff_i * bottom_i (fidelity.md "Layer semantics")
                 blobs[layer.name] = layer.coeffs[0] * first + layer.coeffs[1] * second
             continue
         if isinstance(layer, Concat):
@@ -180,7 +184,8 @@ def forward_checked(spec: FcnSpec, weights: Mapping[str, np.ndarray], images: np
             if offset + ref_h > x.shape[2] or offset + ref_w > x.shape[3]:
                 raise ValueError(f"{layer.name}: crop at {offset} to {ref_h}x{ref_w} leaves "
                                  f"{layer.bottom} {x.shape[2:]}")
-            # Top-left crop at the derived offset (Caffe Crop, axis 2), never centred.
+            # Top-left crop at the derived offset (Caffe Crop, axis 2), never centred
+            # (docs/fidelity.md "Crop offsets").
             blobs[layer.name] = x[:, :, offset:offset + ref_h, offset:offset + ref_w]
         else:
             raise TypeError(f"unsupported layer {layer!r}")

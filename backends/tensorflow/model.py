@@ -3,7 +3,8 @@
 Mirrors backends/torch/model.py. TensorFlow is NHWC with HWIO conv kernels and [kH, kW, C_out,
 C_in] transposed-conv filters, so canonical (Caffe) tensors are transposed on the way in and out;
 variables carry the canonical names (`conv1_1.weight`, ...) and are trainable per the spec's
-lr_mult. Imports tensorflow; used only from backends/tensorflow/.
+lr_mult. Imports tensorflow; used only from backends/tensorflow/. Layouts: docs/fidelity.md
+"Weight layouts"; layer semantics (padding, grouped convolution, LRN): "Layer semantics".
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from bench.perf.upsampling import bilinear_ramp, is_diagonal_bilinear, upsample_
 from bench.weights.archive import check_params
 
 # Canonical layout -> TF layout permutation. OIHW -> HWIO; Caffe deconv IOHW [C_in, C_out, kH, kW]
-# -> conv2d_transpose filter [kH, kW, C_out, C_in]: the same permutation for both.
+# -> conv2d_transpose filter [kH, kW, C_out, C_in]: the same permutation for both
+# (docs/fidelity.md "Weight layouts").
 _TO_TF = {"OIHW": (2, 3, 1, 0), "IOHW": (2, 3, 1, 0), "C": None}
 
 
@@ -51,7 +53,7 @@ def _same_pool_is_caffe_ceil(kernel: int, stride: int) -> bool:
     SAME gives ceil(n / stride) outputs and pads (total // 2) before; Caffe (pad 0) gives
     ceil((n - kernel) / stride) + 1 outputs with windows starting at 0. The counts agree for all
     n iff kernel == stride, and then total <= kernel - 1, so nothing is padded before iff
-    kernel <= 2. (Padded cells never win a SAME max.)
+    kernel <= 2. (Padded cells never win a SAME max.) docs/fidelity.md "Ceil pooling".
     """
     return kernel == stride and kernel <= 2
 
@@ -74,7 +76,7 @@ def grouped_conv2d(x: tf.Tensor, kernel: tf.Tensor, stride: int, padding: object
                    group: int) -> tf.Tensor:
     """Caffe grouped convolution (kernel HWIO with I = C_in / group): output group j convolves
     input group j only. Split explicitly, so it runs on every device (TF's implicit grouped
-    conv2d is not implemented on every CPU kernel)."""
+    conv2d is not implemented on every CPU kernel). docs/fidelity.md "Layer semantics"."""
     if group == 1:
         return tf.nn.conv2d(x, kernel, stride, padding)
     parts = zip(tf.split(x, group, axis=-1), tf.split(kernel, group, axis=-1), strict=True)
@@ -192,7 +194,8 @@ class FcnModule(tf.Module):
         return chosen
 
     def _upsample(self, layer: Upsample, x: tf.Tensor, training: bool) -> tf.Tensor:
-        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel.
+        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel
+        # (docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s").
         shape = tf.shape(x)
         size = (shape[1:3] - 1) * layer.stride + layer.kernel
         planned = None if training else self._upsample_plan.get(layer.name)
@@ -254,7 +257,8 @@ class FcnModule(tf.Module):
         if isinstance(layer, Conv):
             pad = layer.pad
             # Explicit symmetric zero padding = Caffe's (pad 100 on conv1_1 pads the
-            # mean-subtracted input with zeros); fc6 is 7x7 VALID, never SAME.
+            # mean-subtracted input with zeros); fc6 is 7x7 VALID, never SAME (docs/fidelity.md
+            # "Layer semantics").
             padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]] if pad else "VALID"
             y = grouped_conv2d(x, self._weight(f"{layer.name}.weight"), layer.stride, padding,
                                layer.group)

@@ -4,7 +4,8 @@ tensorflow).
 Mirrors backends/torch/train.py. The Caffe SGD step is written out with variable assignments (no
 Keras optimizer: their momentum and weight-decay conventions differ from Caffe's). Momentum
 buffers live in TF layout (HWIO) next to their variables and cross the boundary in canonical
-layout, so a snapshot continues in either backend.
+layout, so a snapshot continues in either backend. The step and the loss normalisation:
+docs/training_recipes.md "The update and the loss normalisation".
 
 With TF_CONFIG naming several workers (`python -m bench.core.distributed --workers N cli.py train
 ...`), it trains data-parallel like the torchrun path: each worker samples with seed + rank, and
@@ -70,7 +71,8 @@ def determinism_scope(enabled: bool) -> Iterator[None]:
 
 def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> tf.Tensor:
     """Caffe SoftmaxWithLoss over non-void pixels: the sum (normalize=false, batch 1) or the sum
-    divided by the number of non-void pixels (normalize=true; Caffe floors the divisor at 1).
+    divided by the number of non-void pixels (normalize=true; Caffe floors the divisor at 1);
+    docs/training_recipes.md "The update and the loss normalisation".
 
     scores (1, H, W, C) float32, labels (1, H, W) int32 with 255 = void.
     """
@@ -84,7 +86,8 @@ def summed_pixel_loss(scores: tf.Tensor, labels: tf.Tensor, normalize: bool) -> 
 
 
 def heads_loss(scores: Any, labels: Any, normalize: bool) -> tf.Tensor:
-    """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed."""
+    """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed
+    (docs/training_recipes.md "Losses")."""
     if not isinstance(scores, Mapping):
         return summed_pixel_loss(scores, labels, normalize)
     return tf.add_n([summed_pixel_loss(score, label, normalize)
@@ -167,7 +170,8 @@ class TensorflowTrainer:
         return loss
 
     def _apply_update(self) -> None:
-        """Caffe SGD: V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
+        """Caffe SGD: V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V
+        (docs/training_recipes.md "The update and the loss normalisation")."""
         for weight, velocity, accumulator, (lr, decay) in zip(
                 self._variables, self._velocities, self._accumulators, self._hyper, strict=True):
             grad = accumulator.read_value()

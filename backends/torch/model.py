@@ -3,7 +3,8 @@
 Submodules are registered under the Caffe layer names, so `named_parameters()` yields exactly the
 spec's canonical keys (`conv1_1.weight`, `upscore2.weight`, `scale_pool4.weight`, ...) and torch's
 layouts *are* the canonical ones (conv OIHW; ConvTranspose2d [C_in, C_out, k, k] like Caffe's
-deconv), so loading needs no transposes. Imports torch; used only from backends/torch/.
+deconv; docs/fidelity.md "Weight layouts"), so loading needs no transposes. Imports torch; used
+only from backends/torch/. Layer semantics: docs/fidelity.md "Layer semantics".
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Float32LRN(nn.LocalResponseNorm):
 
 
 class ChannelScale(nn.Module):
-    """Caffe Scale layer without bias: y[:, c] = x[:, c] * weight[c] (at-once skip conditioning)."""
+    """Caffe Scale layer without bias: y[:, c] = x[:, c] * weight[c] (at-once skip conditioning,
+    docs/fidelity.md "At-once FCN-8s")."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -59,22 +61,26 @@ class ChannelScale(nn.Module):
 def _make_module(layer: Layer) -> nn.Module | None:
     """The torch module of one spec layer, or None for parameter-free crops and sums."""
     if isinstance(layer, Conv):
-        # groups: Caffe's grouped conv, same [out, in / group, k, k] weight layout.
+        # groups: Caffe's grouped conv, same [out, in / group, k, k] weight layout; padding=p is
+        # Caffe's symmetric zero padding (docs/fidelity.md "Layer semantics").
         return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, stride=layer.stride,
                          padding=layer.pad, groups=layer.group)
     if isinstance(layer, MaxPool):
-        # ceil_mode: Caffe rounds the pooled size up; the last window may cover one row/column.
+        # ceil_mode: Caffe rounds the pooled size up; the last window may cover one row/column
+        # (docs/fidelity.md "Ceil pooling").
         return nn.MaxPool2d(layer.kernel, layer.stride, ceil_mode=True)
     if isinstance(layer, LRN):
         # torch zero-pads the channel window and averages over `size` (count_include_pad),
         # i.e. alpha / n * sum: Caffe's ACROSS_CHANNELS form (docs/fidelity.md "Layer semantics").
         return Float32LRN(layer.local_size, layer.alpha, layer.beta, layer.k)
     if isinstance(layer, Dropout):
-        return nn.Dropout(layer.ratio)  # element-wise (Caffe), not channel-wise Dropout2d
+        # element-wise (Caffe), not channel-wise Dropout2d (docs/fidelity.md "The VGG16 trunk")
+        return nn.Dropout(layer.ratio)
     if isinstance(layer, Scale):
         return ChannelScale(layer.channels)
     if isinstance(layer, Upsample):
-        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel; fixed.
+        # Caffe Deconvolution: no padding, no bias, output (n - 1) * stride + kernel; fixed
+        # (docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s").
         module = nn.ConvTranspose2d(layer.channels, layer.channels, layer.kernel,
                                     stride=layer.stride, bias=False)
         module.weight.requires_grad_(False)
@@ -122,8 +128,8 @@ class FcnModule(nn.Module):
         # Upsample layer name -> (form, kernels) chosen by plan_upsampling(); empty = dense.
         self._upsample_plan: dict[str, tuple[str, tuple[torch.Tensor, ...]]] = {}
         # Same placeholder values as the TF module (bench.model.init.placeholder_params): zero
-        # trunk,
-        # then what the reference surgery writes (zero score layers, bilinear kernels, scales).
+        # trunk, then what the reference surgery writes (zero score layers, bilinear kernels,
+        # scales; docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s").
         with torch.no_grad():
             for param in self.parameters():
                 param.zero_()

@@ -3,7 +3,9 @@
 The Caffe SGD step is written out here, not taken from torch.optim: torch's SGD applies the
 learning rate after the momentum buffer, which matches Caffe only at a constant rate and gives its
 buffer a different meaning; written the Caffe way, the buffers are the same numbers as the
-TensorFlow trainer's and a snapshot's momentum can continue in either backend.
+TensorFlow trainer's and a snapshot's momentum can continue in either backend. The step and the
+loss normalisation, from Caffe's sources: docs/training_recipes.md "The update and the loss
+normalisation".
 
 Launched by torchrun (WORLD_SIZE > 1) it trains data-parallel with DistributedDataParallel (gloo
 on the CPU, nccl on GPUs). What that changes in the recipe: every update sees N images (one per
@@ -47,7 +49,8 @@ CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 def summed_pixel_loss(scores: torch.Tensor, labels: torch.Tensor,
                       normalize: bool) -> torch.Tensor:
     """Caffe SoftmaxWithLoss over non-void pixels: the sum (normalize=false, batch 1) or the sum
-    divided by the number of non-void pixels (normalize=true; Caffe floors the divisor at 1).
+    divided by the number of non-void pixels (normalize=true; Caffe floors the divisor at 1);
+    docs/training_recipes.md "The update and the loss normalisation".
 
     scores (1, C, H, W) float32, labels (1, H, W) int64 with 255 = void. Written as log_softmax
     and gather rather than F.cross_entropy: its nll_loss has no deterministic CUDA kernel, so
@@ -174,7 +177,8 @@ class TorchTrainer:
         return images, labels
 
     def _loss(self, scores: Any, labels: Any, normalize: bool) -> torch.Tensor:
-        """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed."""
+        """One SoftmaxWithLoss per head, each of weight 1 (REF siftflow net.py), summed
+        (docs/training_recipes.md "Losses")."""
         if not isinstance(scores, Mapping):
             return summed_pixel_loss(scores, labels, normalize)
         heads = list(labels.values()) if isinstance(labels, Mapping) else [labels]
@@ -208,7 +212,8 @@ class TorchTrainer:
 
     @torch.no_grad()
     def update(self) -> None:
-        """Caffe SGD: V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
+        """Caffe SGD: V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V
+        (docs/training_recipes.md "The update and the loss normalisation")."""
         with self.determinism.scope():
             for _, param, velocity, lr, decay in self._slots:
                 grad = param.grad if param.grad is not None else torch.zeros_like(param)

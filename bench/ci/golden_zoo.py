@@ -4,7 +4,7 @@ generated data set (bench.data.synthetic_zoo), through the same data path `repro
 A family's row looks like a VOC row (digests, confusion matrix, metrics, label maps, parity
 between backends) with two additions: named inputs (NYUD colour + HHA) and, for several heads
 (SIFT Flow), the first head's matrix and metrics plus `<head>_label_digest` and
-`<head>_mean_iou` / `<head>_pixel_accuracy` for every further head. Framework-free.
+`<head>_mean_iou` / `<head>_pixel_accuracy` for every further head.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Rows are records (evaluate, reproduce, latency, golden, pytest-benchmark) sorted by time and
 commit; columns are the key metrics of every measured cell (e.g. `mean_iou [fcn8s/torch]`,
-`p50_ms [fcn8s/torch/model/500x500]`). Framework-free (pandas, matplotlib Agg); never imports
-torch or tensorflow.
+`p50_ms [fcn8s/torch/model/500x500]`). Pandas and matplotlib (Agg backend).
 """
 
 from __future__ import annotations

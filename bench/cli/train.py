@@ -1,6 +1,6 @@
 """`train`: the reference FCN training recipe (or the CVPR one) in PyTorch or TensorFlow.
 
-Parses options, loads data and the init archive, and hands a backend trainer to the framework-free
+Parses options, loads data and the init archive, and hands a backend trainer to the training
 loop in bench/train/loop.py. Frameworks are imported only inside the command function.
 """
 

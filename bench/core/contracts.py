@@ -1,11 +1,12 @@
 """The contracts the core owns: what a backend, a trainer and a data set must provide.
 
 Backends (backends/, plugins) implement `Backend` and, where they train, `Trainer`; the core
-types against these and never imports a backend. Numpy in, numpy out.
+types against these. Numpy in, numpy out.
 
 A backend is built from one `FcnSpec`; layouts (NCHW vs NHWC, OIHW vs HWIO, deconv kernel order)
-stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean (what
-`bench.data.voc.preprocess` returns, with a batch axis), and scores are NCHW float32. A model with
+stay inside it. At the boundary, images are NCHW float32, BGR, 0-255 minus the mean
+(docs/fidelity.md "Means per data set"; what `bench.data.voc.preprocess` returns, with a batch
+axis), and scores are NCHW float32. A model with
 several inputs (NYUD colour + depth / HHA) takes a dict {input name: NCHW array}, and one with
 several heads (SIFT Flow) returns a dict {output blob: scores}; see `FcnSpec.inputs`/`outputs`.
 `check_inputs` (the input conventions section) enforces this for every backend, plugins included
@@ -203,7 +204,8 @@ class Trainer(Protocol):
 
     def update(self) -> None:
         """The Caffe step on every learned tensor, then zero the accumulated gradients:
-        V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V."""
+        V <- m*V + lr*lr_mult*(grad/iter_size + wd*decay_mult*W); W <- W - V
+        (docs/training_recipes.md "The update and the loss normalisation")."""
 
     def predict(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]:
         """Inference-mode (H, W) argmax labels and the summed loss over non-void pixels."""

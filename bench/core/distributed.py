@@ -1,10 +1,9 @@
-"""Data-parallel plumbing that needs no framework: who am I (rank, world size), which images are
+"""Data-parallel plumbing shared by the backends: who am I (rank, world size), which images are
 mine, and a launcher that starts N TensorFlow workers on this machine.
 
 How the processes talk is the backend's business (torch.distributed under torchrun, TensorFlow's
 MultiWorkerMirroredStrategy under TF_CONFIG); this module only reads the environment those
 launchers set and splits work deterministically. docs/distributed.md describes both paths.
-Must not import torch or tensorflow.
 """
 
 from __future__ import annotations

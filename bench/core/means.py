@@ -3,7 +3,8 @@
 Every released FCN takes Caffe's input convention (docs/fidelity.md "Inputs per model"): NCHW,
 channels in BGR order (HHA in its file order, log-depth one channel), 0-255, minus a per-channel
 mean of its data set. The data readers (bench/data/) subtract these; the model catalogue
-(bench/model/zoo.py) lists them per input. The values are the reference's (REF data layers).
+(bench/model/zoo.py) lists them per input. The values, channel orders and precisions are the
+reference's (REF data layers; docs/fidelity.md "Means per data set").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 # Per-channel mean of Caffe's ILSVRC-2012 mean image, B, G, R (REF voc_layers.py), *not* the VGG
 # team's (103.939, 116.779, 123.68). Kept float64 on purpose: REF subtracts a float64 array from a
 # float32 image in place, so each pixel is computed in float64 and rounded once; a float32 mean
-# would round the mean first and can differ by one ulp.
+# would round the mean first and can differ by one ulp (docs/fidelity.md "Means per data set").
 MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float64)
 
 # The means as the catalogue lists them (B, G, R unless said otherwise); the data readers of the

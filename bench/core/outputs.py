@@ -6,7 +6,7 @@ as a baffling "File exists" when a parent is a file), and an output aimed at an 
 Every command that writes calls `check_outputs(outputs={...}, inputs={...})` once, before the
 work: each output must be writable, must not be, contain or lie inside an input (real paths:
 symlinks and `..` resolved, hard links caught), and no two outputs may be the same path. Writers
-wrap the write itself in `writing`. Stdlib only; never imports torch or tensorflow.
+wrap the write itself in `writing`. Stdlib only.
 """
 
 from __future__ import annotations

@@ -34,12 +34,13 @@ from bench.evaluation.metrics import ConfusionMatrix
 
 NAME = "ade20k"
 CLASSES = ("other", *read_class_names("ade20k_150.txt"))  # objectInfo150 first names
-MEAN_BGR = float32_mean(ADE_MEAN)  # SP demoSegmentation.m (bench.core.means)
+MEAN_BGR = float32_mean(ADE_MEAN)  # SP demoSegmentation.m (docs/fidelity.md "Means per data set")
 FOLDERS = {"validation": ("validation", "ADE_val_", 2000), "training": ("training", "ADE_train_",
                                                                           20210)}
 ALIASES = {"val": "validation", "train": "training"}
 SPLITS = tuple(FOLDERS)
-# 151 outputs (channel k = label k); 0 is ignored and left out of the means.
+# 151 outputs (channel k = label k); 0 is ignored and left out of the means
+# (docs/fidelity.md "ADE20K (MIT Scene Parsing)").
 HEADS = (Head("semantic", CLASSES, ignore_labels=(0, 255), scored=tuple(range(1, 151))),)
 
 

@@ -4,7 +4,7 @@ A data set here is a list of ids plus a way to turn one id into *named* model in
 float32 arrays, preprocessed exactly as the reference data layer) and *named* label maps, one per
 output head. The evaluation loop (bench/evaluation/runner.py, bench/cli/evaluate.py) needs nothing
 else: it asks `heads` for the confusion matrices to keep, `load_labels` for the ground truth of each
-head, and `summarize` for the data set's own metrics. Framework-free: numpy, Pillow, scipy.io.
+head, and `summarize` for the data set's own metrics. Numpy, Pillow, scipy.io.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def read_png_array(path: Path, *, modes: Sequence[str], what: str) -> np.ndarray
 
 
 def bgr_minus_mean(rgb: np.ndarray, mean_bgr: np.ndarray) -> np.ndarray:
-    """REF data layers: float32 RGB -> BGR, minus a float32 mean, (3, H, W) contiguous."""
+    """REF data layers: float32 RGB -> BGR, minus a float32 mean, (3, H, W) contiguous
+    (docs/fidelity.md "Means per data set")."""
     bgr = rgb.astype(np.float32)[:, :, ::-1]
     bgr = bgr - mean_bgr
     return np.ascontiguousarray(bgr.transpose(2, 0, 1))

@@ -2,7 +2,6 @@
 
 Label PNGs are read as palette *indices* with Pillow, never colour-converted (reading
 a VOC label as RGB colours turns "aeroplane" into (128, 0, 0) and the scores collapse).
-Framework-free: never imports torch or tensorflow.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """MATLAB .mat files from untrusted data sets, checked before scipy reads them.
 
 scipy allocates what a file declares; these checks bound that by the file's real content
-(docs/security.md). Framework-free: never imports torch or tensorflow.
+(docs/security.md).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Layout under DATA_ROOT/nyud (REF nyud_layers.py): data/images/img_<id>.png (RGB)
 data/depth/img_<id>.png (depth, log taken), data/hha/img_<id>.png (HHA, no channel flip),
 segmentation/img_<id>.mat (key `segmentation`, 0 = void, 1..40 = classes), <split>.txt.
 Splits train 381, val 414, test 654 (REF data/nyud/); trainval = train + val (REF has no file).
+The inputs, their means and the early-fusion order: docs/fidelity.md "NYUDv2".
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from bench.data.labels import VOID_LABEL
 
 NAME = "nyud"
 CLASSES = read_class_names("nyud.txt")  # REF data/nyud/classes.txt, output order
-# REF nyud_layers.py keeps its means as float32 arrays; the subtraction happens in float32.
+# REF nyud_layers.py keeps its means as float32 arrays; the subtraction happens in float32
+# (docs/fidelity.md "Means per data set").
 MEAN_COLOR_BGR = float32_mean(NYUD_COLOR_MEAN)
 MEAN_HHA = float32_mean(NYUD_HHA_MEAN)  # file channel order
 MEAN_LOG_DEPTH = float32_mean(NYUD_LOG_DEPTH_MEAN)
@@ -136,7 +138,7 @@ class NYUDv2(SegmentationSet):
                 inputs[name] = self.load_hha(image_id)
             elif source == "depth":
                 inputs[name] = self.load_depth(image_id)
-            else:  # color_depth: B, G, R, log-depth (REF Concat(color, depth))
+            else:  # B, G, R, log-depth: REF Concat(color, depth) (docs/fidelity.md "NYUDv2")
                 inputs[name] = np.concatenate([self.load_color(image_id),
                                                self.load_depth(image_id)])
         shapes = {name: array.shape[1:] for name, array in inputs.items()}

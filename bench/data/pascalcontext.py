@@ -3,7 +3,8 @@
 Images are VOC2010's (DATA_ROOT/VOCdevkit/VOC2010/JPEGImages, split lists from ImageSets/Main);
 labels are DATA_ROOT/pascal-context/trainval/<id>.mat, key `LabelMap`, raw ids 1..459 (REF
 pascalcontext_layers.py). Raw ids are mapped to 1..59 by class *name* (three names renamed);
-everything else, including 0, is background 0, which is trained and scored as a class.
+everything else, including 0, is background 0, which is trained and scored as a class
+(docs/fidelity.md "PASCAL-Context").
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ NAME = "pascalcontext"
 NUM_RAW = 459
 # The 59-class task's names as the task lists them -> the same class in the 459-label list.
 RENAMED = {"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}
-MEAN_BGR = float32_mean(CONTEXT_MEAN)  # REF, float32 (bench.core.means)
+MEAN_BGR = float32_mean(CONTEXT_MEAN)  # REF, float32 (docs/fidelity.md "Means per data set")
 ID_PATTERN = r"\d{4}_\d{6}"
 # VOC2010 ImageSets/Main: val 5105 ids (REF val solver test_iter), train 4998. No published
 # checksum of the lists, so only the count is pinned.
@@ -59,7 +60,8 @@ CLASSES = tuple(TASK_NAMES[k] for k in sorted(TASK_NAMES))  # background first: 
 
 def raw_to_task_table(raw_names: dict[int, str] | None = None) -> np.ndarray:
     """(460,) uint8 lookup raw id -> 0..59: each task class takes the raw id whose name matches
-    (after the three renames); every other id is background 0. Derived, never typed in."""
+    (after the three renames); every other id is background 0. Derived, never typed in.
+    REF pascalcontext_layers.py `load_label`; docs/fidelity.md "PASCAL-Context"."""
     raw_names = RAW_NAMES if raw_names is None else raw_names
     by_name = {name: number for number, name in raw_names.items()}
     table = np.zeros(NUM_RAW + 1, dtype=np.uint8)

@@ -3,7 +3,8 @@
 Layout under DATA_ROOT/SiftFlow (REF siftflow_layers.py), SUB being the dataset's one folder
 name: Images/SUB/<id>.jpg (256x256), SemanticLabels/SUB/<id>.mat and GeoLabels/SUB/<id>.mat,
 both key `S`. Semantic: 0 = void, 1..33. Geometric: -1 = void, 1..3 (REF maps -1 to 0 and then
-subtracts 1 in uint8, so a 0 is void as well). Splits trainval 2486 / test 200 (REF).
+subtracts 1 in uint8, so a 0 is void as well). Splits trainval 2486 / test 200 (REF). The two
+heads on one trunk: docs/fidelity.md "SIFT Flow".
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ NAME = "siftflow"
 SUB = "spatial_envelope_256x256_static_8outdoorcategories"
 SEMANTIC_CLASSES = read_class_names("siftflow_semantic.txt")  # REF data/sift-flow/classes.txt
 GEOMETRIC_CLASSES = read_class_names("siftflow_geometric.txt")  # sky, horizontal, vertical
-MEAN_BGR = float32_mean(SIFTFLOW_MEAN)  # REF, float32 (bench.core.means)
+MEAN_BGR = float32_mean(SIFTFLOW_MEAN)  # REF, float32 (docs/fidelity.md "Means per data set")
 ID_PATTERN = r"[a-z]+_[A-Za-z]*\d+"
 PINS = {
     "trainval": (2486, "587d2b5f510e869c83c048f491db37aa63118f116594ce5b45addfc93b66524b"),

@@ -4,7 +4,7 @@ Each image is a noisy background with a few rectangles and ellipses; every class
 own colour (+ Gaussian noise), so a tiny net can learn it. Labels carry VOC-style 255 void bands a
 few pixels wide around each object; SBD labels, like the real ones, have no void. The same
 (seed, id) always gives the same picture, so a synthetic VOC2011 is a subset of VOC2012 and SBD
-images equal the VOC ones, as on real data. Framework-free: never imports torch or tensorflow.
+images equal the VOC ones, as on real data.
 """
 
 from __future__ import annotations

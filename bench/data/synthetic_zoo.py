@@ -4,7 +4,7 @@ Everything the data layers, `evaluate` and the demo read can be tried without a 
 `write_<name>_tree(root, seed, n)` writes `n` ids (the same (seed, n) always gives the same
 bytes) under `root` exactly where bench/data expects them, and returns the data set folder.
 Labels are blocks of classes with the data set's own void encoding; images are the blocks'
-colours plus noise. Framework-free: numpy, Pillow, scipy.io.
+colours plus noise. Numpy, Pillow, scipy.io.
 """
 
 from __future__ import annotations

@@ -169,6 +169,7 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     """REF voc_layers.py exactly: RGB uint8 (H, W, 3) -> float32 BGR minus MEAN_BGR, (3, H, W).
 
     0-255 scale, no resizing, cropping, padding or flipping (the net is reshaped per image).
+    The mean and its float64 subtraction: docs/fidelity.md "Means per data set".
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")

@@ -1,7 +1,7 @@
 """PASCAL VOC behind the common interface: a thin view of bench/data/voc.py (which stays the owner
 of VOC's layouts, split lists, seg11valid and preprocessing), so one evaluation loop serves every
-data set. Input "data" (BGR minus the ILSVRC mean, float64 subtraction as REF voc_layers.py),
-head "semantic" (21 classes, void 255)."""
+data set. Input "data" (BGR minus the ILSVRC mean, float64 subtraction as REF voc_layers.py;
+docs/fidelity.md "Means per data set"), head "semantic" (21 classes, void 255)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,6 @@ The cache is `$FCN_BENCH_CACHE` when set, else `~/.cache/fcn-bench`:
     recorded_sha256.json   SHA-256 of files without a published checksum, recorded after the
                            first validated https download and enforced afterwards (trust on
                            first use; `download forget NAME` drops one; docs/downloads.md)
-
-Never imports torch or tensorflow.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ and what a good copy must contain; plus checksum verification.
 Data, not code: each pinned value names where it was published (docs/downloads.md lists them
 all). A file with no published checksum is "trust on first use": its SHA-256 is recorded only
 after its content has been validated (bench.downloads.checks) and only when it came over https.
-Stdlib only; never imports torch or tensorflow.
+Stdlib only.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ trusted hash (docs/downloads.md, "Trust on first use"). A caffemodel is accepted
 parses completely (bench.weights.caffe.read_caffemodel, streaming) and every layer's blobs have the
 shapes the spec (bench/model/spec.py) derives for the variant: nothing here is typed in.
 
-Stdlib + numpy (through bench.weights.caffe); never imports torch or tensorflow.
+Stdlib + numpy (through bench.weights.caffe).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _drop_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _same_shape(found: tuple[int, ...], expected: tuple[int, ...], flattened_ok: bool) -> bool:
     """Equal up to legacy leading 1-dims (Caffe's 4-D BlobProto); an InnerProduct weight may
-    be stored flattened ([4096, 25088] for fc6's 4096x512x7x7) where `flattened_ok`."""
+    be stored flattened ([4096, 25088] for fc6's 4096x512x7x7) where `flattened_ok`
+    (docs/fidelity.md "The caffemodel format", "Weight layouts")."""
     if _drop_leading_ones(found) == _drop_leading_ones(expected):
         return True
     found = _drop_leading_ones(found)

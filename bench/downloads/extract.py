@@ -8,7 +8,7 @@ place only when the whole archive has been read. Every failure is one DataError 
 archive or the path (disk full included), and the staging folder is removed. docs/downloads.md
 describes the threat model.
 
-Stdlib only; never imports torch or tensorflow.
+Stdlib only.
 """
 
 from __future__ import annotations

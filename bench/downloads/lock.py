@@ -7,7 +7,7 @@ finds the work done. The lock is `flock(2)` on Linux/macOS and `msvcrt.locking` 
 released by the kernel when the holder exits or crashes, so a stale lock file is harmless: its
 content (PID, host, start time, what) only tells the waiting user who is in the way.
 
-Stdlib only; never imports torch or tensorflow.
+Stdlib only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ A dataset is complete only when its completeness marker exists: DATA_ROOT/.fcn-b
 paths check and, for SBD, the label conversion), by the one process holding DATA_ROOT/.fcn-bench/
 extract.lock. A second run waits for the lock and then finds the marker; a tree without a marker
 (an interrupted run, or one extracted by hand) is extracted again. docs/downloads.md explains why.
-Never imports torch or tensorflow.
 """
 
 from __future__ import annotations

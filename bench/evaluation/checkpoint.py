@@ -7,7 +7,7 @@ device, precision, options...), and its *file name* carries that fingerprint's d
 `list.txt`, never share a file, so one cannot destroy the other's progress.
 Resuming adds the remaining images to the saved integer counts, so a resumed run gives exactly
 the matrix of an uninterrupted one; a checkpoint whose fingerprint differs is refused, naming
-what differs. Strict JSON only (no pickle). Never imports torch or tensorflow.
+what differs. Strict JSON only (no pickle).
 """
 
 from __future__ import annotations

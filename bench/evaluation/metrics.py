@@ -2,8 +2,8 @@
 
 Rows are ground truth, columns predictions; void (255) pixels are ignored, and a data set may
 ignore more label values (ADE20K's 0 = "other") and leave classes out of the means
-(docs/datasets.md, "Metrics"). Per-image averaging is
-*not* used. Framework-free: numpy and tabulate only; never imports torch or tensorflow.
+(docs/datasets.md, "Metrics"). Per-image averaging is *not* used (docs/fidelity.md "Evaluation
+protocol"). Numpy and tabulate only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prediction pictures for people: the photo blended with class colours, and a legend under it.
 
-Framework-free (numpy + Pillow). The legend lists the classes present in the prediction, each
+Numpy and Pillow. The legend lists the classes present in the prediction, each
 with its VOC palette colour and its share of the pixels, largest first.
 """
 

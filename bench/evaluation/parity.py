@@ -1,8 +1,8 @@
 """Layer-by-layer agreement of two implementations of one FCN (backends or the numpy reference).
 
-Framework-free: it compares dicts of named NCHW numpy blobs, so it never imports torch or
-tensorflow. Tolerances are data (`TOLERANCES`), every layer is checked, all failures are
-gathered into one report, and the verdict is given once.
+It compares dicts of named NCHW numpy blobs, whatever produced them. Tolerances are data
+(`TOLERANCES`), every layer is checked, all failures are gathered into one report, and the
+verdict is given once.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figures of a reproduction: per-class IU bars (against the paper where it has per-class numbers)
 and the confusion matrix as a row-normalised heat map. PNG files, matplotlib's Agg backend (no
-display needed). Never imports torch or tensorflow.
+display needed).
 """
 
 from __future__ import annotations

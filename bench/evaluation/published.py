@@ -3,7 +3,6 @@
 No number is typed into code: every value comes from the CSV files with its source, split and
 the weights it belongs to (see reference_results/README.md). Percentages are kept as printed
 (so "65.0" keeps its one decimal); `Reference.value` is the fraction the metrics module uses.
-Never imports torch or tensorflow.
 """
 
 from __future__ import annotations

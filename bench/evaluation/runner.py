@@ -5,7 +5,8 @@ on the device (`Backend.predict_labels`), one dataset-level confusion matrix per
 (score.py), optional palette PNG predictions, checkpoints every N images. Serves bench.data.voc's
 VOCDataset (one image, one label) and every bench.data.sets set (named inputs, one label map per
 head: SIFT Flow's semantic and geometric). The data set and the backend are typed against the
-contracts of bench.core.contracts (`Dataset`, `MultiHeadDataset`, `Backend`).
+contracts of bench.core.contracts (`Dataset`, `MultiHeadDataset`, `Backend`). The protocol, and
+where REF states it: docs/fidelity.md "Evaluation protocol".
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@
 Here the need is estimated from the spec (weights in the precision's storage dtype, plus the
 largest set of activations alive at once during a forward, per image, times the batch), so the
 command can refuse a cell that cannot fit with one line giving the estimate (docs/latency.md).
-Framework-free; never imports torch or tensorflow.
 """
 
 from __future__ import annotations

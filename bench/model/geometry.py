@@ -1,6 +1,8 @@
 """Geometry of an FCN spec: blob shapes with Caffe's rounding, and coordinate maps -> crop offsets.
 
-Framework-free (stdlib only). Crop offsets are *derived* here from the layer geometry, the way
+The rounding: docs/fidelity.md "Ceil pooling" and "Blob sizes".
+
+Stdlib only. Crop offsets are *derived* here from the layer geometry, the way
 Caffe's python/caffe/coord_map.py does, never typed in (docs/fidelity.md "Crop offsets").
 """
 
@@ -17,7 +19,8 @@ Shape = tuple[int, int, int]  # (C, H, W), batch omitted
 
 
 def ceil_pool_size(size: int, kernel: int, stride: int) -> int:
-    # Caffe: ceil((size + 2*pad - kernel) / stride) + 1 with pad 0 (no clipping needed).
+    # Caffe: ceil((size + 2*pad - kernel) / stride) + 1 with pad 0 (no clipping needed);
+    # docs/fidelity.md "Ceil pooling".
     return max(0, math.ceil((size - kernel) / stride)) + 1
 
 

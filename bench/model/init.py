@@ -1,7 +1,7 @@
 """Parameter initialisation from the spec: bilinear upsampling, fixed scales, random weights,
 and the ImageNet -> FCN surgery (VGG16 / CaffeNet, colour-D and late-fusion streams).
 
-Framework-free (numpy). Used by `convert --random`, `convert --init-for`, the latency default,
+Numpy only. Used by `convert --random`, `convert --init-for`, the latency default,
 tests and training, so every backend starts from the same numbers.
 """
 
@@ -19,7 +19,10 @@ from bench.model.spec import Conv, FcnSpec, Scale, Upsample
 
 
 def bilinear_filter(kernel: int) -> np.ndarray:
-    """2-D bilinear interpolation kernel (Caffe surgery.upsample_filt): k4 -> [.25 .75 .75 .25]."""
+    """2-D bilinear interpolation kernel (REF surgery.upsample_filt): k4 -> [.25 .75 .75 .25].
+
+    docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s".
+    """
     factor = (kernel + 1) // 2
     center = factor - 1 if kernel % 2 == 1 else factor - 0.5
     ramp = 1 - np.abs(np.arange(kernel) - center) / factor
@@ -27,7 +30,8 @@ def bilinear_filter(kernel: int) -> np.ndarray:
 
 
 def bilinear_upsample_weight(channels: int, kernel: int) -> np.ndarray:
-    """Deconv weight [C_in, C_out, k, k]: bilinear on the channel diagonal (no class mixing)."""
+    """Deconv weight [C_in, C_out, k, k]: bilinear on the channel diagonal (no class mixing;
+    docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s")."""
     weight = np.zeros((channels, channels, kernel, kernel), dtype=np.float32)
     weight[np.arange(channels), np.arange(channels)] = bilinear_filter(kernel)
     return weight
@@ -48,7 +52,8 @@ def new_layer_params(spec: FcnSpec) -> dict[str, np.ndarray]:
     """What the reference surgery writes on a fresh net, beside the copied trunk.
 
     Score layers zero (no filler in the prototxts = Caffe's constant 0), bilinear upsampling
-    kernels and the at-once scales (`fixed_params`).
+    kernels and the at-once scales (`fixed_params`); docs/fidelity.md "Heads: FCN-32s, FCN-16s,
+    FCN-8s".
     """
     params = fixed_params(spec)
     for layer in spec.layers:
@@ -120,7 +125,8 @@ def imagenet_init_params(trunk: Mapping[str, tuple[np.ndarray, np.ndarray]], spe
     mean of conv1_1 over its input channels on each extra channel (REF
     nyud-fcn32s-color-d/solve.py); score layers zero (Caffe's default filler for the new
     layers); upsampling kernels bilinear and at-once scales 0.01 / 1e-4
-    (bench.model.init.fixed_params). Every shape is checked against `spec`.
+    (bench.model.init.fixed_params). Every shape is checked against `spec`. docs/fidelity.md
+    "Initialisation from ImageNet" and "Weight layouts" (the fc6 reshape).
     """
     params: dict[str, np.ndarray] = {}
     problems = []

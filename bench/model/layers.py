@@ -37,7 +37,8 @@ class Conv:
     stride: int = 1
     pad: int = 0
     relu: bool = True
-    # Score layers are new in FCN and start at zero (Caffe's default constant filler).
+    # Score layers are new in FCN and start at zero (Caffe's default constant filler;
+    # docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s").
     zero_init: bool = False
     group: int = 1
 
@@ -49,7 +50,8 @@ class Conv:
 
 @dataclass(frozen=True)
 class MaxPool:
-    """k x k / s max pooling that rounds the output size *up* (Caffe's only mode), no padding."""
+    """k x k / s max pooling that rounds the output size *up* (Caffe's only mode), no padding
+    (docs/fidelity.md "Ceil pooling")."""
 
     name: str
     bottom: str
@@ -88,7 +90,8 @@ class Dropout:
 
 @dataclass(frozen=True)
 class Scale:
-    """Per-channel constant multiplier (at-once FCN-8s). Blob [C], fixed (lr_mult 0)."""
+    """Per-channel constant multiplier (docs/fidelity.md "At-once FCN-8s"). Blob [C], fixed
+    (lr_mult 0)."""
 
     name: str
     bottom: str
@@ -100,7 +103,8 @@ class Scale:
 class Upsample:
     """Caffe Deconvolution: stride `stride`, kernel `kernel`, no padding, no bias.
 
-    Weight [C_in, C_out, k, k] initialised bilinear on the channel diagonal and kept fixed.
+    Weight [C_in, C_out, k, k] initialised bilinear on the channel diagonal and kept fixed
+    (docs/fidelity.md "Heads: FCN-32s, FCN-16s, FCN-8s").
     """
 
     name: str
@@ -112,7 +116,8 @@ class Upsample:
 
 @dataclass(frozen=True)
 class Crop:
-    """Take [offset, offset + size(reference)) from the *top-left* of `bottom` on H and W."""
+    """Take [offset, offset + size(reference)) from the *top-left* of `bottom` on H and W
+    (docs/fidelity.md "Crop offsets")."""
 
     name: str
     bottom: str
@@ -160,9 +165,11 @@ class ParamSpec:
     name: str  # e.g. "conv1_1.weight", "upscore2.weight", "scale_pool4.weight"
     layer: str
     shape: tuple[int, ...]
-    layout: str  # "OIHW", "IOHW" (Caffe deconv), "C"
+    layout: str  # "OIHW", "IOHW" (Caffe deconv), "C" (docs/fidelity.md "Weight layouts")
     role: str  # "weight", "bias", "upsample", "scale"
-    lr_mult: float  # Caffe param multipliers: weights 1, biases 2, fixed layers 0
+    # Caffe param multipliers: weights 1, biases 2, fixed layers 0 (docs/fidelity.md
+    # "Heads: FCN-32s, FCN-16s, FCN-8s").
+    lr_mult: float
     decay_mult: float
 
     @property

@@ -1,6 +1,6 @@
 """What `cli.py models` shows: one row per catalogued model, with figures computed from its spec.
 
-Framework-free. Parameters and GFLOPs come from `bench.model.spec` (never typed); everything else is
+Parameters and GFLOPs come from `bench.model.spec` (never typed); everything else is
 catalogue data (bench/model/zoo.py). Rows are plain dicts so the command can print a table, JSON or
 CSV.
 """

@@ -3,7 +3,7 @@
 `predict` on a 5000x7000 photo and `parity --size 50000x50000` allocated gigabytes and died in
 a framework traceback. The need is estimated from the spec with bench/model/budget.py's
 estimate (the same one `latency` uses, same wording) and compared with the host's available
-memory (docs/security.md). Framework-free; never imports torch or tensorflow.
+memory (docs/security.md).
 """
 
 from __future__ import annotations

@@ -54,8 +54,9 @@ MODEL_NAMES = (*MODELS, *(alias for entry in MODEL_ENTRIES for alias in entry.al
 _BY_NAME = {name: entry for entry in MODEL_ENTRIES for name in (entry.name, entry.key,
                                                                  *entry.aliases)}
 
-# VGG16 trunk: (stage, convs in the stage, output channels). conv1_1 alone gets pad 100 so that
-# every crop stays in bounds for any input size >= 1 (docs/fidelity.md "Why pad 100").
+# VGG16 trunk (docs/fidelity.md "The VGG16 trunk"): (stage, convs in the stage, output
+# channels). conv1_1 alone gets pad 100 so that every crop stays in bounds for any input size
+# >= 1 (docs/fidelity.md "Why pad 100").
 VGG16_STAGES = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 FC_CHANNELS = 4096
 CONV1_1_PAD = 100
@@ -68,13 +69,15 @@ ALEXNET_LAYERS = (
     ("conv", "conv5", 256, 3, 1, 1, 2), ("pool", "pool5", 3, 2),
 )
 LRN_PARAMS = {"local_size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0}
-# fc6 kernel (the ImageNet classifier's input grid) and the 32x upsampling kernel of each trunk.
+# fc6 kernel (the ImageNet classifier's input grid) and the 32x upsampling kernel of each trunk
+# (docs/fidelity.md "The VGG16 trunk", "FCN-AlexNet", "Heads: FCN-32s, FCN-16s, FCN-8s").
 FC6_KERNEL = {"vgg16": 7, "alexnet": 6}
 UPSCORE32_KERNEL = {"vgg16": 64, "alexnet": 63}
 # All-at-once FCN-8s scales the skip inputs before scoring them "to better condition
-# optimization" (PAMI); these are fixed (lr_mult 0) Caffe Scale blobs.
+# optimization" (REF README; PAMI §4); these are fixed (lr_mult 0) Caffe Scale blobs
+# (docs/fidelity.md "At-once FCN-8s").
 ATONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}
-# Late fusion averages the two score maps (Eltwise SUM, coeff 0.5 each).
+# Late fusion averages the two score maps (Eltwise SUM, coeff 0.5 each; docs/fidelity.md "NYUDv2").
 LATE_FUSION_COEFFS = (0.5, 0.5)
 
 

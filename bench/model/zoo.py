@@ -1,7 +1,8 @@
 """The catalogue of released FCN models as data: what each network is made of, where it came from.
 
 Stdlib only and no architecture code: `bench.model.spec.build_spec` turns an entry into layers.
-Every value here is documented, with its primary source, in docs/fidelity.md ("The model zoo").
+Every value here is documented, with its primary source, in docs/fidelity.md ("The catalogue and
+names", and the section of each data set).
 """
 
 from __future__ import annotations

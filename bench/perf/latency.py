@@ -1,11 +1,10 @@
 """Latency engine: warm-up until stable, interleaved rounds, synchronised timing, raw samples.
 
-The parts: timing policies (bench.perf.policy), cells and the backend adapter (bench.perf.cells),
-the round scheduler (bench.perf.rounds), host facts and grouping (bench.perf.host). Here: the
-methodology, one row per cell, and `measure`, which runs the whole matrix. Backends are typed
-against the `Backend` contract (bench.core.contracts).
+The parts: timing policies (bench.perf.policy), cells, the backend adapter and the grouping of
+cells (bench.perf.cells), the round scheduler (bench.perf.rounds), host facts (bench.core.host).
+Here: the methodology, one row per cell, and `measure`, which runs the whole matrix. Backends
+are typed against the `Backend` contract (bench.core.contracts).
 """
-
 
 from __future__ import annotations
 

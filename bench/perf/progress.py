@@ -1,4 +1,4 @@
-"""An estimate of the time a latency run still needs, for the progress bar (framework-free).
+"""An estimate of the time a latency run still needs, for the progress bar.
 
 The run's length is not known in advance: warm-up stops when times settle and the timed phase
 needs both a count and a duration (bench.perf.latency.TimingPolicy). So the estimate is remade after

@@ -1,6 +1,6 @@
 """Latency results as text: the console/GitHub table, CSV, Markdown, the JSON record and a plot.
 
-Framework-free (tabulate, matplotlib with the Agg backend); never imports torch or tensorflow.
+Tabulate, and matplotlib with the Agg backend.
 Rows are the dicts made by `bench.perf.latency.make_row`.
 """
 

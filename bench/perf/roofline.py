@@ -1,4 +1,4 @@
-"""The device's measured ceilings and where each latency row stands against them (framework-free).
+"""The device's measured ceilings and where each latency row stands against them.
 
 A latency alone does not say whether a model is fast: 14.7 ms on an H100 is half of what its fp32
 units can do, 2.6 ms in bf16 a quarter. So each run measures, once per backend and precision, the
@@ -6,7 +6,7 @@ two ceilings of a roofline (docs/latency.md): the throughput of a large matrix p
 precision in use (SGEMM on a CPU), and the bandwidth of a device-to-device copy. Every row then
 gets its achieved TFLOP/s, the percentage of that measured peak, and the compute floor: the time
 the forward's FLOPs (from the spec) would take at the peak. Backends supply the two operations;
-the timing and arithmetic live here. Never imports torch or tensorflow.
+the timing and arithmetic live here.
 """
 
 from __future__ import annotations

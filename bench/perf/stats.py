@@ -1,7 +1,7 @@
 """Statistics of raw latency samples: percentiles, spread, and the uncertainty of the headline
 numbers (bootstrap interval of the median, by the shared routine of bench.core.bootstrap;
-distribution-free bound on p90). Framework-free (numpy; scipy for one binomial quantile). Split
-out of bench/perf/latency.py, which re-exports it.
+distribution-free bound on p90). Numpy; scipy for one binomial quantile. Split
+out of bench/perf/latency.py, which uses it.
 """
 
 from __future__ import annotations

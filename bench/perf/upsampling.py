@@ -1,4 +1,4 @@
-"""Cheaper exact forms of FCN's fixed bilinear upsampling, and when to use them (framework-free).
+"""Cheaper exact forms of FCN's fixed bilinear upsampling, and when to use them.
 
 With the reference's diagonal bilinear kernels (bench.model.init.bilinear_upsample_weight), class c
 of an upsampled blob depends on class c of its input only, through the k x k kernel outer(r, r) of

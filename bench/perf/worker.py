@@ -5,7 +5,7 @@ which poisons the CUDA context for the rest of the process: every later cell wou
 A worker started with multiprocessing's *spawn* method (a fresh interpreter: no inherited CUDA
 context, no forked framework threads) runs the job and sends its result back as plain picklable
 data through a pipe; if it dies instead (a signal, os._exit, an abort in a driver), the parent
-reads the exit status and reports it as the job's error. Framework-free.
+reads the exit status and reports it as the job's error.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ both float32: about 1.1 GB, so keeping all 25 snapshots of the reference recipe 
 one every 4,000) needs ~27 GB. `train` keeps the newest few and the best by default
 (docs/outputs-and-disk.md); this module says how much that needs and refuses to start
 a run the disk cannot hold, instead of failing hours later in the middle of a write.
-Framework-free; never imports torch or tensorflow.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from bench.weights.detect import BACKBONES
 
 # Staged initialisation (REF): each finer net starts from the next coarser one; FCN-32s and the
 # all-at-once FCN-8s start from VGG16 (fc6/fc7 convolutionalized, fc8 dropped).
+# docs/training_recipes.md "Initialisation chains".
 TRUNKS = BACKBONES  # bare ImageNet trunks: VGG16, and CaffeNet for FCN-AlexNet
 INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": VGG16,
                "voc-fcn-alexnet": ALEXNET_TRUNK,  # bench.weights.detect's name of a CaffeNet trunk
@@ -38,7 +39,8 @@ INIT_SOURCE = {"fcn32s": VGG16, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-at
                "pascalcontext-fcn32s": VGG16, "pascalcontext-fcn16s": "pascalcontext-fcn32s",
                "pascalcontext-fcn8s": "pascalcontext-fcn16s", "ade20k-fcn8s": VGG16}
 # Late fusion (REF nyud-fcn32s-color-hha/solve.py): one trained single-input FCN-32s per stream,
-# transplanted into the layers suffixed by that stream's input (conv1_1 -> conv1_1color, ...).
+# transplanted into the layers suffixed by that stream's input (conv1_1 -> conv1_1color, ...);
+# docs/fidelity.md "Late fusion".
 LATE_FUSION_SOURCES = {"nyud-fcn32s-color-hha": (("color", "nyud-fcn32s-color"),
                                                  ("hha", "nyud-fcn32s-hha"))}
 # Early fusion: the 4-channel first layer of a colour+depth net and the VGG16 layer it comes from.
@@ -64,10 +66,11 @@ def initial_params(spec: FcnSpec, source: Mapping[str, np.ndarray], source_kind:
                    ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Parameters to start training from, and the archive's tensors that were not used.
 
-    New score layers start at zero (Caffe's default filler), fixed upsampling kernels are (re)set
-    to bilinear (REF re-runs interp) and at-once scales to their constants; every other tensor,
-    including upsampling the recipe learns (cvpr), is copied by name when present. Missing,
-    mis-shaped or non-finite tensors are all listed in one WeightsError.
+    New score layers start at zero (Caffe's default filler; docs/fidelity.md "Heads: FCN-32s,
+    FCN-16s, FCN-8s"), fixed upsampling kernels are (re)set to bilinear (REF re-runs interp) and
+    at-once scales to their constants; every other tensor, including upsampling the recipe learns
+    (cvpr), is copied by name when present. Missing, mis-shaped or non-finite tensors are all
+    listed in one WeightsError.
     """
     required = required_init_names(spec, source_kind)
     shapes = spec.param_shapes()
@@ -136,7 +139,8 @@ def _late_fusion_init(spec: FcnSpec, paths: Sequence[str]
 def _bgrd_from_rgb(spec: FcnSpec, source: Mapping[str, np.ndarray],
                    path: str | Path) -> dict[str, np.ndarray]:
     """conv1_1_bgrd from a trunk archive, by the one early-fusion rule of bench.model.init (REF
-    nyud-fcn32s-color-d surgery: conv1_1 on B, G, R, their mean on log-depth)."""
+    nyud-fcn32s-color-d surgery: conv1_1 on B, G, R, their mean on log-depth; docs/fidelity.md
+    "Initialisation from ImageNet")."""
     layers = {name.rsplit(".", 1)[0] for name in source}
     trunk = {layer: (source[f"{layer}.weight"], source[f"{layer}.bias"])
              for layer in sorted(layers, key=lambda n: n != BGRD_SOURCE)  # conv1_1 first

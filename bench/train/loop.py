@@ -1,4 +1,4 @@
-"""The framework-free training loop: it drives a backend's `Trainer` (bench.core.contracts) through
+"""The training loop: it drives a backend's `Trainer` (bench.core.contracts) through
 updates, validation and snapshots on the recipe's schedule, and writes the run record.
 
 The settings and pieces it uses live beside it: recipes.py (Caffe solver settings), plan.py

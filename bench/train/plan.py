@@ -29,7 +29,8 @@ def solver_plan(spec: FcnSpec, recipe: Recipe, base_lr: float) -> tuple[TensorHy
     """The learned tensors, in spec order, with their effective lr and decay.
 
     Tensors with lr_mult 0 (fixed upsampling, at-once scales) are absent: Caffe keeps their
-    momentum at zero, so they never move; the backends exclude them from the gradient.
+    momentum at zero, so they never move; the backends exclude them from the gradient
+    (docs/training_recipes.md "The update and the loss normalisation").
     """
     plan = []
     for param in spec.parameters():

@@ -26,6 +26,7 @@ class Recipe:
     iter_size: int  # images whose gradients are accumulated (and averaged) per update
     # "sum": SoftmaxWithLoss normalize=false, batch 1 -> sum over non-void pixels.
     # "valid": normalize=true -> that sum / number of non-void pixels.
+    # (docs/training_recipes.md "The update and the loss normalisation")
     loss_normalization: str
     max_iter: Mapping[str, int]
     eval_every: int
@@ -78,7 +79,8 @@ HEAVY = Recipe(
 # (Caffe iter_size 20 divides the accumulated gradient by 20), as REF's FCN-AlexNet "accum" solver.
 # CVPR states no iteration count; we give it the heavy recipe's image budget (100k images = 5000
 # updates of 20) and evaluate/snapshot every 4000 images (200 updates). At-once did not exist in
-# CVPR: it is trained like FCN-32s (from VGG16, 1e-4).
+# CVPR: it is trained like FCN-32s (from VGG16, 1e-4). docs/training_recipes.md "The CVPR 2015
+# recipe".
 CVPR = Recipe(
     name="cvpr",
     description="CVPR 2015: 20-image batches (accumulated), momentum 0.9, per-pixel-mean loss",
@@ -95,7 +97,8 @@ CVPR = Recipe(
 )
 
 # REF voc-fcn-alexnet: "gradient accumulation, normalized loss, and standard momentum" (its
-# README): 20 images per update, each loss divided by its non-void pixels, momentum 0.9.
+# README): 20 images per update, each loss divided by its non-void pixels, momentum 0.9
+# (docs/training_recipes.md "The solver settings").
 ALEXNET = Recipe(
     name="alexnet",
     description="REF FCN-AlexNet: 20-image accumulation, momentum 0.9, per-pixel-mean loss",

@@ -1,6 +1,6 @@
 """The neutral weight archive: one safetensors file per weight set, strict loading (numpy only).
 
-Never imports torch or tensorflow: backends convert the numpy arrays into their own layouts.
+Numpy arrays in the canonical layouts; backends convert them into their own.
 
 Archive format ("fcn-bench-weights", format_version 1)
 ------------------------------------------------------
@@ -12,14 +12,15 @@ A standard safetensors file (https://github.com/huggingface/safetensors), writte
   `score_pool4.weight`, `score_pool3.bias`, `upscore.weight`, `upscore2.weight`,
   `upscore16.weight`, `upscore_pool4.weight`, `upscore8.weight`, `scale_pool4.weight`,
   `scale_pool3.weight`. Exactly the keys of `FcnSpec.parameters()` of the variant.
-* Layouts are Caffe's, untouched:
+* Layouts are Caffe's, untouched (docs/fidelity.md "Weight layouts"):
   convolution weight OIHW `[C_out, C_in, kH, kW]` (fc6 is `[4096, 512, 7, 7]`, fc7
   `[4096, 4096, 1, 1]`); deconvolution (upsampling) weight `[C_in, C_out, kH, kW]` (Caffe's
   Deconvolution blob = torch `ConvTranspose2d.weight`); bias and Scale blobs `[C]`.
 * Every tensor is float32, little-endian, C order, finite.
 * The weights expect the Caffe input convention: NCHW, BGR, 0-255, minus the per-channel mean
   B 104.00698793, G 116.66876762, R 122.67891434 for the VOC nets (whatever the source framework
-  was); the other models' inputs are prepared as in docs/fidelity.md "Inputs per model".
+  was; docs/fidelity.md "Means per data set"); the other models' inputs are prepared as in
+  docs/fidelity.md "Inputs per model".
 * `__metadata__` (string -> string):
     format            "fcn-bench-weights"
     format_version    "1"

@@ -4,7 +4,7 @@ No Caffe, no compiled caffe.proto, no `protobuf` package: varints, length-delimi
 fixed32/64 are decoded by bench/weights/protobuf_wire.py, with the field numbers of BVLC/caffe
 src/caffe/proto/caffe.proto.
 The writer of test fixtures is tests/weights/caffe_writer.py.
-Stdlib + numpy only; never imports torch or tensorflow.
+Stdlib + numpy only.
 
 Why by hand: the files are > 500 MB (protobuf warns about "dangerously large" messages and some
 builds refuse them) and we only need names and blobs. The file is memory-mapped and walked with
@@ -19,6 +19,7 @@ Messages and fields used (everything else, of every wire type, is skipped):
   BlobProto         shape 7 (BlobShape: dim 1, int64, packed or not), legacy num 1, channels 2,
                     height 3, width 4; data 5 (float, packed or one fixed32 per element),
                     double_data 8 (double, packed or not; converted to float32)
+(docs/fidelity.md "The caffemodel format").
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class CaffeLayer(NamedTuple):
     offset: int = 0  # byte offset of the layer message in the file (for error messages)
 
 
-# BlobShape dims: Caffe blobs have at most 4 (kMaxBlobAxes is 32).
+# BlobShape dims: at most kMaxBlobAxes = 32 (Caffe include/caffe/blob.hpp; the FCN blobs have 4
+# at most); docs/fidelity.md "The caffemodel format".
 MAX_BLOB_AXES = 32
 
 
@@ -153,7 +155,8 @@ def _parse_blob(buf: memoryview, start: int, stop: int,
     if dims is None:
         dims = [legacy.get(n, 0) for n in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)] \
             if legacy else None
-    chunks = doubles or floats  # Caffe prefers double_data when it is present
+    # Caffe reads double_data when it holds values (docs/fidelity.md "The caffemodel format").
+    chunks = doubles or floats
     count = sum(len(chunk) for chunk in chunks)
     if dims is None:
         dims = [count]

@@ -4,12 +4,12 @@ Sources, recognised from their CONTENT (never the file name):
   * an fcn-bench archive or a safetensors file with the canonical names (re-validated),
   * an official FCN caffemodel (fcn32s/16s/8s-heavy-pascal, fcn8s-atonce-pascal),
   * VGG16 ImageNet weights -> an FCN *init* archive exactly as the reference surgery builds it
-    (REF surgery.transplant + interp): the Caffe VGG_ILSVRC_16_layers.caffemodel, torchvision's
-    vgg16-397923af.pth (input convention folded into conv1_1) or the Keras
-    vgg16_weights_tf_dim_ordering_tf_kernels.h5,
+    (REF surgery.transplant + interp; docs/fidelity.md "Initialisation from ImageNet"): the
+    Caffe VGG_ILSVRC_16_layers.caffemodel, torchvision's vgg16-397923af.pth (input convention
+    folded into conv1_1) or the Keras vgg16_weights_tf_dim_ordering_tf_kernels.h5,
   * a .pth state dict with the canonical FCN names (e.g. wkentaro/pytorch-fcn's converted models),
   * or nothing: `convert_random` writes `bench.model.init.random_params`.
-A .pth needs torch to read; bench never imports it: callers pass `read_pth` (the convert command
+A .pth needs torch to read, so callers pass `read_pth` (the convert command
 passes `backends.read_torch_state_dict`, which imports torch only for a torch file).
 
 Each source format is read in bench/weights/source_formats.py, ImageNet trunks go through

@@ -1,6 +1,6 @@
 """Reading Keras VGG16 weights (HDF5) for `bench.weights.convert`, refusing files that reach outside
-themselves. Moved out of bench/weights/convert.py unchanged; never imports torch or tensorflow
-(h5py only, imported when a file is read). Limits: docs/security.md, "Keras HDF5".
+themselves. Moved out of bench/weights/convert.py unchanged; h5py is
+imported only when a file is read. Limits: docs/security.md, "Keras HDF5".
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
     a whole-model save nests it all under `model_weights`. The attrs may be chunked
     (`weight_names0`, `weight_names1`...) when they exceed the HDF5 header limit.
     Kernels are [kH, kW, in, out] -> OIHW; `fc1` is [25088, 4096] flattened H,W,C (Keras
-    Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW. The weights are Caffe's (Keras' "caffe"
+    Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW (the canonical layouts: docs/fidelity.md
+    "Weight layouts"). The weights are Caffe's (Keras' "caffe"
     preprocessing feeds BGR 0-255 minus the VGG mean), so conv1_1 already expects BGR: no
     channel reversal.
     """

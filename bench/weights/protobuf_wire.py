@@ -2,7 +2,8 @@
 wire type, (deprecated) groups skipped iteratively, and runs of unpacked fixed-width scalars
 decoded at once with numpy. Positions are absolute byte offsets into the mapping; a field that
 runs past its enclosing message raises OutOfBounds, malformed bytes Corrupt (bench/weights/caffe.py
-turns both into one WeightsError naming the file and the byte).
+turns both into one WeightsError naming the file and the byte). The messages and fields read:
+docs/fidelity.md "The caffemodel format".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A user who passes a caffemodel where an archive is expected, or a JPEG to `convert`, should be
 told what the file looks like and what to run, not "invalid wire type 7 for field 25427343".
 Only the head of the file is read (at most `HEAD_BYTES`), so sniffing is cheap and bounded.
-Stdlib only; never imports torch or tensorflow. See docs/security.md.
+Stdlib only. See docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """FCN weights in other formats -> archive params and metadata, each source read by its layer or
 tensor names: an existing (or foreign canonical-name) safetensors file, a Caffe model of any
 released FCN, a PyTorch state dict (pytorch-fcn's canonical names or torchvision's VGG16). An
-ImageNet trunk goes on to the surgery (bench/weights/surgery.py).
+ImageNet trunk goes on to the surgery (bench/weights/surgery.py). Blob layouts: docs/fidelity.md
+"Weight layouts"; which model the tensors belong to: "Telling the models apart".
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def from_named_layers(path: Path, layers: Mapping[str, tuple[str, list[np.ndarra
 def caffe_trunk(path: Path, layers: Mapping[str, tuple[str, list[np.ndarray]]],
                  backbone: str = BACKBONE) -> Trunk:
     """conv1_1 .. fc7 of a Caffe VGG16, or conv1 .. fc7 of CaffeNet (weights already BGR 0-255
-    mean-subtracted: as is)."""
+    mean-subtracted: as is; fc layers [out, in] flattened C,H,W, docs/fidelity.md "Weight
+    layouts")."""
     trunk: Trunk = {}
     problems = []
     for name in BACKBONE_LAYERS[backbone]:

@@ -1,5 +1,6 @@
 """ImageNet trunks -> the training init of an FCN, exactly as the reference surgery builds it
-(REF surgery.transplant + interp; docs/fidelity.md), and the torchvision input fold.
+(REF surgery.transplant + interp; docs/fidelity.md "Initialisation from ImageNet"), and the
+torchvision input fold.
 
 A trunk comes from a Caffe VGG16 or CaffeNet model, torchvision's VGG16 (its RGB [0, 1] mean/std
 input convention folded into conv1_1) or Keras' VGG16 (bench/weights/keras_h5.py).
@@ -61,7 +62,8 @@ TORCHVISION_NAMES = _torchvision_names()
 
 
 # A VGG16 trunk in Caffe conventions: name -> (weight, bias). Conv weights OIHW; fc6 may be
-# [4096, 25088] flattened C,H,W (Caffe InnerProduct, torch Linear) or already [4096, 512, 7, 7].
+# [4096, 25088] flattened C,H,W (Caffe InnerProduct, torch Linear) or already [4096, 512, 7, 7]
+# (docs/fidelity.md "Weight layouts").
 Trunk = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
