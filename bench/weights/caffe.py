@@ -151,12 +151,12 @@ def _parse_blob(buf: memoryview, start: int, stop: int,
             view = np.frombuffer(buf, "<f4" if width == 4 else "<f8", (value - begin) // width,
                                  begin)
             (floats if width == 4 else doubles).append(view)
-    # Caffe Blob::FromProto: shape.dim if present, else the four legacy dims (default 0).
-    if dims is None:
-        dims = [legacy.get(n, 0) for n in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)] \
-            if legacy else None
-    # Caffe reads double_data when it holds values (docs/fidelity.md "The caffemodel format").
-    chunks = doubles or floats
+    # Caffe's Blob::FromProto: the legacy num/channels/height/width win whenever any of them is
+    # present (absent ones count 0), else shape.dim; and double_data is read when it holds
+    # values, else data (docs/fidelity.md "The caffemodel format").
+    if legacy:
+        dims = [legacy.get(n, 0) for n in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)]
+    chunks = doubles if any(len(chunk) for chunk in doubles) else floats
     count = sum(len(chunk) for chunk in chunks)
     if dims is None:
         dims = [count]

@@ -84,6 +84,23 @@ def test_unpacked_dims_and_repeated_packed_chunks_concatenate(tmp_path):
     np.testing.assert_array_equal(read.blobs[0], values.reshape(2, 3))
 
 
+def test_legacy_dims_win_over_shape_and_empty_double_data_is_ignored_as_in_caffe(tmp_path):
+    """Blob::FromProto: any of num/channels/height/width present -> the 4-D legacy shape, even
+    beside a `shape`; double_data only when it holds values. The reader had both backwards."""
+    values = np.arange(6, dtype=np.float32)
+    shape = _field(1, 2, encode_varint(2) + encode_varint(3))
+    legacy = b"".join(_field(number, 0, encode_varint(dim))
+                      for number, dim in ((1, 1), (2, 1), (3, 2), (4, 3)))
+    empty_doubles = _field(8, 2, b"")
+    blob = _field(7, 2, shape) + legacy + empty_doubles + _field(5, 2, values.tobytes())
+    layer = _field(1, 2, b"c") + _field(2, 2, b"Convolution") + _field(7, 2, blob)
+    path = tmp_path / "both.caffemodel"
+    path.write_bytes(_field(100, 2, layer))
+    (read,) = read_caffemodel(path)
+    assert read.blobs[0].shape == (1, 1, 2, 3)
+    np.testing.assert_array_equal(read.blobs[0].ravel(), values)
+
+
 @pytest.mark.parametrize("legacy_v1", [False, True])
 def test_truncated_file_names_the_byte_and_the_layer(tmp_path, legacy_v1):
     path = write_caffemodel(tmp_path / "net.caffemodel", LAYERS, legacy_v1=legacy_v1)
