@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,6 +38,17 @@ class ZooSample:
     labels: dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class ScoringRules:
+    """What the golden suite reads of a data set to score it: its heads and fresh confusions
+    (the VOC golden images come from the VOC suite, not from a `SegmentationSet`)."""
+
+    heads: Sequence[Any]
+
+    def confusions(self) -> dict[str, Any]:
+        return {head.name: head.confusion() for head in self.heads}
+
+
 def make_zoo_samples(model: str, workdir: str | Path, *, seed: int, num_images: int,
                      voc_samples: Sequence[Any] = (), voc_split: str = "trainval"
                      ) -> tuple[str, list[ZooSample], Any]:
@@ -52,8 +62,7 @@ def make_zoo_samples(model: str, workdir: str | Path, *, seed: int, num_images: 
     if name == "voc":
         from bench.data.voc_set import HEADS
 
-        voc = SimpleNamespace(heads=HEADS, confusions=lambda: {h.name: h.confusion()
-                                                                for h in HEADS})
+        voc = ScoringRules(HEADS)
         return voc_split, [ZooSample(s.id, {"data": s.image}, {"semantic": s.label})
                            for s in list(voc_samples)[:num_images]], voc
     # Three times the images asked for: NYUD's test third then holds that many.
