@@ -30,7 +30,7 @@ from bench.core.host import available_memory_bytes, host_info
 from bench.core.outputs import Output, check_outputs
 from bench.evaluation.published import paper_latency_ms
 from bench.model.budget import check_fits, estimate_cell
-from bench.model.init import random_params
+from bench.model.init import RANDOM_PARAMS_ID, random_params
 from bench.model.spec import MODEL_NAMES, VARIANTS, FcnSpec, build_spec, resolve_model
 from bench.perf.cells import (
     MODES,
@@ -345,7 +345,7 @@ def command(ctx, variants, backend_names, device, sizes, batch, precision, compi
         "compile": compile_, "channels_last": channels_last, "modes": list(modes),
         "warmup": warmup, "iters": iters, "min_time_s": min_time, "threads": threads,
         "seed": seed, "isolate": isolate, "width_divisor": width_divisor,
-        "weights": f"bench.model.init.random_params(seed={seed})", "command": " ".join(sys.argv)})
+        "weights": f"{RANDOM_PARAMS_ID}(seed={seed})", "command": " ".join(sys.argv)})
     contents = {output: render_output(output, record, run) for output in outputs}
     if plot and len(run.failed) < len(run.rows):
         contents[plot] = render_plot(plot, run.rows)

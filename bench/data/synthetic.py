@@ -130,8 +130,9 @@ def _mat_bytes(labels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"GTcls": {"Segmentation": labels, "CategoriesPresent": present}},
                      do_compression=True)
-    # The 116-byte text header holds the creation time; a fixed one keeps the bytes seeded.
-    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: fcn-bench bench.data.synthetic"
+    # The 116-byte text header holds the creation time; a fixed one keeps the bytes seeded (and
+    # the same as the first release's, whose module was bench/synthetic.py).
+    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: fcn-bench bench.synthetic"
     return header.ljust(116, b" ") + buffer.getvalue()[116:]
 
 

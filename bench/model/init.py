@@ -75,6 +75,12 @@ def placeholder_params(spec: FcnSpec) -> dict[str, np.ndarray]:
     return params
 
 
+# How records name `random_params`: the identifier recorded since the first release, when it
+# lived in bench/init.py. Records and the golden baseline keep it, so that they stay comparable
+# across the move into bench/model/ (docs/records.md "Stable identifiers").
+RANDOM_PARAMS_ID = "bench.init.random_params"
+
+
 def random_params(spec: FcnSpec, seed: int = 0) -> dict[str, np.ndarray]:
     """Deterministic random weights for every tensor of `spec` (same seed -> same bytes anywhere).
 
