@@ -106,7 +106,7 @@ class ReferenceBackend(Backend):
     def environment(self) -> dict[str, Any]:
         return {"framework": "numpy", "framework_version": np.__version__, "device": "cpu",
                 "device_name": platform.processor() or platform.machine() or "cpu",
-                "precision": np.dtype(self.dtype).name,  # the arithmetic (requests are fp32)
+                "precision": self.options.precision,
                 "compute_dtype": np.dtype(self.dtype).name, "compile": None}
 
 
