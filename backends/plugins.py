@@ -16,12 +16,15 @@ Optional metadata, read from attributes of the factory once it is loaded:
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bench.core.errors import BackendUnavailable
 
 GROUP = "fcn_bench.backends"
+# A backend name is one token of `--backends a,b`: lower-case letters, digits, "_", "-", ".".
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 class BackendPluginError(BackendUnavailable):
@@ -61,6 +64,11 @@ def discover(builtin_names: Iterable[str]) -> dict[str, PluginEntry]:
         entry = PluginEntry(point.name.strip().lower(), point.value,
                             getattr(dist, "name", None) or "unknown distribution",
                             getattr(dist, "version", None) or "?")
+        if not NAME_PATTERN.fullmatch(entry.name):
+            raise BackendPluginError(f"{entry.describe()} has a name that cannot be a backend "
+                                     "name (lower-case letters, digits, '_', '-', '.'; at most "
+                                     f"64); uninstall {entry.distribution} or rename its entry "
+                                     f"point in group {GROUP}")
         if entry.name in builtins:
             raise BackendPluginError(f"{entry.describe()} clashes with the built-in backend "
                                      f"{entry.name!r}; uninstall {entry.distribution} or rename "

@@ -67,7 +67,7 @@ class BackendInfo:
 @functools.cache
 def _plugins() -> dict[str, plugins.PluginEntry]:
     """Installed plugins, discovered once per process (clashes refused: plugins.discover)."""
-    return plugins.discover([*BUILTINS, *ALIASES])
+    return plugins.discover([*BUILTINS, *ALIASES, "all"])  # "all" is the --backend choice
 
 
 def reset() -> None:

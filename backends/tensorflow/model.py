@@ -153,8 +153,7 @@ class FcnModule(tf.Module):
                     tf.cast(self.params[p.name], tf.float32).numpy(), p.layout))
                 for p in self.spec.parameters()}
 
-    # -- upsampling: the cheaper exact forms (bench/perf/upsampling.py)
-    # ------------------------------
+    # -- upsampling: the cheaper exact forms (bench/perf/upsampling.py) -------------------
 
     def plan_upsampling(self, device_type: str, tensor_cores: bool,
                         forms: Mapping[str, str] | None = None) -> dict[str, str]:

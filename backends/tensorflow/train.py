@@ -1,5 +1,5 @@
-"""TensorFlow side of `cli.py train`: `bench.core.contracts.Trainer` over `FcnModule` (imports
-tensorflow).
+"""TensorFlow side of `cli.py train`: the `Trainer` contract (bench/core/contracts.py) in
+TensorFlow.
 
 Mirrors backends/torch/train.py. The Caffe SGD step is written out with variable assignments (no
 Keras optimizer: their momentum and weight-decay conventions differ from Caffe's). Momentum

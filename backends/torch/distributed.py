@@ -2,9 +2,8 @@
 
 `torchrun --nproc_per_node N cli.py reproduce ...` starts N copies of the command; this joins
 them so bench.evaluation.runner can split the images round-robin and sum the confusion matrices.
-The sum
-travels over gloo as host float64 tensors whichever framework scores the images (a few KB per
-run), so it also serves `--backend tensorflow`; training uses its own group (train.py).
+The sum travels over gloo as host float64 tensors whichever framework scores the images (a few
+KB per run), so it also serves `--backend tensorflow`; training uses its own group (train.py).
 """
 
 from __future__ import annotations

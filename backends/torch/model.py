@@ -112,8 +112,8 @@ class FcnModule(nn.Module):
 
     Freshly built, the trunk is zero until weights are loaded, and the fixed tensors and score
     layers hold what the reference surgery writes (bench.model.init.placeholder_params, the same
-    values
-    as the TF module): load real or `bench.model.init.random_params` weights with `load_canonical`.
+    values as the TF module): load real or `bench.model.init.random_params` weights with
+    `load_canonical`.
     `.train()` turns element-wise dropout on; `.eval()` makes it the identity.
     """
 

@@ -64,8 +64,7 @@ def half_precision_rows(backend_factory: HalfFactory, backend: str, precision: s
     """One row per VOC variant (on `images`) and per zoo model (on its own generated data, every
     head): labels in `precision` against fp32 (same backend, same golden weights) on the decided
     pixels, gated by bench.evaluation.parity.half_precision_gate (docs/latency.md). The fp32 gates
-    of the
-    suite are unchanged; this is an extra check for half-precision runs."""
+    of the suite are unchanged; this is an extra check for half-precision runs."""
     config = config or GoldenConfig()
     voc = [ZooSample(item.id, {"data": item.image}, {}) for item in images]
     rows = []

@@ -1,7 +1,7 @@
 """`golden`: run the deterministic golden suite and gate it against the committed baseline.
 
-Thin click wrapper over bench.ci.golden*; the backends (and so torch / tensorflow) are imported only
-inside the command.
+Thin click wrapper over bench.ci.golden*; the backends (and so torch / tensorflow) are imported
+only inside the command.
 """
 
 from __future__ import annotations

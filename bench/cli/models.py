@@ -1,5 +1,4 @@
-"""`models`: list every catalogued FCN model (bench/model/zoo.py) with figures computed from its
-spec."""
+"""`models`: every catalogued FCN model (bench/model/zoo.py), figures computed from its spec."""
 
 from __future__ import annotations
 

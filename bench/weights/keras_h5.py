@@ -40,9 +40,8 @@ def read_keras_vgg16(path: str | Path) -> Trunk:
     (`weight_names0`, `weight_names1`...) when they exceed the HDF5 header limit.
     Kernels are [kH, kW, in, out] -> OIHW; `fc1` is [25088, 4096] flattened H,W,C (Keras
     Flatten on NHWC) -> [7, 7, 512, 4096] -> OIHW (the canonical layouts: docs/fidelity.md
-    "Weight layouts"). The weights are Caffe's (Keras' "caffe"
-    preprocessing feeds BGR 0-255 minus the VGG mean), so conv1_1 already expects BGR: no
-    channel reversal.
+    "Weight layouts"). The weights are Caffe's (Keras' "caffe" preprocessing feeds BGR 0-255 minus
+    the VGG mean), so conv1_1 already expects BGR: no channel reversal.
     """
     import h5py
 

@@ -108,6 +108,15 @@ def test_a_plugin_named_like_a_built_in_is_refused(installed):
     assert result.output.count("\n") == 1 and "evil-torch 6.6" in result.output
 
 
+@pytest.mark.parametrize("name", ["all", "a,b", "x\x1b[31m", "", "-dash"])
+def test_a_plugin_name_that_no_option_could_select_is_refused(installed, name):
+    """"all" is the every-backend choice and "," separates `--backends`: such a plugin would be
+    shadowed or split, never selected; control characters would reach the terminal."""
+    installed(fake_point(name, "backends.reference:create_backend", "odd-dist", "1"))
+    with pytest.raises(plugins.BackendPluginError, match="odd-dist 1"):
+        backends.registered_backends()
+
+
 def test_two_plugins_of_one_name_are_refused(installed):
     installed(fake_point("dup", "backends.reference:create_backend", "first", "1"),
               fake_point("dup", "backends.reference:create_backend", "second", "2"))
